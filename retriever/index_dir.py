@@ -1,0 +1,90 @@
+"""The index directory format: what files it holds, the manifest, atomic writes, and loading checks.
+
+    artifacts/index/
+      manifest.json     written last: fingerprint, embedder (name, dim, checksum), corpus hashes, counts,
+                        cleaning counts, resolved config, library versions, build time, file sizes
+      passages.jsonl    one Passage per line; line i is FAISS id i and BM25 doc i
+      dense.faiss       FAISS index over L2-normalised title+text embeddings (inner product = cosine)
+      bm25/             bm25s index (numpy arrays + JSON; no pickle)
+      embedder/         copy of the sentence-transformers model used, so queries always embed the same way
+      duplicates.json   {dropped record id: kept record id} for exact-duplicate answers
+
+index_build writes it; retriever.search reads it. `check_index_dir` says exactly what is missing and which
+command makes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from core.errors import IndexCorruptError, IndexNotFoundError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PASSAGES = "passages.jsonl"
+DENSE = "dense.faiss"
+BM25_DIR = "bm25"
+EMBEDDER_DIR = "embedder"
+DUPLICATES = "duplicates.json"
+BUILD_HINT = "build it with `medcite index`"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    """Size of every file under root except the manifest: a cheap completeness check at load time."""
+    return {str(p.relative_to(root)): p.stat().st_size
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The manifest of a finished index, or a one-line error naming the command that makes one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IndexNotFoundError(f"no index at {root}; {BUILD_HINT} (or pass --index)")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise IndexCorruptError(f"{root} has no {MANIFEST} (an unfinished build?); {BUILD_HINT} --out {root}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IndexCorruptError(f"{path} is not valid JSON; rebuild with `medcite index --out {root}`") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexCorruptError(f"{root} has index format {manifest.get('format_version')}, this medcite reads "
+                                f"{FORMAT_VERSION}; rebuild with `medcite index --out {root}`")
+    return manifest
+
+
+def check_index_dir(root: str | Path) -> dict[str, Any]:
+    """read_manifest, then every file the manifest lists must exist with its recorded size."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    for name, size in manifest.get("files", {}).items():
+        p = root / name
+        if not p.is_file():
+            raise IndexCorruptError(f"{root} is missing {name}; rebuild with `medcite index --out {root}`")
+        if p.stat().st_size != size:
+            raise IndexCorruptError(f"{root}/{name} has {p.stat().st_size} bytes, manifest says {size}; "
+                                    f"rebuild with `medcite index --out {root}`")
+    return manifest

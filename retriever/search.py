@@ -1,0 +1,134 @@
+"""Query-time search over an index directory: dense (FAISS), BM25 (bm25s), or hybrid (reciprocal rank fusion).
+
+    from retriever.search import IndexRetriever
+    r = IndexRetriever.load("artifacts/index")
+    for hit in r.search("how is ewing sarcoma treated", k=5, mode="hybrid"):
+        print(hit.rank, hit.passage.id, hit.passage.title, hit.score)
+
+The query embedder is the copy stored in the index, so query and passage vectors always come from the same
+model; the manifest's checksum is verified at load. Hybrid fuses the top `candidates` of each side with
+RRF: score = sum 1 / (rrf_k + rank).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.errors import IndexCorruptError, InvalidRequestError
+from core.types import SEARCH_MODES, Hit, Passage, SearchMode
+from retriever import index_dir as fmt
+from retriever.embedder import dir_checksum, load_embedder
+
+MAX_K = 100
+
+
+class IndexRetriever:
+    """Loaded once (at start-up), then `search` is called per query. Thread-safe for concurrent reads."""
+
+    def __init__(self, root: Path, manifest: dict, passages: list[Passage], dense, bm25, embedder,
+                 duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100):
+        import numpy as np
+
+        self.root, self.manifest, self.passages = root, manifest, passages
+        self.dense, self.bm25, self.embedder = dense, bm25, embedder
+        self.duplicates = duplicates
+        self.rrf_k, self.candidates = rrf_k, candidates
+        self.fingerprint: str = manifest["fingerprint"]
+        self.sources = sorted({p.source for p in passages})
+        src = np.array([p.source for p in passages])
+        # Per-source masks for filtered search: BM25 takes a weight mask, FAISS an id selector.
+        self._source_ids = {s: np.flatnonzero(src == s).astype("int64") for s in self.sources}
+
+    @classmethod
+    def load(cls, root: str | Path, threads: int = 0, verify_embedder: bool = True, **kwargs) -> IndexRetriever:
+        import bm25s
+        import faiss
+
+        root = Path(root)
+        manifest = fmt.check_index_dir(root)
+        embedder_dir = root / fmt.EMBEDDER_DIR
+        if verify_embedder and dir_checksum(embedder_dir) != manifest["embedder"]["sha256"]:
+            raise IndexCorruptError(f"the embedder in {root} does not match its manifest checksum; "
+                                    f"rebuild with `medcite index --out {root}`")
+        with open(root / fmt.PASSAGES, encoding="utf-8") as f:
+            passages = [Passage(**json.loads(line)) for line in f]
+        dense = faiss.read_index(str(root / fmt.DENSE))
+        if dense.ntotal != len(passages):
+            raise IndexCorruptError(f"{root}: {dense.ntotal} vectors for {len(passages)} passages; rebuild with "
+                                    f"`medcite index --out {root}`")
+        bm25 = bm25s.BM25.load(str(root / fmt.BM25_DIR))
+        embedder = load_embedder(str(embedder_dir), threads)
+        if embedder.get_embedding_dimension() != manifest["embedder"]["dim"] or dense.d != manifest["embedder"]["dim"]:
+            raise IndexCorruptError(f"{root}: embedder dimension does not match the index; rebuild with "
+                                    f"`medcite index --out {root}`")
+        duplicates = json.loads((root / fmt.DUPLICATES).read_text())
+        return cls(root, manifest, passages, dense, bm25, embedder, duplicates, **kwargs)
+
+    def resolve_record(self, record_id: str) -> str:
+        """The id under which a record's text is indexed (exact-duplicate answers were merged at build time)."""
+        return self.duplicates.get(record_id, record_id)
+
+    # --- the three rankers; each returns [(passage row, score)] best first -----------------------------------
+
+    def _dense(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+        import faiss
+
+        vec = self.embedder.encode([query], normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False).astype("float32")
+        params = None
+        if source is not None:
+            sel = faiss.IDSelectorBatch(self._source_ids[source])
+            params = faiss.SearchParameters(sel=sel) if isinstance(self.dense, faiss.IndexFlat) else None
+            if params is None:  # HNSW/IVF take their own parameter classes; over-fetch and filter instead
+                n_fetch = min(self.dense.ntotal, n * 20)
+                scores, ids = self.dense.search(vec, n_fetch)
+                keep = set(self._source_ids[source].tolist())
+                return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i in keep][:n]
+        scores, ids = self.dense.search(vec, n, params=params) if params else self.dense.search(vec, n)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def _bm25(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+        import bm25s
+        import numpy as np
+        import Stemmer
+
+        cfg = self.manifest["bm25"]
+        tokens = bm25s.tokenize([query], stopwords=cfg["stopwords"], stemmer=Stemmer.Stemmer(cfg["stemmer"]),
+                                return_ids=False, show_progress=False)[0]
+        vocab = self.bm25.vocab_dict
+        tokens = [t for t in tokens if t in vocab]
+        if not tokens:  # nothing in the query occurs in the corpus: BM25 has no opinion
+            return []
+        mask = None
+        if source is not None:
+            mask = np.zeros(len(self.passages), dtype=np.float32)
+            mask[self._source_ids[source]] = 1.0
+        ids, scores = self.bm25.retrieve([tokens], k=min(n, len(self.passages)), weight_mask=mask,
+                                         show_progress=False, n_threads=0)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+    def _hybrid(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+        fused: dict[int, float] = {}
+        for ranked in (self._dense(query, n, source), self._bm25(query, n, source)):
+            for rank, (i, _) in enumerate(ranked, start=1):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (self.rrf_k + rank)
+        return sorted(fused.items(), key=lambda t: (-t[1], t[0]))
+
+    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]:
+        """Top-k passages for a query. Bad arguments raise InvalidRequestError with a one-line message."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequestError("query is empty")
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequestError(f"k must be between 1 and {MAX_K}, got {k}")
+        if mode not in SEARCH_MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+        if source is not None and source not in self._source_ids:
+            raise InvalidRequestError(f"unknown source {source!r}; this index has {', '.join(self.sources)}")
+        if mode == "dense":
+            ranked = self._dense(query, k, source)
+        elif mode == "bm25":
+            ranked = self._bm25(query, k, source)
+        else:
+            ranked = self._hybrid(query, max(k, self.candidates), source)
+        return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]
