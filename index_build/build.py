@@ -119,7 +119,7 @@ def _build_bm25(texts: list[str], dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log) -> Any:
+def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, progress: bool = True) -> Any:
     """Embeddings for `texts` in input order, computed shard by shard with checkpoints under work/shards."""
     import numpy as np
     from tqdm import tqdm
@@ -137,7 +137,7 @@ def _embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log)
     dim = model.get_embedding_dimension()
     out = np.zeros((len(texts), dim), dtype=np.float32)
     bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0,
-               file=sys.stderr)
+               file=sys.stderr, disable=not progress)
     for i, ids in enumerate(shards):
         path = shard_dir / f"{i:05d}.npy"
         if not path.is_file():
@@ -204,7 +204,7 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
             json.dumps(p.__dict__, ensure_ascii=False) + "\n" for p in passages).encode())
         fmt.atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
         texts = [embed_text(p) for p in passages]
-        vectors = _embed_in_shards(model, texts, work, cfg, log)
+        vectors = embed_in_shards(model, texts, work, cfg, log)
 
         import faiss
 

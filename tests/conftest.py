@@ -121,3 +121,54 @@ def index_config(tmp_path, fixture_data, tiny_embedder):
         return IndexConfig(**base)
 
     return make
+
+
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide Llama with a byte-level BPE tokenizer trained in code and a ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_llm")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator([LONG, "Ewing sarcoma is treated with chemotherapy [1].", "What is gout? [2]"] * 20, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>")
+    tok.chat_template = CHATML
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_llm_dir):
+    from core.config import DecodingConfig, GeneratorConfig
+    from generator.hf import HFGenerator
+
+    return HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
+                            DecodingConfig(max_new_tokens=12))
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory, fixture_data, tiny_embedder) -> Path:
+    from core.config import IndexConfig
+    from index_build.build import build_index
+
+    out = tmp_path_factory.mktemp("tiny_index") / "index"
+    build_index(IndexConfig(data_dir=str(fixture_data), corpora=FIXTURE_CORPORA, out=str(out),
+                            embedder=str(tiny_embedder), chunk_tokens=32, chunk_overlap=8, threads=1),
+                log=lambda _: None)
+    return out

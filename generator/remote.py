@@ -1,0 +1,118 @@
+"""A generator that calls an OpenAI-compatible chat-completions server (vLLM, llama.cpp server, another medcite).
+
+    gen = RemoteGenerator.from_config(GeneratorConfig(backend="remote", remote_url="http://gpu:8000/v1",
+                                                      remote_model="meta-llama/Llama-3.2-3B-Instruct"),
+                                      DecodingConfig())
+
+Production can run Llama-3.2-3B on a GPU box while this API stays light. Decoding is greedy (temperature 0)
+with the configured repetition penalty sent as `repetition_penalty` (vLLM and medcite read it). The token
+budget for prompts uses a conservative character estimate, since the remote tokenizer is not local.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from core.config import DecodingConfig, GeneratorConfig
+from core.errors import ConfigError, InvalidRequestError, OverloadedError, UpstreamError
+from core.types import Generation
+from generator.prompt import approx_tokens
+
+
+class RemoteGenerator:
+    def __init__(self, base_url: str, model: str, decoding: DecodingConfig, api_key: str = "",
+                 extra_body: dict[str, Any] | None = None, timeout_s: float = 120.0):
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.decoding, self.extra_body = model, decoding, dict(extra_body or {})
+        self.name = f"remote:{model or base_url}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+
+    @classmethod
+    def from_config(cls, cfg: GeneratorConfig, decoding: DecodingConfig) -> RemoteGenerator:
+        return cls(cfg.remote_url, cfg.remote_model, decoding, os.environ.get(cfg.remote_api_key_env, ""),
+                   cfg.remote_extra_body, cfg.timeout_s)
+
+    count_tokens = staticmethod(approx_tokens)
+
+    def _body(self, messages: list[dict[str, str]], overrides: dict[str, Any], stream: bool) -> dict[str, Any]:
+        bad = set(overrides) - {"max_new_tokens", "repetition_penalty", "penalty_scope"}
+        if bad:
+            raise InvalidRequestError(f"unknown decoding override(s): {', '.join(sorted(bad))}")
+        try:
+            d = replace(self.decoding, **{k: v for k, v in overrides.items() if v is not None})
+        except ConfigError as e:
+            raise InvalidRequestError(str(e)) from None
+        body = {"messages": messages, "max_tokens": d.max_new_tokens, "temperature": 0,
+                "repetition_penalty": d.repetition_penalty, "stream": stream, **self.extra_body}
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def _raise_for(self, response) -> None:
+        if response.status_code == 503:
+            raise OverloadedError("the remote generator is busy; retry shortly")
+        if response.status_code >= 400:
+            raise UpstreamError(f"remote generator answered HTTP {response.status_code}: {response.text[:200]}")
+
+    @staticmethod
+    def _generation(text: str, finish: str | None, usage: dict | None, messages) -> Generation:
+        usage = usage or {}
+        return Generation(text=text.strip(),
+                          prompt_tokens=int(usage.get("prompt_tokens") or sum(approx_tokens(m["content"]) for m in messages)),
+                          completion_tokens=int(usage.get("completion_tokens") or approx_tokens(text)),
+                          stop_reason="length" if finish == "length" else "end_of_turn")
+
+    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation:
+        import httpx
+
+        try:
+            r = self._client.post(self.url, json=self._body(messages, overrides, stream=False))
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"remote generator at {self.url} unreachable: {e}") from None
+        self._raise_for(r)
+        try:
+            data = r.json()
+            choice = data["choices"][0]
+            return self._generation(choice["message"]["content"] or "", choice.get("finish_reason"),
+                                    data.get("usage"), messages)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UpstreamError("remote generator sent a response that is not a chat completion") from None
+
+    def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]:
+        import httpx
+
+        parts: list[str] = []
+        finish, usage = None, None
+        try:
+            with self._client.stream("POST", self.url, json=self._body(messages, overrides, stream=True)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._raise_for(r)
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        raise UpstreamError(f"remote generator failed mid-stream: {chunk['error']}")
+                    choice = (chunk.get("choices") or [{}])[0]
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        parts.append(piece)
+                        yield piece
+                    finish = choice.get("finish_reason") or finish
+                    usage = chunk.get("usage") or usage
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"remote generator at {self.url} failed: {e}") from None
+        except json.JSONDecodeError:
+            raise UpstreamError("remote generator sent a malformed stream chunk") from None
+        yield self._generation("".join(parts), finish, usage, messages)

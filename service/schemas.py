@@ -1,0 +1,151 @@
+"""HTTP request/response DTOs (msgspec Structs). Requests reject unknown fields and out-of-range values, so bad
+input is a 400 with a message before any handler code runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Mode = Literal["hybrid", "dense", "bm25"]
+Question = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+K = Annotated[int, msgspec.Meta(ge=1, le=20)]
+NewTokens = Annotated[int, msgspec.Meta(ge=1, le=1024)]
+Penalty = Annotated[float, msgspec.Meta(ge=1.0, le=2.0)]
+
+
+class AnswerRequest(msgspec.Struct, forbid_unknown_fields=True):
+    question: Question
+    k: K | None = None
+    mode: Mode | None = None
+    use_retrieval: bool = True
+    max_new_tokens: NewTokens | None = None
+    repetition_penalty: Penalty | None = None
+    stream: bool = False
+
+
+class RetrieveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    query: Question
+    k: K | None = None
+    mode: Mode | None = None
+    source: str | None = None
+
+
+class PassageOut(msgspec.Struct):
+    passage_id: str
+    record_id: str
+    title: str
+    source: str
+    url: str
+    score: float
+    text: str
+
+
+class CitationOut(msgspec.Struct):
+    marker: int
+    passage_id: str
+    record_id: str
+    title: str
+    source: str
+    url: str
+    score: float
+    text: str
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(msgspec.Struct):
+    retrieve_ms: float
+    generate_ms: float
+    total_ms: float
+
+
+class AnswerResponse(msgspec.Struct):
+    answer: str
+    citations: list[CitationOut]
+    passages: list[PassageOut]
+    invalid_markers: list[int]
+    usage: Usage
+    timings: Timings
+    stop_reason: str
+    model: str
+    index: str | None
+    prompt_version: str
+
+
+class RetrieveResponse(msgspec.Struct):
+    hits: list[PassageOut]
+    index: str
+    timings: dict[str, float]
+
+
+class ErrorResponse(msgspec.Struct):
+    error: str
+    detail: str
+
+
+# --- OpenAI-compatible chat completions ---------------------------------------------------------------------
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str = ""
+
+
+class ChatMessage(msgspec.Struct):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The OpenAI fields a client may send, plus medcite's extensions (k, mode, use_retrieval,
+    repetition_penalty). Decoding is always greedy: temperature/top_p/seed are accepted and ignored."""
+
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1, max_length=64)]
+    model: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: NewTokens | None = None
+    max_completion_tokens: NewTokens | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: Penalty | None = None
+    k: K | None = None
+    mode: Mode | None = None
+    use_retrieval: bool = True
+
+
+class ChatChoiceMessage(msgspec.Struct):
+    role: str
+    content: str
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class ChatResponse(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    citations: list[CitationOut]

@@ -1,0 +1,50 @@
+"""Fakes behind the real protocols (core.types.Retriever / Generator), for pipeline and API tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from core.types import Generation, Hit, Passage
+
+
+class FakeRetriever:
+    fingerprint = "fake-index-0001"
+
+    def __init__(self, n: int = 5):
+        self.passages = [Passage(f"r{i}:1#0", f"r{i}:1", f"Topic {i}", f"Passage {i} text about topic {i}.",
+                                 "fake", f"https://example.org/{i}") for i in range(n)]
+        self.calls: list[tuple[str, int, str]] = []
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", source: str | None = None) -> list[Hit]:
+        self.calls.append((query, k, mode))
+        return [Hit(p, 1.0 / (i + 1), i + 1) for i, p in enumerate(self.passages[:k])]
+
+
+class FakeGenerator:
+    """Returns a scripted answer; records the messages it saw. `block` makes generate wait (queue tests)."""
+
+    name = "fake-llm"
+    context_window = 4096
+
+    def __init__(self, text: str = "Topic 1 is covered [1] and [2]; see also [9].", block: threading.Event | None = None):
+        self.text, self.block = text, block
+        self.seen: list[list[dict[str, str]]] = []
+        self.overrides: list[dict] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, messages, **overrides) -> Generation:
+        self.seen.append(messages)
+        self.overrides.append(overrides)
+        if self.block is not None:
+            self.block.wait(10)
+        return Generation(self.text, prompt_tokens=sum(len(m["content"].split()) for m in messages),
+                          completion_tokens=len(self.text.split()), stop_reason="end_of_turn")
+
+    def stream(self, messages, **overrides) -> Iterator[str | Generation]:
+        final = self.generate(messages, **overrides)
+        for word in final.text.split(" "):
+            yield word + " "
+        yield final

@@ -1,0 +1,81 @@
+"""The `medcite` CLI: start-up stays light, user errors are one line with exit status 2, batch search format."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medcite.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line, never a traceback
+    return err[0]
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from medcite.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'faiss', 'transformers', 'sentence_transformers', 'litestar') if m in sys.modules]\n"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().endswith("[]"), out.stdout
+    assert "index" in out.stdout and "search" in out.stdout
+
+
+def test_index_errors(capsys, tmp_path):
+    assert main(["index", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "i")]) == 2
+    assert "data directory" in _error_line(capsys)
+    assert main(["index", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in _error_line(capsys)
+    (tmp_path / "bad.yaml").write_text("chunk_tokenz: 10\n")
+    assert main(["index", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown setting(s) chunk_tokenz" in _error_line(capsys)
+    (tmp_path / "bad2.yaml").write_text("chunk_tokens: lots\n")
+    assert main(["index", "--config", str(tmp_path / "bad2.yaml")]) == 2
+    assert "chunk_tokens must be int" in _error_line(capsys)
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error, status 2
+        main(["index", "--limit", "many"])
+    assert e.value.code == 2
+
+
+def test_search_errors_without_index(capsys, tmp_path):
+    assert main(["search", "fever", "--index", str(tmp_path / "none")]) == 2
+    line = _error_line(capsys)
+    assert "no index at" in line and "medcite index" in line
+    assert main(["search"]) == 2
+    assert "either a query or --queries" in _error_line(capsys)
+    with pytest.raises(SystemExit) as e:
+        main(["search", "x", "--mode", "sparse"])
+    assert e.value.code == 2
+
+
+def test_search_single_and_batch(capsys, index_config, tmp_path):
+    from index_build.build import build_index
+
+    cfg = index_config()
+    build_index(cfg, log=lambda _: None)
+    assert main(["search", "insulin pump", "--index", cfg.out, "-k", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["query"] == "insulin pump" and len(row["hits"]) == 2
+    assert row["hits"][0]["record_id"] == "x1" and row["hits"][0]["url"] == "https://example.org/pump"
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "a", "question": "insulin pump"}\n\n{"id": "b", "question": "ewing sarcoma femur"}\n')
+    assert main(["search", "--queries", str(queries), "--index", cfg.out, "-k", "3", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert set(rows[0]["hits"][0]) == {"passage_id", "record_id", "title", "source", "url", "score"}
+
+    assert main(["search", "insulin", "--index", cfg.out]) == 0
+    assert "Insulin pump" in capsys.readouterr().out
+    assert main(["search", "x", "--index", cfg.out, "-k", "500"]) == 2
+    assert "k must be between" in _error_line(capsys)
+    queries.write_text('{"id": "a", "question": 5}\n')
+    assert main(["search", "--queries", str(queries), "--index", cfg.out]) == 2
+    assert "q.jsonl:1" in _error_line(capsys)
