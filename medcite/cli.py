@@ -3,6 +3,8 @@
     medcite index  [--config configs/index.yaml] [--data-dir DIR] [--out DIR]
     medcite search "how is ewing sarcoma treated" [-k 5] [--mode hybrid|dense|bm25] [--json]
     medcite search --queries questions.jsonl --json         # batch: {"id", "question"} per line
+    medcite ask "How is gout treated?" [--no-retrieval] [--json] [--config configs/serve.yaml]
+    medcite serve [--config configs/serve.yaml] [--host 127.0.0.1] [--port 8000]
 
 Heavy libraries (torch, faiss, transformers, litestar) are imported inside the verb that needs them, so
 `medcite --help` is instant. User errors print one line, `medcite: error: ...`, and exit with status 2.
@@ -14,9 +16,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 
-from core.config import IndexConfig, field_docs, load_config
+from core.config import GeneratorConfig, IndexConfig, ServeConfig, field_docs, load_config
 from core.errors import InvalidRequestError, MedciteError
 from core.types import SEARCH_MODES
 
@@ -87,6 +88,67 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    return load_config(ServeConfig, args.config, index=args.index, k=getattr(args, "k", None),
+                       mode=getattr(args, "mode", None), host=getattr(args, "host", None),
+                       port=getattr(args, "port", None), **{"generator.model": args.model,
+                                                            "generator.adapter": args.adapter,
+                                                            "generator.threads": args.threads})
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    cfg = _serve_config(args)
+    _quiet_libraries()
+    from service.components import load_generator, load_retriever
+    from service.pipeline import answer
+
+    retriever = None if args.no_retrieval else load_retriever(cfg)
+    generator = load_generator(cfg)
+    decoding = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    a = answer(args.question, retriever, generator, k=cfg.k, mode=cfg.mode, budget=cfg.prompt_tokens, **decoding)
+    if args.json:
+        print(json.dumps({"answer": a.text, "citations": [c.to_dict() for c in a.citations],
+                          "passages": [h.to_dict(with_text=True) for h in a.passages],
+                          "invalid_markers": a.invalid_markers, "usage": a.usage, "timings": a.timings,
+                          "stop_reason": a.stop_reason, "model": a.model, "index": a.index,
+                          "prompt_version": a.prompt_version}, ensure_ascii=False))
+        return 0
+    print(a.text)
+    if a.citations:
+        print("\nSources:")
+        for c in a.citations:
+            p = c.hit.passage
+            print(f"  [{c.marker}] {p.title} ({p.id}){'  ' + p.url if p.url else ''}")
+    elif a.passages:
+        print("\n(no passage was cited; retrieved: " + ", ".join(h.passage.id for h in a.passages) + ")")
+    print(f"\n[{a.model}; {a.usage['completion_tokens']} tokens, stop: {a.stop_reason}; "
+          f"retrieve {a.timings['retrieve_ms']:.0f} ms, generate {a.timings['generate_ms']:.0f} ms]",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _serve_config(args)
+    _quiet_libraries()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from service.components import load_generator, load_retriever
+
+    # Everything loads before the socket opens: a server that accepts traffic is ready.
+    retriever = load_retriever(cfg)
+    generator = load_generator(cfg)
+    import uvicorn
+
+    from service.app import create_app
+
+    print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "
+          f"http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
+    uvicorn.run(create_app(retriever, generator, cfg), host=cfg.host, port=cfg.port, log_level="warning",
+                access_log=False)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------------------
 
 def _help(cls: type, name: str) -> str:
@@ -119,13 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.set_defaults(func=cmd_search)
 
-    for extra in EXTRA_VERBS:
-        extra(sub)
+    def serve_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML config (see configs/serve.yaml); flags override it")
+        p.add_argument("--index", help=_help(ServeConfig, "index"))
+        p.add_argument("--model", help=_help(GeneratorConfig, "model"))
+        p.add_argument("--adapter", help=_help(GeneratorConfig, "adapter"))
+        p.add_argument("--threads", type=int, help=_help(GeneratorConfig, "threads"))
+
+    p = sub.add_parser("ask", help="answer one question with citations")
+    p.add_argument("question")
+    serve_flags(p)
+    p.add_argument("-k", type=int, help=_help(ServeConfig, "k"))
+    p.add_argument("--mode", choices=SEARCH_MODES, help=_help(ServeConfig, "mode"))
+    p.add_argument("--no-retrieval", action="store_true", help="the no-retrieval baseline: the model alone")
+    p.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default 256)")
+    p.add_argument("--json", action="store_true", help="print the full answer object as JSON")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("serve", help="run the HTTP API (loads index and model first)")
+    serve_flags(p)
+    p.add_argument("--host", help=_help(ServeConfig, "host"))
+    p.add_argument("--port", type=int, help=_help(ServeConfig, "port"))
+    p.set_defaults(func=cmd_serve)
     return parser
-
-
-# Later verbs (ask, serve, finetune, eval) register their sub-parsers here.
-EXTRA_VERBS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

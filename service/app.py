@@ -98,6 +98,10 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     return _error(exc.status_code, name, detail, exc.headers)
 
 
+def _bad_encoding(_: Request, exc: UnicodeDecodeError) -> Response:
+    return _error(400, "invalid_request", f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+
+
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal", "internal error; the request id in the logs has details")
@@ -233,7 +237,7 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
             except MedciteError as e:
                 yield ServerSentEventMessage(event="error", data=json.dumps({"error": type(e).__name__, "detail": str(e)}))
 
-        return ServerSentEvent(events())
+        return EventStream(events())
 
     @post("/v1/chat/completions", status_code=200, guards=[auth_guard])
     async def chat_completions(data: ChatRequest, request: Request) -> Any:
@@ -286,15 +290,26 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
                 yield ServerSentEventMessage(data=json.dumps({"error": {"message": str(e), "type": type(e).__name__}}))
             yield ServerSentEventMessage(data="[DONE]")
 
-        return ServerSentEvent(events())
+        return EventStream(events())
 
     return Litestar(
         route_handlers=[healthz, readyz, retrieve, answer, chat_completions],
-        exception_handlers={MedciteError: _domain_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
+                            UnicodeDecodeError: _bad_encoding, Exception: _unexpected},
         middleware=[_request_log],
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # `medcite serve` sets up plain JSON-line logging itself
         debug=False,
     )
+
+
+class EventStream(ServerSentEvent):
+    """ServerSentEvent whose text/event-stream content type survives handlers that default to JSON (Litestar
+    2.25 lets the handler's media type win over a streaming response's own)."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = None
+        return super().to_asgi_response(*args, **kwargs)
 
 
 def _chain(first: Any, rest: Iterator) -> Iterator:

@@ -1,0 +1,25 @@
+"""Build the long-lived components (retriever, generator) once, from a ServeConfig. Used by `medcite serve`,
+`medcite ask` and the offline evaluation, so all three load models the same way."""
+
+from __future__ import annotations
+
+import sys
+
+from core.config import ServeConfig
+from core.types import Generator, Retriever
+
+
+def load_retriever(cfg: ServeConfig) -> Retriever:
+    from retriever.search import IndexRetriever
+
+    return IndexRetriever.load(cfg.index)
+
+
+def load_generator(cfg: ServeConfig, log=lambda msg: print(msg, file=sys.stderr)) -> Generator:
+    if cfg.generator.backend == "remote":
+        from generator.remote import RemoteGenerator
+
+        return RemoteGenerator.from_config(cfg.generator, cfg.decoding)
+    from generator.hf import HFGenerator
+
+    return HFGenerator.load(cfg.generator, cfg.decoding, log=log)

@@ -1,0 +1,175 @@
+"""The HTTP API through Litestar's TestClient, with a tiny Llama built in code and a tiny real index."""
+
+import json
+import threading
+
+import pytest
+from litestar.testing import TestClient
+
+from core.config import DecodingConfig, ServeConfig
+from retriever.search import IndexRetriever
+from service.app import create_app
+from tests.fakes import FakeGenerator, FakeRetriever
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_index):
+    return IndexRetriever.load(tiny_index)
+
+
+@pytest.fixture(scope="module")
+def client(retriever, tiny_generator):
+    app = create_app(retriever, tiny_generator, ServeConfig(k=2, decoding=DecodingConfig(max_new_tokens=12)))
+    with TestClient(app) as c:
+        yield c
+
+
+def _is_error(resp, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    return body
+
+
+def test_health_ready_and_schema(client, retriever):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["index"] == retriever.fingerprint
+    schema = client.get("/schema/openapi.json").json()
+    assert {"/v1/answer", "/v1/retrieve", "/v1/chat/completions"} <= set(schema["paths"])
+    assert "x-request-id" in client.get("/healthz").headers
+
+
+def test_answer_is_deterministic_and_complete(client, retriever):
+    body = {"question": "How is Ewing sarcoma treated?", "k": 3, "mode": "hybrid"}
+    r1, r2 = client.post("/v1/answer", json=body), client.post("/v1/answer", json=body)
+    assert r1.status_code == 200, r1.text
+    a, b = r1.json(), r2.json()
+    assert a["answer"] == b["answer"]  # byte-identical for the same question
+    assert a["index"] == retriever.fingerprint and a["model"] and a["prompt_version"]
+    assert len(a["passages"]) == 3 and a["usage"]["completion_tokens"] == 12 and a["stop_reason"] == "length"
+    assert set(a["timings"]) == {"retrieve_ms", "generate_ms", "total_ms"}
+    shown = {p["passage_id"] for p in a["passages"]}
+    assert all(c["passage_id"] in shown for c in a["citations"])
+
+
+def test_answer_without_retrieval_and_overrides(client):
+    a = client.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False, "max_new_tokens": 4}).json()
+    assert a["passages"] == [] and a["index"] is None and a["usage"]["completion_tokens"] == 4
+
+
+def test_answer_stream_sends_tokens_then_the_answer(client):
+    body = {"question": "How is Ewing sarcoma treated?", "stream": True}
+    with client.stream("POST", "/v1/answer", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _sse(r.iter_lines())
+    kinds = [e for e, _ in events]
+    assert kinds[-1] == "answer" and set(kinds[:-1]) == {"token"}
+    final = json.loads(events[-1][1])
+    assert "".join(json.loads(d)["text"] for e, d in events[:-1]).strip() == final["answer"]
+    plain = client.post("/v1/answer", json={"question": body["question"]}).json()
+    assert final["answer"] == plain["answer"]
+
+
+def _sse(lines) -> list[tuple[str, str]]:
+    events, event, data = [], "message", []
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line.strip() and data:
+            events.append((event, "\n".join(data)))
+            event, data = "message", []
+    if data:
+        events.append((event, "\n".join(data)))
+    return events
+
+
+def test_retrieve(client):
+    r = client.post("/v1/retrieve", json={"query": "insulin pump", "k": 2, "mode": "bm25"})
+    assert r.status_code == 200
+    hits = r.json()["hits"]
+    assert hits[0]["record_id"] == "x1" and set(hits[0]) >= {"passage_id", "title", "source", "url", "score", "text"}
+    _is_error(client.post("/v1/retrieve", json={"query": "x", "source": "nope"}), 400)
+
+
+@pytest.mark.parametrize("payload,status", [
+    ({"question": ""}, 400),
+    ({"question": "   "}, 400),
+    ({"question": "x" * 2001}, 400),
+    ({"question": 5}, 400),
+    ({"question": "ok", "k": 0}, 400),
+    ({"question": "ok", "k": 21}, 400),
+    ({"question": "ok", "mode": "sparse"}, 400),
+    ({"question": "ok", "max_new_tokens": 5000}, 400),
+    ({"question": "ok", "surprise": 1}, 400),
+    ({}, 400),
+])
+def test_bad_answer_requests(client, payload, status):
+    _is_error(client.post("/v1/answer", json=payload), status)
+
+
+def test_bad_bodies(client):
+    h = {"content-type": "application/json"}
+    _is_error(client.post("/v1/answer", content=b'{"question": ', headers=h), 400)
+    _is_error(client.post("/v1/answer", content=b'{"question": "\xff\xfe"}', headers=h), 400)
+    _is_error(client.post("/v1/answer", content=b"[1, 2]", headers=h), 400)
+    big = json.dumps({"question": "x" * 70_000}).encode()
+    _is_error(client.post("/v1/answer", content=big, headers=h), 413)
+    _is_error(client.get("/v1/answer"), 405)
+    _is_error(client.get("/nope"), 404)
+
+
+def test_api_key(retriever, tiny_generator):
+    app = create_app(retriever, tiny_generator, ServeConfig(api_key="s3cret", decoding=DecodingConfig(max_new_tokens=2)))
+    with TestClient(app) as c:
+        body = {"query": "insulin"}
+        assert _is_error(c.post("/v1/retrieve", json=body), 401)["error"] == "unauthorized"
+        _is_error(c.post("/v1/retrieve", json=body, headers={"Authorization": "Bearer wrong"}), 401)
+        _is_error(c.post("/v1/retrieve", json=body, headers={"Authorization": "Basic s3cret"}), 401)
+        assert c.post("/v1/retrieve", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_queue_full_is_503_with_retry_after_and_timeout_is_504():
+    gate = threading.Event()
+    slow = FakeGenerator(block=gate)
+
+    class OneSlot(FakeGenerator):
+        def generate(self, messages, **kw):
+            from core.errors import OverloadedError
+            raise OverloadedError("the generator is busy and its queue is full; retry shortly")
+
+    with TestClient(create_app(FakeRetriever(), OneSlot())) as c:
+        r = c.post("/v1/answer", json={"question": "q?"})
+        assert _is_error(r, 503)["error"] == "overloaded" and r.headers["retry-after"] == "2"
+    with TestClient(create_app(FakeRetriever(), slow, ServeConfig(request_timeout_s=0.3))) as c:
+        _is_error(c.post("/v1/answer", json={"question": "q?"}), 504)
+    gate.set()
+
+
+def test_logs_carry_request_id_but_no_text_by_default(caplog, retriever):
+    with TestClient(create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
+        c.post("/v1/answer", json={"question": "private symptom question"}, headers={"x-request-id": "req-42"})
+    lines = [json.loads(r.message) for r in caplog.records if r.name == "medcite.api"]
+    answer_log = next(x for x in lines if x["event"] == "answer")
+    assert answer_log["request_id"] == "req-42" and "generate_ms" in answer_log
+    assert "private symptom" not in caplog.text
+    with TestClient(create_app(retriever, FakeGenerator(), ServeConfig(log_text=True))) as c, \
+            caplog.at_level("INFO", logger="medcite.api"):
+        c.post("/v1/answer", json={"question": "private symptom question"})
+    assert "private symptom" in caplog.text
+
+
+def test_chat_completions_shape_and_errors(client):
+    r = client.post("/v1/chat/completions", json={"model": "medcite", "messages": [
+        {"role": "user", "content": "How is Ewing sarcoma treated?"}], "max_tokens": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 5
+    assert isinstance(body["citations"], list)
+    _is_error(client.post("/v1/chat/completions", json={"messages": []}), 400)
+    _is_error(client.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}), 400)
+    _is_error(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2}), 400)
