@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
     r = IndexRetriever.load(args.index)
-    dev = [json.loads(line) for line in open(Path(args.data_dir) / "splits" / "medquad_dev.jsonl")]
+    dev = [json.loads(line) for line in (Path(args.data_dir) / "splits" / "medquad_dev.jsonl").read_text().splitlines()]
     res = {"index": r.fingerprint[:12], "passages": len(r.passages), "dev_questions": len(dev),
            "threads": __import__("torch").get_num_threads()}
     res["quality"] = quality(r, dev)

@@ -148,8 +148,9 @@ class GeneratorConfig:
     """Weight dtype: float32 (CPU: there is no fast bf16 here), bfloat16, float16, or auto."""
     cache_dir: str = ""
     """Where converted GGUF models are kept. Empty: $MEDCITE_CACHE, else ~/.cache/medcite."""
-    threads: int = 1
-    """torch threads for generation (one thread per generation measured as fast as two on this CPU)."""
+    threads: int = 0
+    """torch threads for generation; 0 = all cores. Measured here (2 cores, SmolLM2-135M, batch 1): 29.8 tok/s
+    with 2 threads vs 18.5 with 1, so the default uses every core."""
     queue_size: int = 8
     """Requests allowed to wait for the model while one generates; more are refused (HTTP 503)."""
     remote_url: str = ""

@@ -131,7 +131,7 @@ def test_sigkill_and_rerun_gives_the_same_index(tmp_path, tiny_embedder, kill_af
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
-    words = "fever cough insulin aspirin tumor renal cardiac lesion therapy dose infant sarcoma".split()
+    words = ["fever", "cough", "insulin", "aspirin", "tumor", "renal", "cardiac", "lesion", "therapy", "dose", "infant", "sarcoma"]
     with (data / "big.jsonl").open("w") as f:
         for i in range(250):
             f.write(json.dumps({"id": f"r{i}", "title": f"Topic {i}",
