@@ -1,5 +1,5 @@
-# medcite: `make demo` sets up .venv, builds the full index from ../shared/data and answers a query;
-# `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
+# medcite: `make demo` sets up .venv, builds the full index from ../shared/data, searches it and answers a
+# question with citations; `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -23,6 +23,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/medcite index --config configs/index.yaml
 	$(BIN)/medcite search "$(QUESTION)" -k 3
+	$(BIN)/medcite ask "$(QUESTION)" --config configs/serve.yaml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -35,6 +36,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) artifacts

@@ -41,15 +41,10 @@ class PassageOut(msgspec.Struct):
     text: str
 
 
-class CitationOut(msgspec.Struct):
+class CitationOut(PassageOut):
+    """A cited passage: a PassageOut plus the [n] marker the answer used for it."""
+
     marker: int
-    passage_id: str
-    record_id: str
-    title: str
-    source: str
-    url: str
-    score: float
-    text: str
 
 
 class Usage(msgspec.Struct):

@@ -109,3 +109,15 @@ def test_lora_adapter_applies_and_prompt_stamp_is_checked(tmp_path, tiny_llm_dir
     (tmp_path / "adapter" / "medcite_adapter.json").write_text(json.dumps({"prompt_version": "old-prompt"}))
     with pytest.raises(ModelLoadError, match="trained with prompt old-prompt"):
         HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), adapter=str(tmp_path / "adapter")), DecodingConfig())
+
+
+def test_4bit_nf4_loading(tiny_llm_dir):
+    """QLoRA-style serving: base weights in 4-bit NF4 (bitsandbytes runs it on CPU)."""
+    import bitsandbytes as bnb
+
+    gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), load_in_4bit=True), DecodingConfig(max_new_tokens=4))
+    linear4 = [m for m in gen.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(linear4) == 2 * 7  # q,k,v,o,gate,up,down in each of the 2 layers
+    assert linear4[0].weight.quant_type == "nf4"
+    out = gen.generate(MSGS)
+    assert out.completion_tokens == 4 and out == gen.generate(MSGS)

@@ -113,6 +113,11 @@ def test_load_errors_name_the_fix(index_config, tmp_path):
     # the rerun repairs it
     build_index(cfg, log=lambda _: None)
     assert IndexRetriever.load(out).search("ewing", k=1)
+    # an embedder that is not the one the index was built with (same size, other bytes) is refused
+    tok = out / "embedder" / "tokenizer.json"
+    tok.write_bytes(tok.read_bytes().replace(b"[UNK]", b"[UNX]"))
+    with pytest.raises(IndexCorruptError, match="does not match its manifest checksum"):
+        IndexRetriever.load(out)
     # refusing to clobber a directory that is not an index
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
