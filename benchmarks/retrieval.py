@@ -58,16 +58,22 @@ def throughput(r: IndexRetriever, n: int, reps: int) -> dict:
     rng = random.Random(0)
     texts = [embed_text(p) for p in rng.sample(r.passages, min(n, len(r.passages)))]
     model = r.embedder
-    job, plain = [], []
-    for _ in range(reps):
+    def run_job() -> float:
         with tempfile.TemporaryDirectory() as work:
             t = time.perf_counter()
             embed_in_shards(model, texts, Path(work), cfg, log=lambda _: None, progress=False)
-            job.append(len(texts) / (time.perf_counter() - t))
+            return len(texts) / (time.perf_counter() - t)
+
+    def run_plain() -> float:
         t = time.perf_counter()
         model.encode(texts, batch_size=cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True,
                      show_progress_bar=False)
-        plain.append(len(texts) / (time.perf_counter() - t))
+        return len(texts) / (time.perf_counter() - t)
+
+    job, plain = [], []
+    for rep in range(reps):  # A B, then B A: neither side always runs first
+        for fn, out in ((run_job, job), (run_plain, plain))[:: 1 if rep % 2 == 0 else -1]:
+            out.append(fn())
     return {"passages": len(texts), "batch_size": cfg.batch_size, "reps": reps,
             "index_build_passages_per_s": [round(x, 1) for x in job],
             "plain_encode_passages_per_s": [round(x, 1) for x in plain],
@@ -76,17 +82,22 @@ def throughput(r: IndexRetriever, n: int, reps: int) -> dict:
 
 def latency(r: IndexRetriever, questions: list[str]) -> dict:
     bare, dense, hybrid = [], [], []
-    for q in questions:
+
+    def run_bare(q: str) -> None:
         t = time.perf_counter()
         vec = r.embedder.encode([q], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         r.dense.search(vec.astype("float32"), 5)
         bare.append(time.perf_counter() - t)
+
+    def run_search(q: str, mode: str, out: list) -> None:
         t = time.perf_counter()
-        r.search(q, k=5, mode="dense")
-        dense.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        r.search(q, k=5, mode="hybrid")
-        hybrid.append(time.perf_counter() - t)
+        r.search(q, k=5, mode=mode)
+        out.append(time.perf_counter() - t)
+
+    for i, q in enumerate(questions):  # alternate which side goes first, query by query
+        steps = [(run_bare, (q,)), (run_search, (q, "dense", dense)), (run_search, (q, "hybrid", hybrid))]
+        for fn, args in steps if i % 2 == 0 else steps[::-1]:
+            fn(*args)
     med = {k: statistics.median(v) * 1000 for k, v in (("bare", bare), ("dense", dense), ("hybrid", hybrid))}
     return {"queries": len(questions), "p50_ms": {k: round(v, 2) for k, v in med.items()},
             "ratio_dense_retrieve_over_bare": round(med["dense"] / med["bare"], 3),
