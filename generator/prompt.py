@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from core.types import Hit
 
-PROMPT_VERSION = "medcite-prompt-v1"
+PROMPT_VERSION = "medcite-prompt-v2"
 
 SYSTEM_PROMPT = (
     "You are a careful medical information assistant. Answer the question using only the numbered passages "
@@ -28,6 +28,10 @@ NO_RETRIEVAL_SYSTEM_PROMPT = (
     "You are a careful medical information assistant. Answer the question briefly and accurately. If you are "
     "not sure, say so. This is general information, not a substitute for advice from a clinician."
 )
+# Repeated at the end of the user turn: small models follow the last instruction they read. Measured with
+# SmolLM2 on 30 dev questions (v1 -> v2): citing 0% -> 53%, token F1 0.237 -> 0.269, end-of-turn 90% -> 97%.
+ANSWER_INSTRUCTION = ("Answer in a few sentences using the passages, and put the number of the passage you used "
+                      "in square brackets after each sentence, like [1].")
 _PASSAGE_HEADER = "Passages:"
 _MIN_PASSAGE_TOKENS = 32
 
@@ -76,7 +80,8 @@ def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Call
     if hits is None:
         return [{"role": "system", "content": NO_RETRIEVAL_SYSTEM_PROMPT},
                 {"role": "user", "content": question}], []
-    fixed = count_tokens(SYSTEM_PROMPT) + count_tokens(question) + count_tokens(_PASSAGE_HEADER) + 16
+    fixed = (count_tokens(SYSTEM_PROMPT) + count_tokens(question) + count_tokens(_PASSAGE_HEADER)
+             + count_tokens(ANSWER_INSTRUCTION) + 16)
     room = max(0, budget - fixed)
     hits = list(hits)
     while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
@@ -87,7 +92,7 @@ def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Call
         text = _trim(hit.passage.text, share, count_tokens)
         if text:
             shown.append(PromptPassage(len(shown) + 1, hit, text))
-    user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\nQuestion: {question}" if shown else (
+    user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\nQuestion: {question}\n\n{ANSWER_INSTRUCTION}" if shown else (
         f"{_PASSAGE_HEADER}\n\n(no passages were found)\n\nQuestion: {question}")
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
 

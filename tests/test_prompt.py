@@ -5,6 +5,7 @@ import pytest
 from core.errors import InvalidRequestError
 from core.types import Hit, Passage
 from generator.prompt import (
+    ANSWER_INSTRUCTION,
     NO_RETRIEVAL_SYSTEM_PROMPT,
     PROMPT_VERSION,
     SYSTEM_PROMPT,
@@ -29,14 +30,14 @@ def test_messages_number_passages_in_order():
     assert msgs[0] == {"role": "system", "content": SYSTEM_PROMPT}
     user = msgs[1]["content"]
     assert user.index("[1] Title 0\nw0_0") < user.index("[2] Title 1\n") < user.index("[3] Title 2\n")
-    assert user.endswith("Question: What is X?")
+    assert user.endswith(f"Question: What is X?\n\n{ANSWER_INSTRUCTION}")
     assert [p.marker for p in shown] == [1, 2, 3] and [p.hit.passage.id for p in shown] == ["p0#0", "p1#0", "p2#0"]
     for phrase in ("[1]", "passages do not contain the answer", "not a substitute"):
         assert phrase in SYSTEM_PROMPT
 
 
 def test_passages_are_trimmed_to_the_budget():
-    budget = 200
+    budget = 260
     msgs, shown = build_messages("q", _hits(3, words=400), count_tokens=words, budget=budget)
     assert sum(words(m["content"]) for m in msgs) <= budget
     assert len(shown) == 3 and all(p.text.endswith("...") for p in shown)
