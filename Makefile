@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
-QUESTION ?= How is Ewing sarcoma treated?
+QUESTION ?= What are the treatments for gout?
 
 .PHONY: setup demo test test-fast lint bench clean
 
