@@ -97,6 +97,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    if not args.question.strip():  # say so before spending seconds loading models
+        raise InvalidRequestError("question is empty")
     cfg = _serve_config(args)
     _quiet_libraries()
     from service.components import load_generator, load_retriever

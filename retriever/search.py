@@ -39,6 +39,10 @@ class IndexRetriever:
         src = np.array([p.source for p in passages])
         # Per-source masks for filtered search: BM25 takes a weight mask, FAISS an id selector.
         self._source_ids = {s: np.flatnonzero(src == s).astype("int64") for s in self.sources}
+        import Stemmer
+
+        # The query is tokenized exactly as the passages were at build time (settings from the manifest).
+        self._stemmer = Stemmer.Stemmer(manifest["bm25"]["stemmer"])
 
     @classmethod
     def load(cls, root: str | Path, threads: int = 0, verify_embedder: bool = True, **kwargs) -> IndexRetriever:
@@ -91,10 +95,8 @@ class IndexRetriever:
     def _bm25(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
         import bm25s
         import numpy as np
-        import Stemmer
 
-        cfg = self.manifest["bm25"]
-        tokens = bm25s.tokenize([query], stopwords=cfg["stopwords"], stemmer=Stemmer.Stemmer(cfg["stemmer"]),
+        tokens = bm25s.tokenize([query], stopwords=self.manifest["bm25"]["stopwords"], stemmer=self._stemmer,
                                 return_ids=False, show_progress=False)[0]
         vocab = self.bm25.vocab_dict
         tokens = [t for t in tokens if t in vocab]

@@ -50,6 +50,10 @@ def test_search_errors_without_index(capsys, tmp_path):
     assert "no index at" in line and "medcite index" in line
     assert main(["search"]) == 2
     assert "either a query or --queries" in _error_line(capsys)
+    assert main(["ask", "   "]) == 2
+    assert "question is empty" in _error_line(capsys)
+    assert main(["ask", "What is gout?", "--index", str(tmp_path / "none")]) == 2
+    assert "medcite index" in _error_line(capsys)
     with pytest.raises(SystemExit) as e:
         main(["search", "x", "--mode", "sparse"])
     assert e.value.code == 2
