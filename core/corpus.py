@@ -134,6 +134,24 @@ def read_wikidoc(path: Path, limit: int = 0) -> CorpusRead:
     return CorpusRead("", records, 1, hashlib.sha256(path.read_bytes()).hexdigest(), [], skipped)
 
 
+def read_dialogues(path: Path, limit: int = 0) -> CorpusRead:
+    """Patient-doctor dialogues, `{instruction, input, output}` rows (GenMedGPT-5k, ChatDoctor HealthCareMagic-100k,
+    iCliniq): `input` is the patient's message, `output` the doctor's answer. Ids are `<file stem>:<index>`.
+    Used for fine-tuning only; these are not reference text and are never indexed."""
+    rows = _json_rows(path)
+    records, skipped = [], 0
+    for i, row in enumerate(rows):
+        question, answer = str(row.get("input") or "").strip(), str(row.get("output") or "")
+        if not answer.strip() or not question:
+            skipped += 1
+            continue
+        records.append(Record(id=f"{path.stem}:{i}", title=" ".join(question.split()[:12]), text=answer,
+                              source="chat", question=question, meta={"qtype": "dialogue"}))
+        if limit and len(records) >= limit:
+            break
+    return CorpusRead("", records, 1, hashlib.sha256(path.read_bytes()).hexdigest(), [], skipped)
+
+
 def read_jsonl(path: Path, limit: int = 0) -> CorpusRead:
     """Generic corpus: `{id, title, text, url?, source?}` per line."""
     records, skipped = [], 0
@@ -165,8 +183,10 @@ def read_corpus(spec: str, data_dir: str | Path, limit: int = 0) -> CorpusRead:
         read = read_wikidoc(path, limit)
     elif reader == "jsonl":
         read = read_jsonl(path, limit)
+    elif reader == "chat":
+        read = read_dialogues(path, limit)
     else:
-        raise DataError(f"corpus {spec!r}: unknown reader {reader!r} (medquad, wikidoc, jsonl)")
+        raise DataError(f"corpus {spec!r}: unknown reader {reader!r} (medquad, wikidoc, jsonl, chat)")
     read.spec = spec
     return read
 

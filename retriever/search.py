@@ -69,6 +69,15 @@ class IndexRetriever:
         duplicates = json.loads((root / fmt.DUPLICATES).read_text())
         return cls(root, manifest, passages, dense, bm25, embedder, duplicates, **kwargs)
 
+    def passages_of(self, record_id: str) -> list[Passage]:
+        """Every passage of a record, in text order (used to put a gold passage into training examples)."""
+        if not hasattr(self, "_by_record"):
+            by: dict[str, list[Passage]] = {}
+            for p in self.passages:
+                by.setdefault(p.record_id, []).append(p)
+            self._by_record = by
+        return self._by_record.get(self.resolve_record(record_id), [])
+
     def resolve_record(self, record_id: str) -> str:
         """The id under which a record's text is indexed (exact-duplicate answers were merged at build time)."""
         return self.duplicates.get(record_id, record_id)

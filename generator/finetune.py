@@ -1,0 +1,457 @@
+"""The fine-tuning job: (Q)LoRA with TRL's SFTTrainer, checkpoints chosen by generated answers, not by loss.
+
+    medcite finetune --config configs/finetune-smollm2.yaml      # prepare data (if needed), train, pick, write
+    medcite finetune prepare --config ...                       # data only
+    medcite finetune merge --adapter artifacts/adapters/<run> --out artifacts/merged/<run>
+
+Stages: (1) preflight: pad token (reserved or an existing unused special token; never added), pad != eos, the
+chat template ends turns with a stop token; (2) prepared data (generator/finetune_data.py), conversational
+prompt-completion rows, so TRL trains on completion tokens only; every label sequence must still end with the
+end-of-turn token after TRL's truncation; (3) LoRA on q,k,v,o,gate,up,down over a float or NF4 base, nothing
+on embeddings or lm_head; (4) at every evaluation the ProbeCallback answers a fixed held-out probe set with the
+deployment decoding and scores the answers (generator/quality.py); (5) the best checkpoint by that score is
+copied, with its report and plot, to <out>/<run_name>/ in one atomic rename.
+
+A killed job rerun with the same config resumes from its last checkpoint (Trainer state, optimizer, RNG and the
+probe history in metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.config import FinetuneConfig, config_to_dict
+from core.errors import ConfigError, DataError, ModelLoadError
+from generator.finetune_data import data_fingerprint, load_rows, prepare
+from generator.hf import ADAPTER_STAMP, HFGenerator, resolve_model, stop_token_ids
+from generator.prompt import PROMPT_VERSION
+from generator.quality import answer_metrics, quality_score, summarize
+
+# Reserved padding tokens some model families ship for exactly this purpose (Llama 3.x: id 128004).
+RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def run_dir(cfg: FinetuneConfig) -> Path:
+    return Path(cfg.work_dir) / cfg.run_name
+
+
+# --- preflight -------------------------------------------------------------------------------------------------------
+
+def choose_pad_token(tokenizer, requested: str = "") -> str:
+    """The padding token, always one already in the vocabulary: the requested one, else a reserved pad token,
+    else the tokenizer's pad if it is not eos, else the first special token that neither ends turns nor
+    appears in the chat template. Raises ConfigError when there is none (never adds a token)."""
+    vocab = tokenizer.get_vocab()
+    if requested:
+        if requested not in vocab:
+            raise ConfigError(f"pad_token {requested!r} is not in the tokenizer's vocabulary (tokens are never added)")
+        return requested
+    for name in RESERVED_PAD_TOKENS:
+        if name in vocab:
+            return name
+    eos = tokenizer.eos_token
+    template = tokenizer.chat_template or ""
+    if tokenizer.pad_token and tokenizer.pad_token != eos and tokenizer.pad_token not in template:
+        return tokenizer.pad_token
+    specials = sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
+    for name, _ in specials:
+        if name not in (eos, tokenizer.bos_token) and name not in template:
+            return name
+    raise ConfigError("the tokenizer has no reserved pad token and no unused special token; set pad_token to an "
+                      "existing token that never appears in training text")
+
+
+def preflight_tokens(tokenizer, generation_config) -> list[int]:
+    """Stop the job early, with one line, on token setups that silently ruin a fine-tune. Returns stop ids."""
+    stops = stop_token_ids(tokenizer, generation_config)
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id in stops:
+        raise ConfigError(f"pad token {tokenizer.pad_token!r} is an end-of-turn/eos token: padding would be "
+                          "indistinguishable from the end of an answer (set pad_token)")
+    if not tokenizer.chat_template:
+        raise ConfigError("the tokenizer has no chat template; fine-tuning needs the model's own chat format")
+    marker = "MEDCITE_PREFLIGHT_ANSWER"
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                        tokenize=True, return_dict=True)["input_ids"]
+    text_end = len(tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=True,
+                                                 add_generation_prompt=True, return_dict=True)["input_ids"])
+    if not any(i in stops for i in ids[text_end:]):
+        raise ConfigError("the chat template does not close the assistant turn with an end-of-turn token "
+                          f"({', '.join(tokenizer.convert_ids_to_tokens(stops))}); the model would never learn to stop")
+    return stops
+
+
+def preflight_labels(dataset, stops: list[int], max_length: int, name: str) -> None:
+    """Every example's labels must end with an end-of-turn token: TRL truncates at max_length, and a cut-off
+    end-of-turn teaches the model to run on (the runaway lists of the write-ups)."""
+    bad = []
+    for n, row in enumerate(dataset):
+        labels = [t for t in row["labels"] if t != -100]
+        if not labels or not any(t in stops for t in labels[-2:]):
+            bad.append(n)
+    if bad:
+        raise DataError(f"{len(bad)} {name} example(s) would lose their end-of-turn token to truncation at "
+                        f"max_length={max_length} (first: row {bad[0]}); raise max_length or lower "
+                        "data.max_answer_tokens / data.prompt_tokens")
+
+
+def preflight_adapter(model) -> None:
+    """The adapter must hold LoRA weights only: no trainable or saved embeddings / lm_head (a 3 GB 'adapter')."""
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and ("lora_" not in n)]
+    if bad:
+        raise ConfigError(f"non-LoRA parameters would be trained and saved in the adapter: {', '.join(bad[:3])}")
+    for cfg in getattr(model, "peft_config", {}).values():
+        if getattr(cfg, "modules_to_save", None):
+            raise ConfigError(f"adapter would save whole modules {cfg.modules_to_save}; medcite never does")
+
+
+# --- probe-set scoring -----------------------------------------------------------------------------------------------
+
+def probe_rows(eval_rows: list[dict], size: int) -> list[dict]:
+    """A fixed probe set: up to `size` eval examples spread over sources (round-robin in file order)."""
+    by_source: dict[str, list[dict]] = {}
+    for r in eval_rows:
+        by_source.setdefault(r["source"], []).append(r)
+    picked: list[dict] = []
+    while len(picked) < size and any(by_source.values()):
+        for source in sorted(by_source):
+            if by_source[source] and len(picked) < size:
+                picked.append(by_source[source].pop(0))
+    return picked
+
+
+def score_probes(generator, probes: list[dict], weights: dict[str, float]) -> tuple[dict, list[dict]]:
+    """Answer every probe with the deployment decoding; returns (summary incl. quality, per-probe answers)."""
+    answers, rows = [], []
+    for p in probes:
+        gen = generator.generate(p["prompt"])
+        ref = p["completion"][0]["content"]
+        m = answer_metrics(gen.text, ref, gen.stop_reason, gen.completion_tokens)
+        rows.append(m)
+        answers.append({"id": p["id"], "source": p["source"], "answer": gen.text, "stop_reason": gen.stop_reason,
+                        **{k: round(v, 4) for k, v in m.items()}})
+    summary = summarize(rows)
+    summary["quality"] = quality_score(summary, weights)
+    return summary, answers
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_history(path: Path) -> dict[int, dict]:
+    """Probe/eval rows by step; a rerun after a kill may repeat a step, and the last row wins."""
+    rows: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    continue
+                rows[int(r["step"])] = r
+    return rows
+
+
+def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out: Path, log: Callable[[str], None]):
+    from transformers import TrainerCallback
+
+    class ProbeCallback(TrainerCallback):
+        """At every evaluation: answer the probe set, score it, log it beside the losses (metrics.jsonl)."""
+
+        def __init__(self) -> None:
+            self.last_train: dict[str, float] = {}
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.last_train = {k: logs[k] for k in ("loss", "mean_token_accuracy", "learning_rate") if k in logs}
+                _append_jsonl(out / "train_log.jsonl", {"step": state.global_step, "epoch": state.epoch,
+                                                        **self.last_train})
+                log(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}  token accuracy "
+                    f"{logs.get('mean_token_accuracy', float('nan')):.3f}")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:  # always judge and keep the final weights
+                control.should_save = True
+                control.should_evaluate = args.eval_strategy != "no"
+            return control
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            import torch
+
+            t = time.perf_counter()
+            was_training = model.training
+            model.eval()
+            gen = HFGenerator(model, tokenizer, cfg.run_name, cfg.decoding, queue_size=0)
+            with torch.inference_mode():
+                summary, answers = score_probes(gen, probes, cfg.quality_weights)
+            if was_training:
+                model.train()
+            row = {"step": state.global_step, "eval_loss": (metrics or {}).get("eval_loss"),
+                   "eval_mean_token_accuracy": (metrics or {}).get("eval_mean_token_accuracy"),
+                   "train_loss": self.last_train.get("loss"), **summary, "probe_seconds": round(time.perf_counter() - t, 1)}
+            _append_jsonl(out / "metrics.jsonl", row)
+            (out / "probes").mkdir(exist_ok=True)
+            (out / "probes" / f"step-{state.global_step}.json").write_text(json.dumps(answers, indent=1))
+            log(f"step {state.global_step}: eval_loss {row['eval_loss']:.4f}  quality {summary['quality']:.4f}  "
+                f"F1 {summary.get('token_f1', 0):.3f}  end-of-turn {summary['end_of_turn']:.2f}  "
+                f"runaway {summary['runaway_list']:.2f}")
+
+    return ProbeCallback()
+
+
+# --- the job ---------------------------------------------------------------------------------------------------------
+
+def _load_tokenizer(source: str, cfg: FinetuneConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load the tokenizer of {source!r}: {str(e).splitlines()[0]}") from None
+    tok.pad_token = choose_pad_token(tok, cfg.pad_token)
+    tok.padding_side = "right"
+    return tok
+
+
+def _load_model(source: str, cfg: FinetuneConfig):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if cfg.quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load base model {source!r}: {str(e).splitlines()[0]}") from None
+    if cfg.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model
+
+
+def lora_model(model, cfg: FinetuneConfig):
+    """Wrap the base in LoRA adapters on the configured projections; LoRA weights stay fp32."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as e:
+        raise ConfigError(f"LoRA target modules {list(cfg.target_modules)} do not fit this model: "
+                          f"{str(e).splitlines()[0]}") from None
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            p.data = p.data.to(torch.float32)
+    preflight_adapter(model)
+    return model
+
+
+def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool):
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps,
+        save_strategy="steps", save_steps=cfg.eval_steps, save_total_limit=None, seed=cfg.seed, data_seed=cfg.seed,
+        # no native bf16 on this CPU: bf16 matmuls run ~60x slower, so CPU runs stay fp32
+        bf16=on_gpu and cfg.dtype == "bfloat16", fp16=False, use_cpu=not on_gpu,
+        max_length=cfg.max_length, completion_only_loss=True, packing=False,
+        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
+        dataloader_num_workers=0, save_only_model=False, remove_unused_columns=True)
+
+
+def build_trainer(cfg: FinetuneConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict], output_dir: Path,
+                  callbacks=()):
+    """TRL SFTTrainer on conversational prompt-completion rows (loss on completion tokens only)."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()
+    Dataset = datasets.Dataset
+    keep = ("prompt", "completion")
+    train = Dataset.from_list([{k: r[k] for k in keep} for r in train_rows])
+    evald = Dataset.from_list([{k: r[k] for k in keep} for r in eval_rows]) if eval_rows else None
+    trainer = SFTTrainer(model=model, args=sft_config(cfg, output_dir, evald is not None), train_dataset=train,
+                         eval_dataset=evald, processing_class=tokenizer, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # our callback logs one readable line per logging step instead
+    return trainer
+
+
+def ensure_data(cfg: FinetuneConfig, count_tokens: Callable[[str], int], load_retriever: Callable[[str], Any],
+                log: Callable[[str], None]) -> Path:
+    """Prepared data for this config, built once (a rerun with the same data settings reuses it)."""
+    data = run_dir(cfg) / "data"
+    report = data / "data_report.json"
+    wanted = config_to_dict(cfg.data)
+    if report.is_file():
+        saved = json.loads(report.read_text())
+        if saved.get("config") == wanted and saved.get("prompt_version") == PROMPT_VERSION and \
+                saved.get("fingerprint") == data_fingerprint(data):
+            log(f"data: reusing {data} ({saved['split']})")
+            return data
+        log("data: settings changed since the last preparation; preparing again")
+        report.unlink()
+    prepare(cfg.data, load_retriever(cfg.data.index), count_tokens, data, log)
+    return data
+
+
+def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable[[str], None] = print,
+        prepare_only: bool = False) -> Path:
+    """The whole job; returns the adapter directory (or the data directory with prepare_only)."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source, base_name = resolve_model(cfg.model, "", log)
+    tokenizer = _load_tokenizer(source, cfg)
+    data = ensure_data(cfg, lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]), load_retriever, log)
+    if prepare_only:
+        return data
+    train_rows, eval_rows = load_rows(data / "train.jsonl"), load_rows(data / "eval.jsonl")
+    if not train_rows:
+        raise DataError(f"{data / 'train.jsonl'} is empty; raise data.size")
+    probes = probe_rows(eval_rows, cfg.probe_size)
+    work = run_dir(cfg)
+    ckpts = work / "checkpoints"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+
+    torch.manual_seed(cfg.seed)
+    model = _load_model(source, cfg)
+    stops = preflight_tokens(tokenizer, model.generation_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    history = read_history(work / "metrics.jsonl")
+    if 0 not in history:  # the base model's answers: the bar every checkpoint must clear
+        log(f"scoring the base model on {len(probes)} probe prompts")
+        model.eval()
+        with torch.inference_mode():
+            summary, answers = score_probes(HFGenerator(model, tokenizer, base_name, cfg.decoding, 0), probes,
+                                            cfg.quality_weights)
+        _append_jsonl(work / "metrics.jsonl", {"step": 0, "eval_loss": None, "train_loss": None, **summary})
+        (work / "probes").mkdir(exist_ok=True)
+        (work / "probes" / "step-0.json").write_text(json.dumps(answers, indent=1))
+        log(f"base: quality {summary['quality']:.4f}  F1 {summary.get('token_f1', 0):.3f}")
+    model = lora_model(model, cfg)
+    trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, ckpts,
+                            [make_probe_callback(cfg, tokenizer, probes, work, log)])
+    preflight_labels(trainer.train_dataset, stops, cfg.max_length, "train")
+    if trainer.eval_dataset is not None:
+        preflight_labels(trainer.eval_dataset, stops, cfg.max_length, "eval")
+    resume = get_last_checkpoint(str(ckpts))
+    if resume:
+        log(f"resuming from {resume}")
+    t = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_s = time.perf_counter() - t
+    log(f"trained {trainer.state.global_step} steps in {train_s:.0f} s "
+        f"({result.metrics.get('train_samples_per_second', 0):.2f} samples/s)")
+    return write_outputs(cfg, work, base_name, data, tokenizer, log)
+
+
+def choose_checkpoint(history: dict[int, dict], ckpts: Path) -> tuple[int, dict]:
+    """The saved checkpoint with the best probe quality (earliest on ties); step 0 is the base model."""
+    saved = {int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*") if (p / "adapter_config.json").is_file()}
+    scored = [(row["quality"], -step, step) for step, row in history.items() if step in saved]
+    if not scored:
+        raise DataError(f"no evaluated checkpoint under {ckpts}; was the run interrupted before its first evaluation?")
+    _, _, best = max(scored)
+    return best, history[best]
+
+
+def write_outputs(cfg: FinetuneConfig, work: Path, base_name: str, data: Path, tokenizer,
+                  log: Callable[[str], None]) -> Path:
+    """Copy the chosen checkpoint's adapter with its report into <out>/<run_name>, atomically."""
+    from generator.finetune_report import plot_loss_vs_quality, render_report
+
+    history = read_history(work / "metrics.jsonl")
+    best, row = choose_checkpoint(history, work / "checkpoints")
+    final = Path(cfg.out) / cfg.run_name
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    src = work / "checkpoints" / f"checkpoint-{best}"
+    for name in ADAPTER_FILES:
+        shutil.copy2(src / name, tmp / name)
+    tokenizer.save_pretrained(tmp)
+    base = history.get(0, {})
+    stamp = {"prompt_version": PROMPT_VERSION, "base_model": cfg.model, "base_model_name": base_name,
+             "run_name": cfg.run_name, "step": best, "quality": row["quality"],
+             "base_quality": base.get("quality"), "data_fingerprint": data_fingerprint(data),
+             "quantization": cfg.quantization, "pad_token": tokenizer.pad_token}
+    (tmp / ADAPTER_STAMP).write_text(json.dumps(stamp, indent=2))
+    (tmp / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    for name in ("data_report.json", "data_card.md"):
+        shutil.copy2(data / name, tmp / name)
+    for name in ("metrics.jsonl", "train_log.jsonl"):
+        if (work / name).is_file():
+            shutil.copy2(work / name, tmp / name)
+    train_log = read_history(work / "train_log.jsonl")
+    plot_loss_vs_quality(history, [train_log[s] for s in sorted(train_log)], best, tmp / "loss_vs_quality.png")
+    (tmp / "report.md").write_text(render_report(cfg, history, best, stamp, tmp))
+    if final.exists():
+        old = final.with_name(f".{final.name}.old{os.getpid()}")
+        final.replace(old)
+        tmp.replace(final)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(final)
+    verdict = "beats" if base.get("quality") is None or row["quality"] > base["quality"] else "does NOT beat"
+    log(f"kept checkpoint-{best} (quality {row['quality']:.4f}; it {verdict} the base model's "
+        f"{base.get('quality', float('nan')):.4f}) -> {final}")
+    return final
+
+
+def merge(adapter: str, out: str, log: Callable[[str], None] = print) -> Path:
+    """Write base + adapter as one plain model directory (for servers without LoRA support)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(adapter)
+    stamp_path = path / ADAPTER_STAMP
+    if not stamp_path.is_file():
+        raise ModelLoadError(f"{path} is not a medcite adapter (no {ADAPTER_STAMP})")
+    stamp = json.loads(stamp_path.read_text())
+    source, _ = resolve_model(stamp.get("base_model", ""), "", log)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(str(path)).save_pretrained(tmp)
+    (tmp / "medcite_merged.json").write_text(json.dumps({**stamp, "merged_from": str(path)}, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.replace(target)
+    log(f"merged {path} into {target}")
+    return target
