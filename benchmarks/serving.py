@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,33 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import DecodingConfig, GeneratorConfig, default_data_dir  # noqa: E402
 from core.corpus import clean_records, read_corpus  # noqa: E402
+from generator.quality import repeated_ngram_rate, runaway_list, token_f1  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def token_f1(pred: str, gold: str) -> float:
-    p, g = _tokens(pred), _tokens(gold)
-    common = sum((Counter(p) & Counter(g)).values())
-    if not p or not g or not common:
-        return 0.0
-    prec, rec = common / len(p), common / len(g)
-    return 2 * prec * rec / (prec + rec)
-
-
-def repeated_ngram_rate(text: str, n: int = 4) -> float:
-    toks = _tokens(text)
-    grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def runaway_list(text: str) -> bool:
-    """A list that keeps going: 8+ list-like lines, or 12+ comma-separated items in one sentence."""
-    lines = [ln for ln in text.splitlines() if re.match(r"\s*(?:[-*•]|\d+[.)])\s", ln)]
-    return len(lines) >= 8 or any(s.count(",") >= 12 for s in re.split(r"[.!?]\s", text))
 
 
 def free_port() -> int:

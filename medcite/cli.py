@@ -5,6 +5,8 @@
     medcite search --queries questions.jsonl --json         # batch: {"id", "question"} per line
     medcite ask "How is gout treated?" [--no-retrieval] [--json] [--config configs/serve.yaml]
     medcite serve [--config configs/serve.yaml] [--host 127.0.0.1] [--port 8000]
+    medcite eval [--quick] [--config configs/eval.yaml] [--questions F.jsonl] [--arms base:none,base:hybrid] [--limit N]
+    medcite finetune [prepare|train|merge] [--config configs/finetune-smollm2.yaml] [--set key=value ...]
 
 Heavy libraries (torch, faiss, transformers, litestar) are imported inside the verb that needs them, so
 `medcite --help` is instant. User errors print one line, `medcite: error: ...`, and exit with status 2.
@@ -17,7 +19,16 @@ import json
 import os
 import sys
 
-from core.config import GeneratorConfig, IndexConfig, ServeConfig, field_docs, load_config
+from core.config import (
+    EvalConfig,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    GeneratorConfig,
+    IndexConfig,
+    ServeConfig,
+    field_docs,
+    load_config,
+)
 from core.errors import InvalidRequestError, MedciteError
 from core.types import SEARCH_MODES
 
@@ -151,6 +162,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """`--set data.size=400 --set max_steps=10` -> {"data.size": "400", "max_steps": "10"} (coerced by load_config)."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MedciteError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "merge":
+        if not args.adapter or not args.out:
+            raise MedciteError("finetune merge needs --adapter DIR and --out DIR")
+        _quiet_libraries()
+        from generator.finetune import merge
+
+        merge(args.adapter, args.out, log)
+        return 0
+    overrides = _set_overrides(args.set)
+    if args.data_dir:
+        overrides["data.data_dir"] = args.data_dir
+    cfg = load_config(FinetuneConfig, args.config, **overrides)
+    _quiet_libraries()
+    from generator.finetune import run
+    from retriever.search import IndexRetriever
+
+    out = run(cfg, load_retriever=IndexRetriever.load, log=log, prepare_only=args.action == "prepare")
+    print(out)
+    return 0
+
+
+QUICK = {"run_name": "quick", "limit": 50, "mirage_limit": 100, "arms": "base:none,base:hybrid"}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    overrides: dict = {**(QUICK if args.quick else {}), **_set_overrides(args.set)}
+    for key in ("questions", "arms", "limit", "mirage_limit", "out", "run_name", "adapter", "data_dir", "index"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    cfg = load_config(EvalConfig, args.config, **overrides)
+    _quiet_libraries()
+    from evaluation.run import run_eval
+    from retriever.search import IndexRetriever
+    from service.components import load_generator
+
+    def generator(gcfg, decoding):
+        return load_generator(ServeConfig(generator=gcfg, decoding=decoding))
+
+    out = run_eval(cfg, IndexRetriever.load, generator, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(out / "report.md")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------------------
 
 def _help(cls: type, name: str) -> str:
@@ -205,6 +272,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=_help(ServeConfig, "host"))
     p.add_argument("--port", type=int, help=_help(ServeConfig, "port"))
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="offline evaluation: arms x questions, paired statistics, report",
+                       description="Open-ended dev questions and MIRAGE multiple choice through the server's "
+                                   "pipeline; writes results.jsonl, summary.json, report.md under <out>/<run_name>.")
+    p.add_argument("--config", help="YAML config (configs/eval.yaml); flags override it")
+    p.add_argument("--quick", action="store_true",
+                   help="50 dev questions + 100 MIRAGE items, base:none vs base:hybrid (run name 'quick')")
+    p.add_argument("--questions", help=_help(EvalConfig, "questions"))
+    p.add_argument("--arms", help="comma-separated arms, e.g. base:none,base:hybrid,tuned:hybrid")
+    p.add_argument("--adapter", help=_help(EvalConfig, "adapter"))
+    p.add_argument("--limit", type=int, help=_help(EvalConfig, "limit"))
+    p.add_argument("--mirage-limit", type=int, help=_help(EvalConfig, "mirage_limit"))
+    p.add_argument("--index", help=_help(EvalConfig, "index"))
+    p.add_argument("--data-dir", help=_help(EvalConfig, "data_dir"))
+    p.add_argument("--out", help=_help(EvalConfig, "out"))
+    p.add_argument("--run-name", help=_help(EvalConfig, "run_name"))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("finetune", help="prepare data, train a (Q)LoRA adapter, keep the best checkpoint by answers",
+                       description="prepare: build the training set only; train (default): prepare if needed, "
+                                   "train or resume, pick the best checkpoint by probe answers; merge: write "
+                                   "base + adapter as one model.")
+    p.add_argument("action", nargs="?", choices=("train", "prepare", "merge"), default="train")
+    p.add_argument("--config", help="YAML config (configs/finetune-smollm2.yaml, configs/finetune-llama3.2-3b.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set max_steps=20 --set data.size=400 (repeatable)")
+    p.add_argument("--data-dir", help=_help(FinetuneDataConfig, "data_dir"))
+    p.add_argument("--adapter", help="merge: the adapter directory")
+    p.add_argument("--out", help="merge: where to write the merged model")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
