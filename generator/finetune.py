@@ -87,9 +87,14 @@ def preflight_tokens(tokenizer, generation_config) -> list[int]:
     return stops
 
 
-def preflight_labels(dataset, stops: list[int], max_length: int, name: str) -> None:
+def preflight_labels(dataset, stops: list[int], max_length: int, name: str, expected: int) -> None:
     """Every example's labels must end with an end-of-turn token: TRL truncates at max_length, and a cut-off
-    end-of-turn teaches the model to run on (the runaway lists of the write-ups)."""
+    end-of-turn teaches the model to run on (the runaway lists of the write-ups). TRL drops examples whose
+    answer was cut away entirely; those count as failures too."""
+    if len(dataset) < expected:
+        raise DataError(f"{expected - len(dataset)} {name} example(s) would lose their end-of-turn token to "
+                        f"truncation at max_length={max_length} (their whole answer is cut); raise max_length or "
+                        "lower data.max_answer_tokens / data.prompt_tokens")
     bad = []
     for n, row in enumerate(dataset):
         labels = [t for t in row["labels"] if t != -100]
@@ -363,9 +368,9 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     model = lora_model(model, cfg)
     trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, ckpts,
                             [make_probe_callback(cfg, tokenizer, probes, work, log)])
-    preflight_labels(trainer.train_dataset, stops, cfg.max_length, "train")
+    preflight_labels(trainer.train_dataset, stops, cfg.max_length, "train", len(train_rows))
     if trainer.eval_dataset is not None:
-        preflight_labels(trainer.eval_dataset, stops, cfg.max_length, "eval")
+        preflight_labels(trainer.eval_dataset, stops, cfg.max_length, "eval", len(eval_rows))
     resume = get_last_checkpoint(str(ckpts))
     if resume:
         log(f"resuming from {resume}")

@@ -112,7 +112,8 @@ def test_prepare_writes_clean_rag_examples(ft_data, tiny_index, tmp_path):
     report = prepare(data_cfg(ft_data), retriever, words, tmp_path / "a", log=lambda _: None)
     rows = [json.loads(x) for f in ("train.jsonl", "eval.jsonl") for x in (tmp_path / "a" / f).read_text().splitlines()]
     assert report.reserved_excluded == 3 and not any(r["id"].startswith("2:0000004:") for r in rows)
-    assert report.cleaning["filler_opener"]["rows"] == 1 and report.cleaning["sign_off"]["rows"] == 1
+    # the OCR-fixed "Hi. Thanks for your query." opener is filler too, so two rows lose an opener
+    assert report.cleaning["filler_opener"]["rows"] == 2 and report.cleaning["sign_off"]["rows"] == 1
     assert report.cleaning["ocr_glue"]["rows"] == 1 and report.cleaning["trailing_filler_sentence"]["rows"] == 1
     assert report.cleaning["filler_opener"]["examples"][0]["before"].startswith("Hello, welcome")
     texts = " ".join(r["completion"][0]["content"] for r in rows)
@@ -247,11 +248,16 @@ def test_labels_cover_completion_tokens_only(ft_data, tmp_path, tiny_index, tiny
         assert all(x == -100 for x in labels[:prompt_len])  # no loss on system prompt, passages or question
         assert labels[prompt_len:] == row["input_ids"][prompt_len:]  # full loss on the answer
         assert eot in labels[prompt_len:]  # ... including the end-of-turn token
-    preflight_labels(trainer.train_dataset, [eot], cfg.max_length, "train")
+    preflight_labels(trainer.train_dataset, [eot], cfg.max_length, "train", len(rows))
     short = build_trainer(ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_length=64), model, tok, rows, [],
                           tmp_path / "ckpt2")
     with pytest.raises(DataError, match="end-of-turn token to truncation"):
-        preflight_labels(short.train_dataset, [eot], 64, "train")
+        preflight_labels(short.train_dataset, [eot], 64, "train", len(rows))
+    longest = max(len(r["input_ids"]) for r in trainer.train_dataset)
+    cut = build_trainer(ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_length=longest - 2), model, tok, rows,
+                        [], tmp_path / "ckpt3")  # the longest loses "<|im_end|>\n", its last two tokens
+    with pytest.raises(DataError, match="end-of-turn token to truncation"):
+        preflight_labels(cut.train_dataset, [eot], longest - 2, "train", len(rows))
 
 
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
