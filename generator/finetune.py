@@ -185,9 +185,12 @@ def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out:
                     f"{logs.get('mean_token_accuracy', float('nan')):.3f}")
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:  # always judge and keep the final weights
+            if state.global_step >= state.max_steps:
+                # always keep the final weights; judge them too unless the last evaluation was under half an
+                # interval ago (a probe pass costs minutes on CPU and those weights barely moved since)
                 control.should_save = True
-                control.should_evaluate = args.eval_strategy != "no"
+                since = state.global_step % args.eval_steps
+                control.should_evaluate = args.eval_strategy != "no" and (since == 0 or since >= args.eval_steps / 2)
             return control
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):

@@ -217,10 +217,14 @@ def read_reserved(cfg: FinetuneDataConfig) -> set[str]:
 
 
 def _count_rule(report: dict[str, dict], rule: str, before: str, after: str) -> None:
+    """Count a touched row; keep two examples, each cut around where the rule changed the text."""
     entry = report.setdefault(rule, {"rows": 0, "examples": []})
     entry["rows"] += 1
     if len(entry["examples"]) < 2:
-        entry["examples"].append({"before": before[:300], "after": after[:300]})
+        i = next((n for n, (x, y) in enumerate(zip(before, after, strict=False)) if x != y), min(len(before), len(after)))
+        start = max(0, i - 40)
+        lead = "..." if start else ""
+        entry["examples"].append({"before": lead + before[start:start + 160], "after": lead + after[start:start + 160]})
 
 
 def load_candidates(cfg: FinetuneDataConfig, reserved: set[str], report: PrepareReport,

@@ -6,28 +6,51 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DecodingConfig, GeneratorConfig, IndexConfig, ServeConfig, field_docs, load_config
+from core.config import (
+    DecodingConfig,
+    EvalConfig,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    GeneratorConfig,
+    IndexConfig,
+    ServeConfig,
+    field_docs,
+    load_config,
+)
 from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-CLASSES = (IndexConfig, ServeConfig, GeneratorConfig, DecodingConfig)
+CLASSES = (IndexConfig, ServeConfig, GeneratorConfig, DecodingConfig, FinetuneConfig, FinetuneDataConfig, EvalConfig)
+
+
+def _class_for(name: str) -> type:
+    return {"index": IndexConfig, "finetune": FinetuneConfig, "eval": EvalConfig}.get(name.split("-")[0].split(".")[0],
+                                                                                     ServeConfig)
 
 
 def test_every_yaml_loads(monkeypatch):
     monkeypatch.delenv("MEDCITE_DATA_DIR", raising=False)
     monkeypatch.delenv("MEDCITE_API_KEY", raising=False)
     files = sorted(CONFIGS.glob("*.yaml"))
-    assert {f.name for f in files} >= {"index.yaml", "serve.yaml", "serve-llama3b.yaml", "serve-remote.yaml"}
+    assert {f.name for f in files} >= {"index.yaml", "serve.yaml", "serve-llama3b.yaml", "serve-remote.yaml",
+                                       "serve-vllm.yaml", "finetune-smollm2.yaml", "finetune-llama3.2-3b.yaml",
+                                       "eval.yaml"}
     for f in files:
         assert f.read_text().startswith("#") and "Run" in f.read_text().split("\n\n")[0], f"{f} needs its run line"
-        cfg = load_config(IndexConfig if f.name.startswith("index") else ServeConfig, f)
+        cfg = load_config(_class_for(f.name), f)
         assert cfg is not None
     # the CPU defaults in code are exactly the shipped files
     assert load_config(IndexConfig, CONFIGS / "index.yaml") == IndexConfig()
     assert load_config(ServeConfig, CONFIGS / "serve.yaml") == ServeConfig()
     prod = load_config(ServeConfig, CONFIGS / "serve-llama3b.yaml")
     assert prod.generator.load_in_4bit and prod.generator.adapter and prod.decoding.repetition_penalty == 1.3
+    assert load_config(EvalConfig, CONFIGS / "eval.yaml") == EvalConfig()
+    cpu = load_config(FinetuneConfig, CONFIGS / "finetune-smollm2.yaml")
+    assert cpu.data.mix == FinetuneConfig().data.mix and cpu.lora_r == 8 and cpu.quantization == "none"
+    gpu = load_config(FinetuneConfig, CONFIGS / "finetune-llama3.2-3b.yaml")
+    assert gpu.quantization == "nf4" and gpu.model == "meta-llama/Llama-3.2-3B-Instruct" and gpu.data.max_answer_tokens == 512
+    assert set(gpu.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     remote = load_config(ServeConfig, CONFIGS / "serve-remote.yaml")
     assert remote.generator.backend == "remote" and remote.generator.remote_extra_body == {"use_retrieval": False}
 
@@ -38,7 +61,7 @@ def test_every_field_is_documented_in_code_and_readme():
         docs = field_docs(cls)
         assert {f.name for f in dataclasses.fields(cls)} == set(docs), cls
         for name in docs:
-            assert f"`{name}`" in readme or f".{name}`" in readme or name in ("generator", "decoding"), name
+            assert f"`{name}`" in readme or f".{name}`" in readme or name in ("generator", "decoding", "data"), name
 
 
 def test_env_and_overrides(monkeypatch):
@@ -60,6 +83,11 @@ def test_env_and_overrides(monkeypatch):
     (GeneratorConfig, dict(backend="remote")), (GeneratorConfig, dict(dtype="int3")),
     (DecodingConfig, dict(repetition_penalty=3.0)), (DecodingConfig, dict(penalty_scope="prompt")),
     (DecodingConfig, dict(max_new_tokens=0)),
+    (FinetuneConfig, dict(quantization="int8")), (FinetuneConfig, dict(target_modules=("lm_head",))),
+    (FinetuneConfig, dict(run_name="../x")), (FinetuneDataConfig, dict(mix={"pdf": 1.0})),
+    (FinetuneDataConfig, dict(gold_probability=1.5)), (FinetuneDataConfig, dict(sources=("xml:x",))),
+    (EvalConfig, dict(arms=())), (EvalConfig, dict(arms=("base:none", "base:none"))),
+    (EvalConfig, dict(mirage_tasks=("usmle",))),
 ])
 def test_invalid_values_are_config_errors(cls, bad):
     with pytest.raises(ConfigError):
