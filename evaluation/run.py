@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import EvalConfig, config_to_dict
-from core.corpus import clean_records, read_corpus
+from core.corpus import clean_records, iter_jsonl, read_corpus
 from core.errors import ConfigError, DataError
 from generator.prompt import PROMPT_VERSION
 
@@ -56,22 +56,15 @@ def load_open_questions(cfg: EvalConfig, log: Callable[[str], None]) -> list[Ite
     if not path.is_file():
         raise DataError(f"questions file {path} does not exist (set questions / --questions)")
     items: list[Item] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{n}: not valid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-                raise DataError(f"{path}:{n}: each line needs a non-empty question")
-            gold = row.get("gold_record_id") or row.get("gold_medquad_id")
-            if not gold and not row.get("gold_answer"):
-                raise DataError(f"{path}:{n}: needs gold_medquad_id / gold_record_id or gold_answer")
-            items.append(Item(OPEN, str(row.get("id", n)), row["question"], row.get("gold_answer"), gold))
-            if cfg.limit and len(items) >= cfg.limit:
-                break
+    for n, row in iter_jsonl(path):
+        if not isinstance(row.get("question"), str) or not row["question"].strip():
+            raise DataError(f"{path}:{n}: each line needs a non-empty question")
+        gold = row.get("gold_record_id") or row.get("gold_medquad_id")
+        if not gold and not row.get("gold_answer"):
+            raise DataError(f"{path}:{n}: needs gold_medquad_id / gold_record_id or gold_answer")
+        items.append(Item(OPEN, str(row.get("id", n)), row["question"], row.get("gold_answer"), gold))
+        if cfg.limit and len(items) >= cfg.limit:
+            break
     need = {i.gold_record for i in items if i.gold_text is None}
     if need:
         texts = gold_texts(cfg, need, log)

@@ -58,20 +58,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _read_queries(path: str) -> list[tuple[str, str]]:
-    if not os.path.isfile(path):
-        raise MedciteError(f"queries file {path} does not exist")
+    from core.corpus import iter_jsonl
+
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise MedciteError(f"{path}:{n}: not valid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise MedciteError(f'{path}:{n}: each line must be {{"id": ..., "question": "..."}}')
-            rows.append((str(row.get("id", n)), row["question"]))
+    for n, row in iter_jsonl(path):
+        if not isinstance(row.get("question"), str):
+            raise MedciteError(f'{path}:{n}: each line must be {{"id": ..., "question": "..."}}')
+        rows.append((str(row.get("id", n)), row["question"]))
     return rows
 
 

@@ -131,21 +131,25 @@ def _write_kill_config(path: Path, data: Path, embedder: Path, out: Path) -> Non
                                 "batch_size": 8, "shard_size": 32, "threads": 1}))
 
 
-@pytest.mark.parametrize("kill_after_shards", [0, 3, 20])
-def test_sigkill_and_rerun_gives_the_same_index(tmp_path, tiny_embedder, kill_after_shards):
+def _kill_setup(tmp_path: Path, embedder: Path, records: int, seed: int):
+    """A random JSONL corpus plus a reference and a to-be-killed config; returns (env, ref_cfg, cfg, cmd)."""
     data = tmp_path / "data"
     data.mkdir()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     words = ["fever", "cough", "insulin", "aspirin", "tumor", "renal", "cardiac", "lesion", "therapy", "dose", "infant", "sarcoma"]
     with (data / "big.jsonl").open("w") as f:
-        for i in range(250):
+        for i in range(records):
             f.write(json.dumps({"id": f"r{i}", "title": f"Topic {i}",
                                 "text": " ".join(rng.choice(words, size=int(rng.integers(5, 60))))}) + "\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     ref_cfg, cfg = tmp_path / "ref.yaml", tmp_path / "run.yaml"
-    _write_kill_config(ref_cfg, data, tiny_embedder, tmp_path / "ref")
-    _write_kill_config(cfg, data, tiny_embedder, tmp_path / "idx")
-    cmd = [sys.executable, "-m", "medcite", "index", "--config"]
+    _write_kill_config(ref_cfg, data, embedder, tmp_path / "ref")
+    _write_kill_config(cfg, data, embedder, tmp_path / "idx")
+    return ({**os.environ, "HF_HUB_OFFLINE": "1"}, ref_cfg, cfg, [sys.executable, "-m", "medcite", "index", "--config"])
+
+
+@pytest.mark.parametrize("kill_after_shards", [0, 3, 20])
+def test_sigkill_and_rerun_gives_the_same_index(tmp_path, tiny_embedder, kill_after_shards):
+    env, ref_cfg, cfg, cmd = _kill_setup(tmp_path, tiny_embedder, records=250, seed=0)
     subprocess.run([*cmd, str(ref_cfg)], check=True, env=env, cwd=ROOT, capture_output=True)
 
     proc = subprocess.Popen([*cmd, str(cfg)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -174,19 +178,7 @@ def test_five_random_sigkills_then_rerun_equals_an_uninterrupted_build(tmp_path,
     the final index has the same passages and vectors, byte for byte, as a build that was never interrupted."""
     import random
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    words = ["fever", "cough", "insulin", "aspirin", "tumor", "renal", "cardiac", "lesion", "therapy", "dose"]
-    with (data / "big.jsonl").open("w") as f:
-        for i in range(1500):
-            f.write(json.dumps({"id": f"r{i}", "title": f"Topic {i}",
-                                "text": " ".join(rng.choice(words, size=int(rng.integers(5, 60))))}) + "\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    ref_cfg, cfg = tmp_path / "ref.yaml", tmp_path / "run.yaml"
-    _write_kill_config(ref_cfg, data, tiny_embedder, tmp_path / "ref")
-    _write_kill_config(cfg, data, tiny_embedder, tmp_path / "idx")
-    cmd = [sys.executable, "-m", "medcite", "index", "--config"]
+    env, ref_cfg, cfg, cmd = _kill_setup(tmp_path, tiny_embedder, records=1500, seed=1)
     t = time.time()
     subprocess.run([*cmd, str(ref_cfg)], check=True, env=env, cwd=ROOT, capture_output=True)
     full_s = time.time() - t
