@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,8 +47,11 @@ def free_port() -> int:
 
 
 def start_server(index: str, port: int) -> subprocess.Popen:
+    # The server logs a JSON line per request to stderr: into a file, never a pipe nobody drains (a full pipe
+    # buffer blocks the server after a few hundred requests).
+    log = tempfile.NamedTemporaryFile("w+", prefix="medcite-serve-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "medcite", "serve", "--index", index, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
     import httpx
 
     for _ in range(600):
@@ -57,7 +61,7 @@ def start_server(index: str, port: int) -> subprocess.Popen:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read()[-500:]}")
+            raise SystemExit(f"server exited: {Path(log.name).read_text()[-500:]}")
         time.sleep(0.5)
     raise SystemExit("server did not become ready")
 

@@ -229,7 +229,9 @@ def render_report(cfg: EvalConfig, summary: dict, rows: list[dict], out: Path) -
         lines += [""]
         for c in t["comparisons"]:
             lines += [f"**{c['candidate']} vs {c['reference']}** (paired, n = {c['n']}): difference "
-                      "[95% interval], wins / ties / losses", "", "| metric | difference | W / T / L |", "|---|---|---|"]
+                      "[95% interval]; questions where the candidate is higher / equal / lower (for F1 and ROUGE-L "
+                      "higher is better; for repetition and length, lower)", "",
+                      "| metric | difference | higher / equal / lower |", "|---|---|---|"]
             for m, s in c["metrics"].items():
                 lines.append(f"| {m} | {_diff(s)} | {s['wins']} / {s['ties']} / {s['losses']} |")
             if c.get("largest_losses"):
