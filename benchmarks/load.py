@@ -7,7 +7,8 @@
 Phases: (1) /v1/retrieve x N at concurrency 16; (2) /v1/answer x M at concurrency 8 (= the queue: nothing should be
 refused); (3) a burst of /v1/answer at concurrency 16 (> queue_size + 1: the surplus must get 503 + Retry-After,
 never a 5xx of another kind). The server's RSS is sampled throughout; "memory flat" = RSS at the end of the run /
-RSS after warm-up. Latencies are p50/p99 per phase. Nothing here is an absolute threshold: the result file records
+RSS after warm-up, with RSS after each phase (a second answer phase shows whether growth continues or has
+settled). Latencies are p50/p99 per phase. Nothing here is an absolute threshold: the result file records
 what happened, and the run fails only on unintended errors.
 """
 
@@ -119,14 +120,19 @@ def main() -> None:
         phase(base, "/v1/answer", [{"question": q, "max_new_tokens": 8} for q in dev[:4]], 2)
         rss_warm = server.memory_info().rss / 2**20
         sampler.start()
-        results = {
-            "retrieve": phase(base, "/v1/retrieve", [{"query": dev[i % len(dev)], "k": 5} for i in range(args.retrieve)],
-                              args.retrieve_concurrency),
-            "answer": phase(base, "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
-                                                 for i in range(args.answer)], args.answer_concurrency),
-            "burst": phase(base, "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
-                                                for i in range(args.burst)], args.burst_concurrency),
-        }
+        results = {}
+        for name, route, bodies, conc in (
+                ("retrieve", "/v1/retrieve", [{"query": dev[i % len(dev)], "k": 5} for i in range(args.retrieve)],
+                 args.retrieve_concurrency),
+                ("answer", "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
+                                          for i in range(args.answer)], args.answer_concurrency),
+                ("answer_again", "/v1/answer", [{"question": dev[(i + 100) % len(dev)],
+                                                 "max_new_tokens": args.max_new_tokens} for i in range(args.answer // 2)],
+                 args.answer_concurrency),
+                ("burst", "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
+                                         for i in range(args.burst)], args.burst_concurrency)):
+            results[name] = phase(base, route, bodies, conc)
+            results[name]["rss_at_end_mb"] = round(server.memory_info().rss / 2**20, 1)
         for name, r in results.items():
             print(name, json.dumps(r), flush=True)
         rss_end = server.memory_info().rss / 2**20

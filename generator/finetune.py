@@ -288,8 +288,9 @@ def sft_config(cfg: FinetuneConfig, output_dir: Path, has_eval: bool):
         # no native bf16 on this CPU: bf16 matmuls run ~60x slower, so CPU runs stay fp32
         bf16=on_gpu and cfg.dtype == "bfloat16", fp16=False, use_cpu=not on_gpu,
         max_length=cfg.max_length, completion_only_loss=True, packing=False,
-        gradient_checkpointing=cfg.gradient_checkpointing, report_to=[], disable_tqdm=True,
-        dataloader_num_workers=0, save_only_model=False, remove_unused_columns=True)
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, save_only_model=False, remove_unused_columns=True,
+        # transformers 5 renamed it activation_checkpointing; TRL still reads the old name, so pass it only when on
+        **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}))
 
 
 def build_trainer(cfg: FinetuneConfig, model, tokenizer, train_rows: list[dict], eval_rows: list[dict], output_dir: Path,
