@@ -202,19 +202,18 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
     retriever = None
     if any(not a.endswith(":none") for a in cfg.arms):
         retriever = load_retriever(cfg.index)
-    generators: dict[str, Any] = {}
     bar = _progress(len(todo), "eval")
     for model in ("base", "tuned"):
         mine = [(arm, i) for arm, i in todo if arm.startswith(model + ":")]
         if not mine:
             continue
         gcfg = cfg.generator if model == "base" else replace(cfg.generator, adapter=cfg.adapter)
-        generators[model] = gen = load_generator(gcfg, cfg.decoding)
+        gen = load_generator(gcfg, cfg.decoding)
         for arm, item in mine:
             row = evaluate_item(item, arm, retriever, gen, cfg)
             _append(progress_path, row)
             bar.update(1)
-        generators.pop(model)  # one model in memory at a time
+        del gen  # one model in memory at a time
     bar.close()
     return finalize(cfg, out, items, retriever, log)
 
