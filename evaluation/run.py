@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core import journal
 from core.config import EvalConfig, config_to_dict
 from core.corpus import clean_records, iter_jsonl, read_corpus
 from core.errors import ConfigError, DataError
@@ -129,23 +130,8 @@ def settings_hash(cfg: EvalConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def read_progress(path: Path) -> dict[tuple[str, str, str], dict]:
-    rows: dict[tuple[str, str, str], dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a killed run may be cut
-                continue
-            rows[(r["task"], r["id"], r["arm"])] = r
-    return rows
+    return {(r["task"], r["id"], r["arm"]): r for r in journal.read(path)}
 
 
 def _hit_ids(hits) -> list[str]:
@@ -211,7 +197,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
         gen = load_generator(gcfg, cfg.decoding)
         for arm, item in mine:
             row = evaluate_item(item, arm, retriever, gen, cfg)
-            _append(progress_path, row)
+            journal.append(progress_path, row)
             bar.update(1)
         del gen  # one model in memory at a time
     bar.close()

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import journal
 from core.config import FinetuneConfig, config_to_dict
 from core.errors import ConfigError, DataError, ModelLoadError
 from generator.finetune_data import data_fingerprint, load_rows, prepare
@@ -146,25 +147,9 @@ def score_probes(generator, probes: list[dict], weights: dict[str, float]) -> tu
     return summary, answers
 
 
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def read_history(path: Path) -> dict[int, dict]:
-    """Probe/eval rows by step; a rerun after a kill may repeat a step, and the last row wins."""
-    rows: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                rows[int(r["step"])] = r
-    return rows
+    """Rows of a journal by step; a rerun after a kill may repeat a step, and the last row wins."""
+    return {int(r["step"]): r for r in journal.read(path)}
 
 
 def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out: Path, log: Callable[[str], None]):
@@ -179,7 +164,7 @@ def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out:
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 self.last_train = {k: logs[k] for k in ("loss", "mean_token_accuracy", "learning_rate") if k in logs}
-                _append_jsonl(out / "train_log.jsonl", {"step": state.global_step, "epoch": state.epoch,
+                journal.append(out / "train_log.jsonl", {"step": state.global_step, "epoch": state.epoch,
                                                         **self.last_train})
                 log(f"step {state.global_step}/{state.max_steps}: loss {logs['loss']:.4f}  token accuracy "
                     f"{logs.get('mean_token_accuracy', float('nan')):.3f}")
@@ -207,7 +192,7 @@ def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out:
             row = {"step": state.global_step, "eval_loss": (metrics or {}).get("eval_loss"),
                    "eval_mean_token_accuracy": (metrics or {}).get("eval_mean_token_accuracy"),
                    "train_loss": self.last_train.get("loss"), **summary, "probe_seconds": round(time.perf_counter() - t, 1)}
-            _append_jsonl(out / "metrics.jsonl", row)
+            journal.append(out / "metrics.jsonl", row)
             (out / "probes").mkdir(exist_ok=True)
             (out / "probes" / f"step-{state.global_step}.json").write_text(json.dumps(answers, indent=1))
             log(f"step {state.global_step}: eval_loss {row['eval_loss']:.4f}  quality {summary['quality']:.4f}  "
@@ -365,7 +350,7 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
         with torch.inference_mode():
             summary, answers = score_probes(HFGenerator(model, tokenizer, base_name, cfg.decoding, 0), probes,
                                             cfg.quality_weights)
-        _append_jsonl(work / "metrics.jsonl", {"step": 0, "eval_loss": None, "train_loss": None, **summary})
+        journal.append(work / "metrics.jsonl", {"step": 0, "eval_loss": None, "train_loss": None, **summary})
         (work / "probes").mkdir(exist_ok=True)
         (work / "probes" / "step-0.json").write_text(json.dumps(answers, indent=1))
         log(f"base: quality {summary['quality']:.4f}  F1 {summary.get('token_f1', 0):.3f}")

@@ -286,7 +286,9 @@ def test_finetune_run_keeps_best_checkpoint_and_answers_through_the_pipeline(
     stamp = json.loads((out / "medcite_adapter.json").read_text())
     best = max((h for h in history if h["step"]), key=lambda h: (h["quality"], -h["step"]))
     assert stamp["step"] == best["step"] and stamp["quality"] == best["quality"]
-    assert "probe quality" in (out / "report.md").read_text() or "Kept: checkpoint" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"**Kept: checkpoint-{stamp['step']}**" in report
+    assert all(f"\n| {h['step']} | " in report for h in history)  # a table row per evaluation, base included
     # the adapter loads by config and the pipeline answers with it (NF4 base kept quantised, float base merged)
     gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), adapter=str(out), threads=1,
                                            load_in_4bit=quantization == "nf4"), DecodingConfig(max_new_tokens=5))
