@@ -37,7 +37,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/serving.py
-	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/load.py
 
 finetune: setup

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import DecodingConfig, GeneratorConfig, default_data_dir  # noqa: E402
 from core.corpus import clean_records, read_corpus  # noqa: E402
-from generator.quality import repeated_ngram_rate, runaway_list, token_f1  # noqa: E402
+from core.quality import repeated_ngram_rate, runaway_list, token_f1  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

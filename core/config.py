@@ -19,13 +19,27 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.corpus import INDEX_READERS, READERS
 from core.errors import ConfigError
+from core.quality import DEFAULT_QUALITY_WEIGHTS
+from core.types import SEARCH_MODES
 
 T = TypeVar("T")
 
 DATA_DIR_ENV = "MEDCITE_DATA_DIR"
 DEFAULT_DATA_DIR = "../shared/data"
 FAISS_KINDS = ("flat", "hnsw", "ivfpq")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_data_dir() -> str:
@@ -98,8 +112,8 @@ class IndexConfig:
             raise ConfigError("corpora is empty: name at least one `<reader>:<path>`")
         for spec in self.corpora:
             reader, _, path = spec.partition(":")
-            if reader not in ("medquad", "wikidoc", "jsonl") or not path:
-                raise ConfigError(f"corpus {spec!r} is not `<reader>:<path>` with reader medquad, wikidoc or jsonl")
+            if reader not in INDEX_READERS or not path:
+                raise ConfigError(f"corpus {spec!r} is not `<reader>:<path>` with reader {', '.join(INDEX_READERS)}")
 
 
 PENALTY_SCOPES = ("generated", "all")
@@ -175,6 +189,46 @@ class GeneratorConfig:
             raise ConfigError("generator.threads and generator.queue_size must be >= 0")
 
 
+UNSUPPORTED_ACTIONS = ("remove", "mark")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """The verification stage every answer passes (the `verify:` block of serve and eval configs). Thresholds
+    were chosen by measurement on the dev split (benchmarks/verification.py, README "Verification")."""
+
+    enabled: bool = True
+    """Verify answers. Off only for measuring what verification changes (the eval's `draft` metrics do that too)."""
+    support_threshold: float = 0.55
+    """A passage supports a sentence when its score reaches this (score = lexical_weight x content-word overlap +
+    the rest x embedder cosine)."""
+    lexical_weight: float = 0.5
+    """Weight of content-word overlap in the support score; the rest is the index embedder's cosine."""
+    unsupported: str = "remove"
+    """What happens to a sentence no shown passage supports: `remove` it (default) or keep it and `mark` it
+    unsupported."""
+    min_kept_share: float = 0.5
+    """Below this share of the generated sentences surviving, the answer becomes extractive (quoted passage
+    sentences with their markers)."""
+    min_relevance: float = 0.35
+    """Below this cosine between the question and its best passage, the sources do not answer the question
+    (answer_mode no_answer)."""
+    extractive_sentences: int = 3
+    """Passage sentences quoted in an extractive answer."""
+    disclaimer: str = ("General information from the cited sources, not medical advice: ask a clinician about "
+                       "your own situation.")
+    """Sent with every answer."""
+
+    def __post_init__(self) -> None:
+        for name in ("support_threshold", "lexical_weight", "min_kept_share", "min_relevance"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.unsupported not in UNSUPPORTED_ACTIONS:
+            raise ConfigError(f"verify.unsupported must be remove or mark, got {self.unsupported!r}")
+        if not 1 <= self.extractive_sentences <= 10:
+            raise ConfigError(f"verify.extractive_sentences must be in [1, 10], got {self.extractive_sentences}")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The API server and `medcite ask` (configs/serve.yaml)."""
@@ -197,20 +251,32 @@ class ServeConfig:
     """A request still waiting on generation after this long gets 504."""
     log_text: bool = False
     """Log question and answer text. Off by default: medical questions are private."""
+    allow_raw_chat: bool = False
+    """Let /v1/chat/completions with `use_retrieval: false` send a client's conversation to the model as given
+    (no retrieval, no verification): only for a medcite serving another medcite. Needs api_key."""
+    allow_unauthenticated: bool = False
+    """Start without api_key although host is not a loopback address. Off: such a server refuses to start."""
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     """The language model."""
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
     """Default decoding settings."""
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    """The verification stage: attribution, term guard, fallback and abstention."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= 20:
             raise ConfigError(f"k must be in [1, 20], got {self.k}")
-        if self.mode not in ("hybrid", "dense", "bm25"):
-            raise ConfigError(f"mode must be hybrid, dense or bm25, got {self.mode!r}")
+        if self.mode not in SEARCH_MODES:
+            raise ConfigError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.prompt_tokens < 256:
             raise ConfigError(f"prompt_tokens must be >= 256, got {self.prompt_tokens}")
+        if self.allow_raw_chat and not self.api_key:
+            raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
+        if not self.api_key and not self.allow_unauthenticated and not _is_loopback(self.host):
+            raise ConfigError(f"host {self.host} is reachable from other machines and no API key is set; set "
+                              "MEDCITE_API_KEY, or allow_unauthenticated: true if a proxy in front authenticates")
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -260,28 +326,27 @@ class FinetuneDataConfig:
     target); otherwise only other passages are shown and the model must not cite what is not there."""
     no_retrieval_share: float = 0.1
     """Share of examples built with the no-retrieval prompt, so the tuned model also answers without passages."""
-    support_threshold: float = 0.6
-    """A target sentence is cited [n] when at least this share of its content words occur in passage n."""
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    """The support definition the server verifies answers with (support_threshold, lexical_weight): a target
+    sentence is cited [n] when passage n supports it by that same rule (core.support.attribute)."""
 
     def __post_init__(self) -> None:
         for spec in self.sources:
             reader, _, path = spec.partition(":")
-            if reader not in ("medquad", "wikidoc", "jsonl", "chat") or not path:
-                raise ConfigError(f"data source {spec!r} is not `<reader>:<path>` with reader chat, wikidoc, "
-                                  "medquad or jsonl")
+            if reader not in READERS or not path:
+                raise ConfigError(f"data source {spec!r} is not `<reader>:<path>` with reader {', '.join(READERS)}")
         readers = {s.partition(":")[0] for s in self.sources}
         if not self.mix or any(v < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0:
             raise ConfigError("data.mix must give each reader a non-negative share, summing above 0")
         if set(self.mix) - readers:
             raise ConfigError(f"data.mix names reader(s) without a source: {', '.join(sorted(set(self.mix) - readers))}")
-        for name in ("eval_share", "gold_probability", "no_retrieval_share", "support_threshold",
-                     "near_duplicate_threshold"):
+        for name in ("eval_share", "gold_probability", "no_retrieval_share", "near_duplicate_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.size < 2 or self.max_answer_tokens < 8 or not 1 <= self.k <= 20:
             raise ConfigError("data.size must be >= 2, data.max_answer_tokens >= 8, data.k in [1, 20]")
-        if self.mode not in ("hybrid", "dense", "bm25"):
-            raise ConfigError(f"data.mode must be hybrid, dense or bm25, got {self.mode!r}")
+        if self.mode not in SEARCH_MODES:
+            raise ConfigError(f"data.mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
 
 
 @dataclass(frozen=True)
@@ -336,10 +401,12 @@ class FinetuneConfig:
     """Log training loss and token accuracy every this many steps."""
     probe_size: int = 24
     """Held-out prompts answered at every evaluation with the deployment decoding; checkpoints are chosen by them."""
-    quality_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
-        "token_f1": 1.0, "end_of_turn": 0.2, "repeated_4gram_rate": -1.0, "runaway_list": -0.5})
-    """The quality score: weights over probe-set metric means (see generator/quality.py). The best checkpoint by
+    quality_weights: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_QUALITY_WEIGHTS))
+    """The quality score: weights over probe-set metric means (see core/quality.py). The best checkpoint by
     this score is kept, not the one with the lowest loss."""
+    allow_worse: bool = False
+    """Publish the kept adapter even if it does not beat the base model on the probe set. Off: the job keeps
+    the checkpoints, publishes nothing and exits non-zero. Flag: --allow-worse."""
     seed: int = 0
     """Training seed (LoRA init, data order, dropout)."""
     threads: int = 0
@@ -419,13 +486,15 @@ class EvalConfig:
     """The base model (the `tuned` arms add `adapter`)."""
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
     """Decoding for open-ended answers: the deployment settings."""
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    """The verification stage, as served."""
 
     def __post_init__(self) -> None:
         if not self.arms:
             raise ConfigError("arms must name at least one arm")
         for arm in self.arms:
             model, _, retrieval = arm.partition(":")
-            if model not in ("base", "tuned") or retrieval not in ("none", "bm25", "dense", "hybrid"):
+            if model not in ("base", "tuned") or retrieval not in ("none", *SEARCH_MODES):
                 raise ConfigError(f"arm {arm!r} is not <base|tuned>:<none|bm25|dense|hybrid>")
             if model == "tuned" and not self.adapter:
                 raise ConfigError(f"arm {arm!r} needs adapter (a directory from `medcite finetune`)")

@@ -23,6 +23,11 @@ from pathlib import Path
 from core.errors import DataError
 from core.types import Record
 
+READERS = ("medquad", "wikidoc", "jsonl", "chat")
+"""Every corpus reader; `chat` (dialogues) feeds fine-tuning only."""
+INDEX_READERS = ("medquad", "wikidoc", "jsonl")
+"""Readers whose records can be indexed (a dialogue is not a reference text)."""
+
 # MedQuAD qtypes as a reader would say them in a title ("Ewing Sarcoma: treatment").
 _QTYPE_TITLES = {"information": "overview", "exams and tests": "diagnosis", "considerations": "considerations"}
 
@@ -196,16 +201,10 @@ def read_corpus(spec: str, data_dir: str | Path, limit: int = 0) -> CorpusRead:
         raise DataError(f"data directory {data_dir} does not exist; pass --data-dir or set MEDCITE_DATA_DIR")
     if not path.exists():
         raise DataError(f"corpus {spec!r}: {path} does not exist (data dir {data_dir})")
-    if reader == "medquad":
-        read = read_medquad(path, limit)
-    elif reader == "wikidoc":
-        read = read_wikidoc(path, limit)
-    elif reader == "jsonl":
-        read = read_jsonl(path, limit)
-    elif reader == "chat":
-        read = read_dialogues(path, limit)
-    else:
-        raise DataError(f"corpus {spec!r}: unknown reader {reader!r} (medquad, wikidoc, jsonl, chat)")
+    readers = {"medquad": read_medquad, "wikidoc": read_wikidoc, "jsonl": read_jsonl, "chat": read_dialogues}
+    if reader not in readers:
+        raise DataError(f"corpus {spec!r}: unknown reader {reader!r} ({', '.join(READERS)})")
+    read = readers[reader](path, limit)
     read.spec = spec
     return read
 

@@ -29,6 +29,14 @@ class InvalidRequestError(MedciteError):
     """A query or request field is out of bounds (empty question, k too large, unknown mode)."""
 
 
+class QualityError(MedciteError):
+    """A trained artifact is worse than what it would replace (a fine-tune that loses to its base)."""
+
+
+class ForbiddenError(MedciteError):
+    """The request asks for something this server's operator has not turned on."""
+
+
 class ModelLoadError(MedciteError):
     """A generator or embedder could not be loaded from the configured location."""
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
+
+from core.support import SentenceVerdict
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+MAX_QUESTION_CHARS = 2000
+"""Longest question (or query) accepted, in characters: the API schema, the pipeline and the CLI use it."""
 
 
 @dataclass
@@ -106,6 +110,35 @@ class Answer:
     """Fingerprint of the index used; None without retrieval."""
     prompt_version: str
     mode: str | None
+    answer_mode: str = "generated"
+    """generated (verified model answer), extractive (quoted passage sentences: too little of the model's answer
+    was supported), no_answer (the sources do not answer the question), unsourced (no retrieval: unchecked),
+    unverified (verification off, or the bare-model chat of a medcite behind medcite)."""
+    sentences: list[SentenceVerdict] = field(default_factory=list)
+    """Per sentence of `text`: its citations, whether a shown passage supports it, and the score."""
+    warnings: list[str] = field(default_factory=list)
+    """What verification removed or changed, in words."""
+    disclaimer: str = ""
+    triage: dict[str, str] | None = None
+    """{rule, notice} when the question describes an emergency (the notice goes ahead of the answer)."""
+    draft: str = ""
+    """What the model generated, before verification (evaluation and logs; not sent to API clients)."""
+
+    def to_dict(self) -> dict:
+        """The answer as JSON-ready data: the API's AnswerResponse and `medcite ask --json` both print this."""
+        return {"answer": self.text, "answer_mode": self.answer_mode,
+                "sentences": [{"text": v.text, "citations": v.citations, "supported": v.supported, "score": v.score}
+                              for v in self.sentences],
+                "citations": [c.to_dict() for c in self.citations],
+                "passages": [h.to_dict(with_text=True) for h in self.passages],
+                "warnings": self.warnings, "disclaimer": self.disclaimer, "triage": self.triage,
+                "invalid_markers": self.invalid_markers, "usage": self.usage, "timings": self.timings,
+                "stop_reason": self.stop_reason, "model": self.model, "index": self.index,
+                "prompt_version": self.prompt_version}
+
+
+FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length"}
+"""Generation.stop_reason -> the OpenAI `finish_reason` (the chat endpoint and the remote backend's inverse)."""
 
 
 class Retriever(Protocol):
@@ -115,6 +148,23 @@ class Retriever(Protocol):
     """Identifies the index (manifest fingerprint) in responses and evaluation reports."""
 
     def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]: ...
+
+    def resolve_record(self, record_id: str) -> str:
+        """The id under which a record's text is indexed (exact duplicates were merged at build time)."""
+        ...
+
+    def passages_of(self, record_id: str) -> list[Passage]:
+        """Every passage of a record, in text order."""
+        ...
+
+    def embed(self, texts: list[str]) -> Any:
+        """L2-normalised vectors (a numpy array, one row per text) from the index's own embedder."""
+        ...
+
+    def knows(self, word: str) -> bool:
+        """Whether a word occurs anywhere in the indexed corpus (its BM25 vocabulary, stemmed as indexed;
+        stopwords count as known)."""
+        ...
 
 
 @dataclass
@@ -129,10 +179,22 @@ class Generation:
 
 
 class Generator(Protocol):
-    """What the pipeline needs from a language model. `generator.hf.HFGenerator` is the real one."""
+    """What the pipeline needs from a language model. `generator.hf.HFGenerator` is the local one,
+    `generator.remote.RemoteGenerator` a remote OpenAI-compatible server."""
 
     name: str
+    context_window: int | None
+    """Tokens the model attends to (prompt + answer); None when the backend cannot say (remote servers)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's tokenizer (an estimate where the tokenizer is not local)."""
+        ...
 
     def generate(self, messages: list[dict[str, str]], **overrides) -> Generation: ...
 
     def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]: ...
+
+    def option_logprobs(self, messages: list[dict[str, str]], options: list[str]) -> list[float]:
+        """Log-likelihood of each option as the start of the answer. Backends that cannot score raise
+        InvalidRequestError (the remote backend: chat completions expose no prompt log-probabilities)."""
+        ...

@@ -1,36 +1,32 @@
 """Per-answer metrics of the offline evaluation: overlap with the gold answer, retrieval of the gold record,
-whether citations are valid and supported, and degeneration (from generator/quality.py, shared with the
+whether citations are valid and supported, and degeneration (from core/quality.py, shared with the
 fine-tuning job's checkpoint choice).
 
     from evaluation.metrics import open_metrics
-    m = open_metrics(answer, gold_text, gold_record, resolve=retriever.resolve_record)
+    m = open_metrics(answer, gold_text, gold_record, resolve=retriever.resolve_record, knows=retriever.knows)
 
-Citation support is lexical by default: a cited sentence is supported when most of its content words occur in
-the passages it cites. `SupportJudge` is the seam for an NLI model or an LLM judge where one is available.
+Every metric is computed for the final (verified) answer and, as `draft_*`, for what the model generated, so one
+run measures what verification changes. `citation_support` uses the verification's own definition (core.support:
+the same one training and serving use); `lexical_support` is the evaluation's earlier, independent check
+(most content words of a cited sentence occur in the passages it cites). core.support.SupportJudge is the seam
+for an NLI model or an LLM judge.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Protocol
 
+from core.quality import answer_metrics, content_words, split_sentences, token_f1
+from core.support import markers_in, strip_markers
+from core.terms import term_problems
 from core.types import Answer
-from generator.quality import answer_metrics, content_words, split_sentences
-
-_MARKERS = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
-
-
-class SupportJudge(Protocol):
-    """Scores how well passages support a sentence, in [0, 1]."""
-
-    def __call__(self, sentence: str, passages: Sequence[str]) -> float: ...
 
 
 def lexical_support(sentence: str, passages: Sequence[str]) -> float:
-    """Share of the sentence's content words (markers removed) found in the cited passages."""
-    words = content_words(_MARKERS.sub(" ", sentence))
+    """Share of the sentence's content words (markers removed) found in the cited passages: the evaluation's
+    earlier, independent check, reported beside the shared support definition (core.support)."""
+    words = content_words(strip_markers(sentence))
     if not words:
         return 1.0
     found: set[str] = set()
@@ -53,25 +49,39 @@ def rouge_l(pred: str, gold: str) -> float:
     return float(_rouge().score(gold, pred)["rougeL"].fmeasure)
 
 
-def citation_metrics(answer: Answer, judge: SupportJudge = lexical_support, threshold: float = 0.5) -> dict[str, float]:
-    """citation_validity: valid markers / all markers (1.0 with no markers); cited_sentences: share of
-    sentences carrying a valid marker; citation_support: share of cited sentences the judge finds supported
-    (>= threshold) by the passages they cite. Without passages (baseline) only validity is meaningful."""
-    valid = {c.marker for c in answer.citations}
-    total = len(valid) + len(answer.invalid_markers)
-    texts = {i + 1: h.passage.text for i, h in enumerate(answer.passages)}
-    sentences = split_sentences(answer.text)
+def citation_metrics(text: str, passages: Sequence[str], threshold: float = 0.5) -> dict[str, float]:
+    """citation_validity: in-range markers / all markers (1.0 with none); cites: at least one valid citation;
+    cited_sentences: share of sentences with a valid marker; lexical_support: share of cited sentences whose
+    content words are mostly (>= threshold) in the passages they cite."""
+    markers = markers_in(text)
+    valid = [m for m in markers if 1 <= m <= len(passages)]
+    sentences = split_sentences(text)
     cited = supported = 0
     for s in sentences:
-        markers = [int(n) for g in _MARKERS.findall(s) for n in re.split(r"\s*[,;]\s*", g) if int(n) in texts]
-        if not markers:
-            continue
-        cited += 1
-        supported += judge(s, [texts[m] for m in markers]) >= threshold
-    return {"citation_validity": len(valid) / total if total else 1.0,
+        ms = [m for m in markers_in(s) if 1 <= m <= len(passages)]
+        if ms:
+            cited += 1
+            supported += lexical_support(s, [passages[m - 1] for m in ms]) >= threshold
+    return {"citation_validity": len(valid) / len(markers) if markers else 1.0, "cites": float(bool(valid)),
             "cited_sentences": cited / len(sentences) if sentences else 0.0,
-            "citation_support": supported / cited if cited else 0.0,
-            "cites": float(bool(valid))}
+            "lexical_support": supported / cited if cited else 0.0}
+
+
+def verification_metrics(answer: Answer, knows: Callable[[str], bool] | None) -> dict[str, float]:
+    """What verification did: the answer mode, support of the cited sentences under the shared definition,
+    terms absent from the corpus and evidence in the draft and in the final answer, triage, time."""
+    passages = [h.passage.text for h in answer.passages]
+    evidence = " ".join([answer.question, *passages])
+    m: dict[str, float] = {f"mode_{mode}": float(answer.answer_mode == mode)
+                           for mode in ("generated", "extractive", "no_answer")}
+    cited = [v for v in answer.sentences if v.citations]
+    m["citation_support"] = sum(v.supported for v in cited) / len(cited) if cited else 0.0
+    m["triage"] = float(answer.triage is not None)
+    if passages:
+        m["invented_terms"] = float(any(term_problems(s, evidence, knows) for s in split_sentences(
+            answer.text if answer.answer_mode != "no_answer" else "")))
+        m["draft_invented_terms"] = float(any(term_problems(s, evidence, knows) for s in split_sentences(answer.draft)))
+    return m  # timings stay out: results.jsonl is byte-identical on a rerun
 
 
 def retrieval_metrics(answer: Answer, gold_record: str | None, resolve: Callable[[str], str] = lambda r: r
@@ -87,11 +97,17 @@ def retrieval_metrics(answer: Answer, gold_record: str | None, resolve: Callable
 
 
 def open_metrics(answer: Answer, gold_text: str | None, gold_record: str | None,
-                 resolve: Callable[[str], str] = lambda r: r, judge: SupportJudge = lexical_support) -> dict[str, float]:
-    """Every per-answer metric of an open-ended question."""
+                 resolve: Callable[[str], str] = lambda r: r, knows: Callable[[str], bool] | None = None
+                 ) -> dict[str, float]:
+    """Every per-answer metric of an open-ended question, for the final answer and (draft_*) the model's draft."""
     m = answer_metrics(answer.text, gold_text, answer.stop_reason, answer.usage.get("completion_tokens"))
+    passages = [h.passage.text for h in answer.passages]
     if gold_text is not None:
         m["rouge_l"] = rouge_l(answer.text, gold_text)
+        m["draft_token_f1"] = token_f1(answer.draft or answer.text, gold_text)
+        m["draft_rouge_l"] = rouge_l(answer.draft or answer.text, gold_text)
     m.update(retrieval_metrics(answer, gold_record, resolve))
-    m.update(citation_metrics(answer, judge))
+    m.update(citation_metrics(answer.text, passages))
+    m.update({f"draft_{k}": v for k, v in citation_metrics(answer.draft or answer.text, passages).items()})
+    m.update(verification_metrics(answer, knows))
     return {k: round(float(v), 6) for k, v in m.items()}

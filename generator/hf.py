@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 from core.config import DecodingConfig, GeneratorConfig
 from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
+from core.files import staging_dir
 from core.types import Generation
 from generator.prompt import PROMPT_VERSION
 
@@ -79,11 +79,9 @@ def convert_gguf(gguf: Path, cache_dir: Path, log=print) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quant.state_dict())
     model.generation_config = quant.generation_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.replace(target) if not target.exists() else shutil.rmtree(tmp)
+    with staging_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return target
 
 
@@ -98,6 +96,17 @@ def resolve_model(model: str, cache_dir: str = "", log=print) -> tuple[str, str]
             raise ModelLoadError(f"model {model} does not exist")
         return str(convert_gguf(Path(model), cache, log)), model
     return model, model
+
+
+def nf4_config(compute_dtype):
+    """4-bit NF4 with double quantisation (QLoRA's recipe), for serving and for the fine-tuning base alike."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError("4-bit loading needs bitsandbytes (in the serve extra: pip install 'medcite[serve]'); "
+                             "or turn load_in_4bit / quantization off")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
 
 
 def stop_token_ids(tokenizer, generation_config) -> list[int]:
@@ -171,11 +180,7 @@ class HFGenerator:
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
         if cfg.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.float32 if dtype in ("auto", torch.float32) else dtype)
+            kwargs["quantization_config"] = nf4_config(torch.float32 if dtype in ("auto", torch.float32) else dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

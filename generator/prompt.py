@@ -65,6 +65,21 @@ class PromptPassage:
     text: str
 
 
+def fit_passages(hits: Sequence[Hit], room: int, count_tokens: Callable[[str], int]) -> list[PromptPassage]:
+    """The passages that fit `room` tokens: each gets an equal share and is trimmed to it; passages that would
+    get less than a useful share are dropped from the end; markers count 1.. over what is shown."""
+    room, hits = max(0, room), list(hits)
+    while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
+        hits.pop()
+    shown: list[PromptPassage] = []
+    for n, hit in enumerate(hits, start=1):
+        share = room // len(hits) - count_tokens(f"[{n}] {hit.passage.title}\n") - 2
+        text = _trim(hit.passage.text, share, count_tokens)
+        if text:
+            shown.append(PromptPassage(len(shown) + 1, hit, text))
+    return shown
+
+
 def format_passages(passages: Sequence[PromptPassage]) -> str:
     return "\n\n".join(f"[{p.marker}] {p.hit.passage.title}\n{p.text}" for p in passages)
 
@@ -82,16 +97,7 @@ def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Call
                 {"role": "user", "content": question}], []
     fixed = (count_tokens(SYSTEM_PROMPT) + count_tokens(question) + count_tokens(_PASSAGE_HEADER)
              + count_tokens(ANSWER_INSTRUCTION) + 16)
-    room = max(0, budget - fixed)
-    hits = list(hits)
-    while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
-        hits.pop()
-    shown: list[PromptPassage] = []
-    for n, hit in enumerate(hits, start=1):
-        share = room // len(hits) - count_tokens(f"[{n}] {hit.passage.title}\n") - 2
-        text = _trim(hit.passage.text, share, count_tokens)
-        if text:
-            shown.append(PromptPassage(len(shown) + 1, hit, text))
+    shown = fit_passages(hits, budget - fixed, count_tokens)
     user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\nQuestion: {question}\n\n{ANSWER_INSTRUCTION}" if shown else (
         f"{_PASSAGE_HEADER}\n\n(no passages were found)\n\nQuestion: {question}")
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
@@ -111,13 +117,8 @@ def build_choice_messages(question: str, options: dict[str, str], hits: Sequence
     tail = f"Answer with one letter ({', '.join(options)})."
     if hits is None:
         return [{"role": "system", "content": CHOICE_SYSTEM_PROMPT}, {"role": "user", "content": f"{body}\n\n{tail}"}], []
-    room = max(0, budget - count_tokens(CHOICE_SYSTEM_PROMPT) - count_tokens(body) - count_tokens(tail) - 16)
-    hits = list(hits)
-    while hits and room // len(hits) < _MIN_PASSAGE_TOKENS:
-        hits.pop()
-    shown = [PromptPassage(n, h, _trim(h.passage.text, room // len(hits) - count_tokens(f"[{n}] {h.passage.title}\n") - 2,
-                                       count_tokens)) for n, h in enumerate(hits, start=1)] if hits else []
-    shown = [p for p in shown if p.text]
+    shown = fit_passages(hits, budget - count_tokens(CHOICE_SYSTEM_PROMPT) - count_tokens(body) - count_tokens(tail) - 16,
+                         count_tokens)
     user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\n{body}\n\n{tail}" if shown else f"{body}\n\n{tail}"
     return [{"role": "system", "content": CHOICE_SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
 

@@ -41,7 +41,12 @@ class RemoteGenerator:
         return cls(cfg.remote_url, cfg.remote_model, decoding, os.environ.get(cfg.remote_api_key_env, ""),
                    cfg.remote_extra_body, cfg.timeout_s)
 
+    context_window: int | None = None  # the remote server enforces its own
     count_tokens = staticmethod(approx_tokens)
+
+    def option_logprobs(self, messages: list[dict[str, str]], options: list[str]) -> list[float]:
+        raise InvalidRequestError(f"generator {self.name} cannot score options: chat completions expose no "
+                                  "prompt log-probabilities (use the hf backend for multiple choice)")
 
     def _body(self, messages: list[dict[str, str]], overrides: dict[str, Any], stream: bool) -> dict[str, Any]:
         overrides = {k: v for k, v in overrides.items() if k != "deadline"}

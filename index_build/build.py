@@ -27,6 +27,14 @@ from typing import Any
 from core.config import IndexConfig, config_to_dict
 from core.corpus import CorpusRead, clean_records, read_corpus
 from core.errors import ConfigError, IndexCorruptError, MedciteError
+from core.files import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_jsonl,
+    publish_dir,
+    recover_dir,
+    staging_dir,
+)
 from index_build.chunk import chunk_records, embed_text
 from retriever import index_dir as fmt
 from retriever.embedder import dir_checksum, load_embedder, model_files, resolve_embedder
@@ -67,16 +75,14 @@ def _copy_embedder(source: str, dest: Path) -> None:
     """Copy a local model directory (or save a hub model) into the index, atomically."""
     if dest.is_dir():
         return
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if Path(source).is_dir():
-        for p in model_files(source):
-            target = tmp / p.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, target)
-    else:  # a hub id: online users only
-        load_embedder(source).save(str(tmp))
-    os.replace(tmp, dest)
+    with staging_dir(dest) as tmp:
+        if Path(source).is_dir():
+            for p in model_files(source):
+                target = tmp / p.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(p, target)
+        else:  # a hub id: online users only
+            load_embedder(source).save(str(tmp))
 
 
 def _build_faiss(cfg: IndexConfig, vectors):
@@ -112,11 +118,8 @@ def _build_bm25(texts: list[str], dest: Path) -> None:
     tokens = bm25s.tokenization.Tokenized(ids=[[vocab[w] for w in doc] for doc in words], vocab=vocab)
     bm = bm25s.BM25()
     bm.index(tokens, show_progress=False)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    bm.save(str(tmp), show_progress=False)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    with staging_dir(dest) as tmp:
+        bm.save(str(tmp), show_progress=False)
 
 
 def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, progress: bool = True) -> Any:
@@ -148,12 +151,8 @@ def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, 
                                           convert_to_numpy=True, show_progress_bar=False))
                 bar.update(len(batch))
             vecs = np.concatenate(parts).astype(np.float32, copy=False)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, vecs, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         out[ids] = np.load(path, allow_pickle=False)
     bar.close()
     return out
@@ -163,6 +162,7 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
     """Build (or confirm up to date) the index described by cfg. Raises MedciteError on bad input."""
     started = time.time()
     out = Path(cfg.out)
+    recover_dir(out)  # a build killed while publishing left the previous index aside: put it back
     reads = [read_corpus(spec, cfg.data_dir, cfg.limit) for spec in cfg.corpora]
     for r in reads:
         if r.failed:
@@ -200,9 +200,8 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
         passages = chunk_records(records, model.tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
         log(f"{sum(len(r.records) for r in reads)} records read, {len(records)} kept after cleaning, "
             f"{len(passages)} passages")
-        fmt.atomic_write_bytes(work / fmt.PASSAGES, "".join(
-            json.dumps(p.__dict__, ensure_ascii=False) + "\n" for p in passages).encode())
-        fmt.atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
+        atomic_write_jsonl(work / fmt.PASSAGES, (p.__dict__ for p in passages))
+        atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
         texts = [embed_text(p) for p in passages]
         vectors = embed_in_shards(model, texts, work, cfg, log)
 
@@ -210,9 +209,8 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
 
         faiss.omp_set_num_threads(cfg.threads or os.cpu_count() or 1)
         index = _build_faiss(cfg, vectors)
-        tmp = work / f".{fmt.DENSE}.tmp"
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, work / fmt.DENSE)
+        with atomic_path(work / fmt.DENSE) as tmp:
+            faiss.write_index(index, str(tmp))
         _build_bm25(texts, work / fmt.BM25_DIR)
         shutil.rmtree(work / "shards")
 
@@ -236,16 +234,10 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
             "versions": _versions(),
             "files": fmt.file_sizes(work),
         }
-        fmt.atomic_write_json(work / fmt.MANIFEST, manifest)
+        atomic_write_json(work / fmt.MANIFEST, manifest)
 
     manifest = json.loads((work / fmt.MANIFEST).read_text())
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{int(time.time() * 1000)}"
-        os.replace(out, old)
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    publish_dir(work, out)  # one atomic exchange: `out` always names a complete index
     log(f"index written to {out}: {manifest['counts']['passages']} passages, fingerprint {fp[:12]}, "
         f"{time.time() - started:.0f}s")
     return BuildResult(out, manifest, skipped=False)

@@ -18,12 +18,13 @@ import argparse
 import json
 import os
 import sys
+import typing
+from typing import Any
 
 from core.config import (
+    FAISS_KINDS,
     EvalConfig,
     FinetuneConfig,
-    FinetuneDataConfig,
-    GeneratorConfig,
     IndexConfig,
     ServeConfig,
     field_docs,
@@ -48,8 +49,7 @@ def _quiet_libraries() -> None:
 # --- verbs ----------------------------------------------------------------------------------------------------
 
 def cmd_index(args: argparse.Namespace) -> int:
-    cfg = load_config(IndexConfig, args.config, data_dir=args.data_dir, out=args.out, limit=args.limit,
-                      threads=args.threads, embedder=args.embedder, faiss_index=args.faiss_index)
+    cfg = load_config(IndexConfig, args.config, **overrides(args))
     _quiet_libraries()
     from index_build.build import build_index
 
@@ -93,11 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
-    return load_config(ServeConfig, args.config, index=args.index, k=getattr(args, "k", None),
-                       mode=getattr(args, "mode", None), host=getattr(args, "host", None),
-                       port=getattr(args, "port", None), **{"generator.model": args.model,
-                                                            "generator.adapter": args.adapter,
-                                                            "generator.threads": args.threads})
+    return load_config(ServeConfig, args.config, **overrides(args))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -111,14 +107,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     retriever = None if args.no_retrieval else load_retriever(cfg)
     generator = load_generator(cfg)
     decoding = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    a = answer(args.question, retriever, generator, k=cfg.k, mode=cfg.mode, budget=cfg.prompt_tokens, **decoding)
+    a = answer(args.question, retriever, generator, k=cfg.k, mode=cfg.mode, budget=cfg.prompt_tokens,
+               verify_cfg=cfg.verify, **decoding)
     if args.json:
-        print(json.dumps({"answer": a.text, "citations": [c.to_dict() for c in a.citations],
-                          "passages": [h.to_dict(with_text=True) for h in a.passages],
-                          "invalid_markers": a.invalid_markers, "usage": a.usage, "timings": a.timings,
-                          "stop_reason": a.stop_reason, "model": a.model, "index": a.index,
-                          "prompt_version": a.prompt_version}, ensure_ascii=False))
+        print(json.dumps(a.to_dict(), ensure_ascii=False))
         return 0
+    if a.triage:
+        print(f"!! {a.triage['notice']}\n")
     print(a.text)
     if a.citations:
         print("\nSources:")
@@ -126,10 +121,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
             p = c.hit.passage
             print(f"  [{c.marker}] {p.title} ({p.id}){'  ' + p.url if p.url else ''}")
     elif a.passages:
-        print("\n(no passage was cited; retrieved: " + ", ".join(h.passage.id for h in a.passages) + ")")
-    print(f"\n[{a.model}; {a.usage['completion_tokens']} tokens, stop: {a.stop_reason}; "
-          f"retrieve {a.timings['retrieve_ms']:.0f} ms, generate {a.timings['generate_ms']:.0f} ms]",
-          file=sys.stderr)
+        print("\nClosest passages: " + ", ".join(f"{h.passage.title} ({h.passage.id})" for h in a.passages))
+    if a.disclaimer:
+        print(f"\n{a.disclaimer}")
+    for w in a.warnings:
+        print(f"note: {w}", file=sys.stderr)
+    print(f"\n[{a.model}; {a.answer_mode}; {a.usage['completion_tokens']} tokens, stop: {a.stop_reason}; "
+          f"retrieve {a.timings['retrieve_ms']:.0f} ms, generate {a.timings['generate_ms']:.0f} ms, "
+          f"verify {a.timings['verify_ms']:.0f} ms]", file=sys.stderr)
     return 0
 
 
@@ -166,22 +165,25 @@ def _set_overrides(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from a verb's derived flags, then its `--set` pairs (which win)."""
+    flags = {k.removeprefix(_CFG): v for k, v in vars(args).items() if k.startswith(_CFG) and v is not None}
+    return {**flags, **_set_overrides(getattr(args, "set", None))}
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.action == "merge":
         if not args.adapter or not args.out:
             raise MedciteError("finetune merge needs --adapter DIR and --out DIR")
         _quiet_libraries()
-        from generator.finetune import merge
+        from finetune.train import merge
 
         merge(args.adapter, args.out, log)
         return 0
-    overrides = _set_overrides(args.set)
-    if args.data_dir:
-        overrides["data.data_dir"] = args.data_dir
-    cfg = load_config(FinetuneConfig, args.config, **overrides)
+    cfg = load_config(FinetuneConfig, args.config, **overrides(args))
     _quiet_libraries()
-    from generator.finetune import run
+    from finetune.train import run
     from retriever.search import IndexRetriever
 
     out = run(cfg, load_retriever=IndexRetriever.load, log=log, prepare_only=args.action == "prepare")
@@ -193,11 +195,7 @@ QUICK = {"run_name": "quick", "limit": 50, "mirage_limit": 100, "arms": "base:no
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    overrides: dict = {**(QUICK if args.quick else {}), **_set_overrides(args.set)}
-    for key in ("questions", "arms", "limit", "mirage_limit", "out", "run_name", "adapter", "data_dir", "index"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    cfg = load_config(EvalConfig, args.config, **overrides)
+    cfg = load_config(EvalConfig, args.config, **{**(QUICK if args.quick else {}), **overrides(args)})
     _quiet_libraries()
     from evaluation.run import run_eval
     from retriever.search import IndexRetriever
@@ -213,8 +211,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------------------
 
-def _help(cls: type, name: str) -> str:
-    return field_docs(cls).get(name, "")
+_CFG = "cfg:"
+
+
+def config_flags(p: argparse.ArgumentParser, cls: type, names: tuple[str, ...],
+                 aliases: dict[str, str] | None = None) -> None:
+    """Flags for config fields, derived from the dataclass: `data_dir` -> `--data-dir`, `generator.model` ->
+    `--generator.model` (or a short alias), help from the field's docstring, choices where the config has a
+    fixed set, booleans as --x/--no-x. Values go through load_config's coercion and checks, like YAML values.
+    Every verb also takes `--config FILE` and `--set KEY=VALUE` for any field."""
+    aliases = aliases or {}
+    hints_of: dict[type, dict[str, Any]] = {}
+    for name in names:
+        owner, leaf = cls, name
+        while "." in leaf:
+            head, _, leaf = leaf.partition(".")
+            owner = typing.get_type_hints(owner)[head]
+        hints = hints_of.setdefault(owner, typing.get_type_hints(owner))
+        kwargs: dict[str, Any] = {"dest": _CFG + name, "default": None, "help": field_docs(owner).get(leaf, "")}
+        if hints[leaf] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = leaf.upper()
+            kwargs["choices"] = CHOICES.get(leaf)
+        p.add_argument(*([aliases[name]] if name in aliases else []), "--" + name.replace("_", "-"), **kwargs)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override any {cls.__name__} field, e.g. --set k=5 (repeatable; wins over flags)")
+
+
+CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS}
+_SERVE_FLAGS = ("index", "generator.model", "generator.adapter", "generator.threads")
+_SERVE_ALIASES = {"generator.model": "--model", "generator.adapter": "--adapter", "generator.threads": "--threads"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,12 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build the search index from corpus files",
                        description="Corpus files -> cleaned passages -> embeddings -> index directory.")
     p.add_argument("--config", help="YAML config (see configs/index.yaml); flags override it")
-    p.add_argument("--data-dir", help=_help(IndexConfig, "data_dir"))
-    p.add_argument("--out", help=_help(IndexConfig, "out"))
-    p.add_argument("--embedder", help=_help(IndexConfig, "embedder"))
-    p.add_argument("--faiss-index", choices=("flat", "hnsw", "ivfpq"), help=_help(IndexConfig, "faiss_index"))
-    p.add_argument("--limit", type=int, help=_help(IndexConfig, "limit"))
-    p.add_argument("--threads", type=int, help=_help(IndexConfig, "threads"))
+    config_flags(p, IndexConfig, ("data_dir", "out", "embedder", "faiss_index", "limit", "threads"))
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="retrieve passages for a query (no generation)")
@@ -243,27 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     p.set_defaults(func=cmd_search)
 
-    def serve_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="YAML config (see configs/serve.yaml); flags override it")
-        p.add_argument("--index", help=_help(ServeConfig, "index"))
-        p.add_argument("--model", help=_help(GeneratorConfig, "model"))
-        p.add_argument("--adapter", help=_help(GeneratorConfig, "adapter"))
-        p.add_argument("--threads", type=int, help=_help(GeneratorConfig, "threads"))
-
     p = sub.add_parser("ask", help="answer one question with citations")
     p.add_argument("question")
-    serve_flags(p)
-    p.add_argument("-k", type=int, help=_help(ServeConfig, "k"))
-    p.add_argument("--mode", choices=SEARCH_MODES, help=_help(ServeConfig, "mode"))
+    p.add_argument("--config", help="YAML config (see configs/serve.yaml); flags override it")
+    config_flags(p, ServeConfig, (*_SERVE_FLAGS, "k", "mode"), {**_SERVE_ALIASES, "k": "-k"})
     p.add_argument("--no-retrieval", action="store_true", help="the no-retrieval baseline: the model alone")
     p.add_argument("--max-new-tokens", type=int, help="cap on generated tokens (default 256)")
     p.add_argument("--json", action="store_true", help="print the full answer object as JSON")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="run the HTTP API (loads index and model first)")
-    serve_flags(p)
-    p.add_argument("--host", help=_help(ServeConfig, "host"))
-    p.add_argument("--port", type=int, help=_help(ServeConfig, "port"))
+    p.add_argument("--config", help="YAML config (see configs/serve.yaml); flags override it")
+    config_flags(p, ServeConfig, (*_SERVE_FLAGS, "host", "port"), _SERVE_ALIASES)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="offline evaluation: arms x questions, paired statistics, report",
@@ -272,16 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (configs/eval.yaml); flags override it")
     p.add_argument("--quick", action="store_true",
                    help="50 dev questions + 100 MIRAGE items, base:none vs base:hybrid (run name 'quick')")
-    p.add_argument("--questions", help=_help(EvalConfig, "questions"))
-    p.add_argument("--arms", help="comma-separated arms, e.g. base:none,base:hybrid,tuned:hybrid")
-    p.add_argument("--adapter", help=_help(EvalConfig, "adapter"))
-    p.add_argument("--limit", type=int, help=_help(EvalConfig, "limit"))
-    p.add_argument("--mirage-limit", type=int, help=_help(EvalConfig, "mirage_limit"))
-    p.add_argument("--index", help=_help(EvalConfig, "index"))
-    p.add_argument("--data-dir", help=_help(EvalConfig, "data_dir"))
-    p.add_argument("--out", help=_help(EvalConfig, "out"))
-    p.add_argument("--run-name", help=_help(EvalConfig, "run_name"))
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
+    config_flags(p, EvalConfig, ("questions", "arms", "adapter", "limit", "mirage_limit", "index", "data_dir", "out",
+                                 "run_name"))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("finetune", help="prepare data, train a (Q)LoRA adapter, keep the best checkpoint by answers",
@@ -290,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "base + adapter as one model.")
     p.add_argument("action", nargs="?", choices=("train", "prepare", "merge"), default="train")
     p.add_argument("--config", help="YAML config (configs/finetune-smollm2.yaml, configs/finetune-llama3.2-3b.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set max_steps=20 --set data.size=400 (repeatable)")
-    p.add_argument("--data-dir", help=_help(FinetuneDataConfig, "data_dir"))
+    config_flags(p, FinetuneConfig, ("data.data_dir", "allow_worse"), {"data.data_dir": "--data-dir"})
     p.add_argument("--adapter", help="merge: the adapter directory")
     p.add_argument("--out", help="merge: where to write the merged model")
     p.set_defaults(func=cmd_finetune)

@@ -36,6 +36,9 @@ class IndexRetriever:
         self.rrf_k, self.candidates = rrf_k, candidates
         self.fingerprint: str = manifest["fingerprint"]
         self.sources = sorted({p.source for p in passages})
+        self._by_record: dict[str, list[Passage]] = {}
+        for p in passages:
+            self._by_record.setdefault(p.record_id, []).append(p)
         src = np.array([p.source for p in passages])
         # Per-source masks for filtered search: BM25 takes a weight mask, FAISS an id selector.
         self._source_ids = {s: np.flatnonzero(src == s).astype("int64") for s in self.sources}
@@ -43,6 +46,9 @@ class IndexRetriever:
 
         # The query is tokenized exactly as the passages were at build time (settings from the manifest).
         self._stemmer = Stemmer.Stemmer(manifest["bm25"]["stemmer"])
+        import bm25s.stopwords
+
+        self._stopwords = frozenset(bm25s.stopwords.STOPWORDS_EN)
 
     @classmethod
     def load(cls, root: str | Path, threads: int = 0, verify_embedder: bool = True, **kwargs) -> IndexRetriever:
@@ -71,12 +77,17 @@ class IndexRetriever:
 
     def passages_of(self, record_id: str) -> list[Passage]:
         """Every passage of a record, in text order (used to put a gold passage into training examples)."""
-        if not hasattr(self, "_by_record"):
-            by: dict[str, list[Passage]] = {}
-            for p in self.passages:
-                by.setdefault(p.record_id, []).append(p)
-            self._by_record = by
         return self._by_record.get(self.resolve_record(record_id), [])
+
+    def embed(self, texts: list[str]):
+        return self.embedder.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=32,
+                                    show_progress_bar=False).astype("float32")
+
+    def knows(self, word: str) -> bool:
+        w = word.lower()
+        if w in self._stopwords:
+            return True
+        return self._stemmer.stemWord(w) in self.bm25.vocab_dict
 
     def resolve_record(self, record_id: str) -> str:
         """The id under which a record's text is indexed (exact-duplicate answers were merged at build time)."""

@@ -19,14 +19,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
+from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +38,7 @@ from core.config import ServeConfig
 from core.errors import (
     ConfigError,
     DataError,
+    ForbiddenError,
     IndexCorruptError,
     IndexNotFoundError,
     InvalidRequestError,
@@ -42,7 +47,7 @@ from core.errors import (
     OverloadedError,
     UpstreamError,
 )
-from core.types import Answer, Generation, Generator, Hit, Retriever
+from core.types import FINISH_REASONS, Answer, Generator, Retriever
 from service import pipeline
 from service.schemas import (
     AnswerRequest,
@@ -56,7 +61,6 @@ from service.schemas import (
     PassageOut,
     RetrieveRequest,
     RetrieveResponse,
-    Timings,
     Usage,
 )
 
@@ -67,6 +71,7 @@ RETRY_AFTER_S = 2
 # The one map from domain errors to HTTP.
 STATUS: dict[type[MedciteError], int] = {
     InvalidRequestError: 400,
+    ForbiddenError: 403,
     ConfigError: 400,
     DataError: 400,
     OverloadedError: 503,
@@ -93,7 +98,7 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     if isinstance(exc, ValidationException) and exc.extra:
         extras = exc.extra if isinstance(exc.extra, list) else [exc.extra]
         detail = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in extras)
-    name = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    name = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
             413: "too_large", 415: "unsupported_media_type"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, name, detail, exc.headers)
 
@@ -140,170 +145,209 @@ def _request_log(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def _passage_out(h: Hit) -> PassageOut:
-    p = h.passage
-    return PassageOut(passage_id=p.id, record_id=p.record_id, title=p.title, source=p.source, url=p.url,
-                      score=round(float(h.score), 6), text=p.text)
+@dataclass
+class Components:
+    """What the handlers work with, built once by the caller and injected into each handler."""
+
+    retriever: Retriever | None
+    generator: Generator | None
+    cfg: ServeConfig
+
+    def need_retriever(self) -> Retriever:
+        if self.retriever is None:
+            raise IndexNotFoundError("the server was started without an index")
+        return self.retriever
+
+    def need_generator(self) -> Generator:
+        if self.generator is None:
+            raise IndexNotFoundError("the server was started without a generator")
+        return self.generator
+
+
+def _components(state: State) -> Components:
+    return state.components
+
+
+def auth_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    key = connection.app.state.components.cfg.api_key
+    if not key:
+        return
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), key.encode()):
+        raise NotAuthorizedException("missing or wrong API key (Authorization: Bearer <key>)",
+                                     headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _in_thread(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """Run blocking work in a worker thread; past the deadline the request is a 504."""
+    try:
+        with anyio.fail_after(timeout_s):
+            result = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    except TimeoutError:
+        result = None
+    if result is None or getattr(result, "stop_reason", None) == "timeout":  # either side of the deadline
+        raise HTTPException(status_code=504, detail=f"no answer within {timeout_s:g}s")
+    return result
+
+
+def _log_answer(request: Request, a: Answer, route: str, log_text: bool) -> None:
+    record = {"event": "answer", "route": route, "request_id": request.scope.get("state", {}).get("request_id"),
+              **a.timings, **a.usage, "stop_reason": a.stop_reason, "citations": len(a.citations),
+              "invalid_markers": len(a.invalid_markers), "mode": a.mode, "answer_mode": a.answer_mode,
+              "warnings": len(a.warnings), "triage": a.triage["rule"] if a.triage else None}
+    if log_text:
+        record.update(question=a.question, answer=a.text)
+    log.info(json.dumps(record))
 
 
 def _answer_out(a: Answer) -> AnswerResponse:
-    return AnswerResponse(
-        answer=a.text, citations=[CitationOut(**c.to_dict()) for c in a.citations],
-        passages=[_passage_out(h) for h in a.passages], invalid_markers=a.invalid_markers,
-        usage=Usage(**a.usage), timings=Timings(**a.timings), stop_reason=a.stop_reason, model=a.model,
-        index=a.index, prompt_version=a.prompt_version)
+    return msgspec.convert(a.to_dict(), AnswerResponse)
+
+
+def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mode: str | None,
+            **decoding: Any) -> Callable[..., Any]:
+    """The pipeline call for one request, to run in a worker thread (stream=True for the streaming variant)."""
+    r = c.need_retriever() if use_retrieval else None
+    g = c.need_generator()
+    kwargs: dict[str, Any] = dict(k=k or c.cfg.k, mode=mode or c.cfg.mode, budget=c.cfg.prompt_tokens,
+                                  **{k_: v for k_, v in decoding.items() if v is not None})
+    kwargs.setdefault("max_new_tokens", c.cfg.decoding.max_new_tokens)
+    kwargs["verify_cfg"] = c.cfg.verify
+    # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
+    kwargs["deadline"] = time.monotonic() + c.cfg.request_timeout_s
+    return lambda stream=False: (pipeline.stream_answer if stream else pipeline.answer)(question, r, g, **kwargs)
+
+
+async def _first_then_rest(it: Iterator, timeout_s: float) -> Iterator:
+    """Pull the first item in a worker thread so queue-full and bad input become HTTP errors, not a broken
+    stream; returns an iterator over every item."""
+    first = await _in_thread(lambda: next(it), timeout_s)
+    return _chain(first, it)
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(components: NamedDependency[Components]) -> Response:
+    if components.retriever is None or components.generator is None:
+        return _error(503, "not_ready", "index or model not loaded")
+    return Response({"status": "ready", "index": components.retriever.fingerprint,
+                     "model": components.generator.name})
+
+
+@post("/v1/retrieve", status_code=200, guards=[auth_guard])
+async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[Components]) -> RetrieveResponse:
+    r, cfg = components.need_retriever(), components.cfg
+    t = time.perf_counter()
+    hits = await _in_thread(lambda: r.search(data.query, k=data.k or cfg.k, mode=data.mode or cfg.mode,
+                                             source=data.source), cfg.request_timeout_s)
+    return RetrieveResponse(hits=[msgspec.convert(h.to_dict(with_text=True), PassageOut) for h in hits],
+                            index=r.fingerprint, timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
+
+
+@post("/v1/answer", status_code=200, guards=[auth_guard])
+async def answer(data: JSONBody[AnswerRequest], request: Request, components: NamedDependency[Components]) -> Any:
+    cfg = components.cfg
+    run = _runner(components, data.question, data.use_retrieval, data.k, data.mode,
+                  max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
+    if not data.stream:
+        a = await _in_thread(run, cfg.request_timeout_s)
+        _log_answer(request, a, "answer", cfg.log_text)
+        return _answer_out(a)
+    items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
+
+    def events() -> Iterator[ServerSentEventMessage]:
+        try:
+            for item in items:
+                if isinstance(item, str):
+                    yield ServerSentEventMessage(event="token", data=json.dumps({"text": item}))
+                else:
+                    _log_answer(request, item, "answer-stream", cfg.log_text)
+                    yield ServerSentEventMessage(event="answer", data=msgspec.json.encode(_answer_out(item)).decode())
+        except MedciteError as e:
+            yield ServerSentEventMessage(event="error", data=json.dumps({"error": type(e).__name__, "detail": str(e)}))
+
+    return EventStream(events())
+
+
+def chat_content(a: Answer) -> str:
+    """The OpenAI message content: the verified text, the triage notice ahead of it, the disclaimer after it."""
+    parts = [a.triage["notice"]] if a.triage else []
+    parts.append(a.text)
+    if a.disclaimer:
+        parts.append(a.disclaimer)
+    return "\n\n".join(parts)
+
+
+def _chat_finish(item: Answer) -> tuple[str, str, Usage, list[CitationOut]]:
+    return (chat_content(item), FINISH_REASONS[item.stop_reason], Usage(**item.usage),
+            [msgspec.convert(c.to_dict(), CitationOut) for c in item.citations])
+
+
+@post("/v1/chat/completions", status_code=200, guards=[auth_guard])
+async def chat_completions(data: JSONBody[ChatRequest], request: Request,
+                           components: NamedDependency[Components]) -> Any:
+    cfg, g = components.cfg, components.need_generator()
+    max_new = data.max_completion_tokens or data.max_tokens
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    if data.use_retrieval:
+        users = [m for m in data.messages if m.role == "user" and m.text().strip()]
+        if not users:
+            raise InvalidRequestError("messages hold no user message with text")
+        run = _runner(components, users[-1].text(), True, data.k, data.mode, max_new_tokens=max_new,
+                      repetition_penalty=data.repetition_penalty)
+    else:  # plain model server (medcite behind medcite): the conversation goes through the pipeline as given
+        if not cfg.allow_raw_chat:
+            raise ForbiddenError("use_retrieval: false is off on this server (the operator's allow_raw_chat)")
+        msgs = [{"role": m.role, "content": m.text()} for m in data.messages]
+        decoding = {k: v for k, v in (("max_new_tokens", max_new or cfg.decoding.max_new_tokens),
+                                      ("repetition_penalty", data.repetition_penalty)) if v is not None}
+        deadline = time.monotonic() + cfg.request_timeout_s
+        run = lambda stream=False: (pipeline.stream_converse if stream else pipeline.converse)(  # noqa: E731
+            msgs, g, budget=cfg.prompt_tokens, deadline=deadline, **decoding)
+
+    if not data.stream:
+        a = await _in_thread(run, cfg.request_timeout_s)
+        _log_answer(request, a, "chat", cfg.log_text)
+        text, reason, usage, citations = _chat_finish(a)
+        return ChatResponse(id=cid, object="chat.completion", created=created, model=g.name,
+                            choices=[ChatChoice(0, ChatChoiceMessage("assistant", text), reason)],
+                            usage=usage, citations=citations)
+    items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
+
+    def chunk(delta: dict, reason: str | None = None, **extra) -> ServerSentEventMessage:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": g.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": reason}], **extra}
+        return ServerSentEventMessage(data=json.dumps(body))
+
+    def events() -> Iterator[ServerSentEventMessage]:
+        yield chunk({"role": "assistant", "content": ""})
+        try:
+            for item in items:
+                # An OpenAI client concatenates content deltas and cannot take one back, so the draft is not
+                # streamed: the verified content goes out as one delta once verification is done.
+                if isinstance(item, Answer):
+                    _log_answer(request, item, "chat-stream", cfg.log_text)
+                    text, reason, usage, citations = _chat_finish(item)
+                    yield chunk({"content": text})
+                    yield chunk({}, reason, usage=msgspec.to_builtins(usage),
+                                citations=msgspec.to_builtins(citations))
+        except MedciteError as e:
+            yield ServerSentEventMessage(data=json.dumps({"error": {"message": str(e), "type": type(e).__name__}}))
+        yield ServerSentEventMessage(data="[DONE]")
+
+    return EventStream(events())
 
 
 def create_app(retriever: Retriever | None, generator: Generator | None, cfg: ServeConfig | None = None) -> Litestar:
-    """The app around already-loaded components (nothing is loaded per request)."""
-    cfg = cfg or ServeConfig()
-    decoding_defaults = cfg.decoding
-
-    def auth_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if not cfg.api_key:
-            return
-        sent = connection.headers.get("authorization", "")
-        scheme, _, token = sent.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), cfg.api_key.encode()):
-            raise NotAuthorizedException("missing or wrong API key (Authorization: Bearer <key>)",
-                                         headers={"WWW-Authenticate": "Bearer"})
-
-    def require(component: Any, what: str) -> Any:
-        if component is None:
-            raise IndexNotFoundError(f"the server was started without {what}")
-        return component
-
-    async def in_thread(fn: Callable[[], Any]) -> Any:
-        try:
-            with anyio.fail_after(cfg.request_timeout_s):
-                result = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
-        except TimeoutError:
-            result = None
-        if result is None or getattr(result, "stop_reason", None) == "timeout":  # either side of the deadline
-            raise HTTPException(status_code=504, detail=f"no answer within {cfg.request_timeout_s:g}s")
-        return result
-
-    def log_answer(request: Request, a: Answer, route: str) -> None:
-        record = {"event": "answer", "route": route, "request_id": request.scope.get("state", {}).get("request_id"),
-                  **a.timings, **a.usage, "stop_reason": a.stop_reason, "citations": len(a.citations),
-                  "invalid_markers": len(a.invalid_markers), "mode": a.mode}
-        if cfg.log_text:
-            record.update(question=a.question, answer=a.text)
-        log.info(json.dumps(record))
-
-    def run_answer(question: str, use_retrieval: bool, k: int | None, mode: str | None, **decoding) -> Callable:
-        r = require(retriever, "an index") if use_retrieval else None
-        g = require(generator, "a generator")
-        kwargs = dict(k=k or cfg.k, mode=mode or cfg.mode, budget=cfg.prompt_tokens,
-                      **{k_: v for k_, v in decoding.items() if v is not None})
-        kwargs.setdefault("max_new_tokens", decoding_defaults.max_new_tokens)
-        # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
-        kwargs["deadline"] = time.monotonic() + cfg.request_timeout_s
-        return lambda stream=False: (pipeline.stream_answer if stream else pipeline.answer)(question, r, g, **kwargs)
-
-    async def first_then_rest(it: Iterator) -> tuple[Any, Iterator]:
-        """Pull the first item in a worker thread so queue-full and bad input become HTTP errors, not a
-        broken stream."""
-        return await in_thread(lambda: next(it)), it
-
-    @get("/healthz", sync_to_thread=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @get("/readyz")
-    async def readyz() -> Response:
-        if retriever is None or generator is None:
-            return _error(503, "not_ready", "index or model not loaded")
-        return Response({"status": "ready", "index": retriever.fingerprint, "model": generator.name})
-
-    @post("/v1/retrieve", status_code=200, guards=[auth_guard])
-    async def retrieve(data: RetrieveRequest) -> RetrieveResponse:
-        r = require(retriever, "an index")
-        t = time.perf_counter()
-        hits = await in_thread(lambda: r.search(data.query, k=data.k or cfg.k, mode=data.mode or cfg.mode,
-                                                source=data.source))
-        return RetrieveResponse(hits=[_passage_out(h) for h in hits], index=r.fingerprint,
-                                timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
-
-    @post("/v1/answer", status_code=200, guards=[auth_guard])
-    async def answer(data: AnswerRequest, request: Request) -> Any:
-        run = run_answer(data.question, data.use_retrieval, data.k, data.mode, max_new_tokens=data.max_new_tokens,
-                         repetition_penalty=data.repetition_penalty)
-        if not data.stream:
-            a = await in_thread(run)
-            log_answer(request, a, "answer")
-            return _answer_out(a)
-        first, rest = await first_then_rest(run(stream=True))
-
-        def events() -> Iterator[ServerSentEventMessage]:
-            try:
-                for item in _chain(first, rest):
-                    if isinstance(item, str):
-                        yield ServerSentEventMessage(event="token", data=json.dumps({"text": item}))
-                    else:
-                        log_answer(request, item, "answer-stream")
-                        yield ServerSentEventMessage(event="answer", data=msgspec.json.encode(_answer_out(item)).decode())
-            except MedciteError as e:
-                yield ServerSentEventMessage(event="error", data=json.dumps({"error": type(e).__name__, "detail": str(e)}))
-
-        return EventStream(events())
-
-    @post("/v1/chat/completions", status_code=200, guards=[auth_guard])
-    async def chat_completions(data: ChatRequest, request: Request) -> Any:
-        g = require(generator, "a generator")
-        max_new = data.max_completion_tokens or data.max_tokens
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        if data.use_retrieval:
-            users = [m for m in data.messages if m.role == "user" and m.text().strip()]
-            if not users:
-                raise InvalidRequestError("messages hold no user message with text")
-            run = run_answer(users[-1].text(), True, data.k, data.mode, max_new_tokens=max_new,
-                             repetition_penalty=data.repetition_penalty)
-        else:  # plain model server: the conversation goes to the model as given
-            msgs = [{"role": m.role, "content": m.text()} for m in data.messages]
-            overrides = {k: v for k, v in (("max_new_tokens", max_new),
-                                           ("repetition_penalty", data.repetition_penalty)) if v is not None}
-            overrides["deadline"] = time.monotonic() + cfg.request_timeout_s
-            run = lambda stream=False: (g.stream if stream else g.generate)(msgs, **overrides)  # noqa: E731
-
-        def finish(item: Answer | Generation) -> tuple[str, str, Usage, list[CitationOut]]:
-            if isinstance(item, Answer):
-                log_answer(request, item, "chat")
-                return (item.text, "stop" if item.stop_reason == "end_of_turn" else "length", Usage(**item.usage),
-                        [CitationOut(**c.to_dict()) for c in item.citations])
-            return (item.text, "stop" if item.stop_reason == "end_of_turn" else "length",
-                    Usage(item.prompt_tokens, item.completion_tokens, item.prompt_tokens + item.completion_tokens), [])
-
-        if not data.stream:
-            text, reason, usage, citations = finish(await in_thread(run))
-            return ChatResponse(id=cid, object="chat.completion", created=created, model=g.name,
-                                choices=[ChatChoice(0, ChatChoiceMessage("assistant", text), reason)],
-                                usage=usage, citations=citations)
-        first, rest = await first_then_rest(run(stream=True))
-
-        def chunk(delta: dict, reason: str | None = None, **extra) -> ServerSentEventMessage:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": g.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason}], **extra}
-            return ServerSentEventMessage(data=json.dumps(body))
-
-        def events() -> Iterator[ServerSentEventMessage]:
-            yield chunk({"role": "assistant", "content": ""})
-            try:
-                for item in _chain(first, rest):
-                    if isinstance(item, str):
-                        yield chunk({"content": item})
-                    else:
-                        _, reason, usage, citations = finish(item)
-                        yield chunk({}, reason, usage=msgspec.to_builtins(usage),
-                                    citations=msgspec.to_builtins(citations))
-            except MedciteError as e:
-                yield ServerSentEventMessage(data=json.dumps({"error": {"message": str(e), "type": type(e).__name__}}))
-            yield ServerSentEventMessage(data="[DONE]")
-
-        return EventStream(events())
-
+    """The app around already-loaded components (nothing is loaded per request): wiring only."""
     return Litestar(
         route_handlers=[healthz, readyz, retrieve, answer, chat_completions],
+        dependencies={"components": Provide(_components, sync_to_thread=False)},
+        state=State({"components": Components(retriever, generator, cfg or ServeConfig())}),
         exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
                             UnicodeDecodeError: _bad_encoding, RecursionError: _too_deep, Exception: _unexpected},
         middleware=[_request_log],

@@ -1,11 +1,13 @@
-"""The one answer function: retrieve -> build prompt -> generate -> extract citations.
+"""The one answer function: triage -> retrieve -> build prompt -> generate -> verify -> cite.
 
     from service.pipeline import answer
     a = answer("How is gout treated?", retriever=r, generator=g, k=3)
     print(a.text, [c.hit.passage.id for c in a.citations])
 
 The HTTP server, `medcite ask` and the offline evaluation all call this. `retriever=None` is the
-no-retrieval baseline. `stream_answer` is the same steps with the generation streamed.
+no-retrieval baseline. `stream_answer` is the same steps with the generation streamed. Verification
+(service/verify.py) turns the draft into what the passages support: every answer says how (`answer_mode`,
+per-sentence support, warnings) and carries the disclaimer and, for an emergency, the triage notice.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from core.config import VerifyConfig
 from core.errors import InvalidRequestError
-from core.types import Answer, Citation, Generation, Generator, Hit, Retriever
+from core.types import MAX_QUESTION_CHARS, Answer, Citation, Generation, Generator, Hit, Retriever
 from generator.prompt import (
     PROMPT_VERSION,
     PromptPassage,
@@ -23,8 +26,10 @@ from generator.prompt import (
     build_messages,
     extract_citations,
 )
+from service.triage import triage
+from service.verify import verify
 
-MAX_QUESTION_CHARS = 2000
+DEFAULT_VERIFY = VerifyConfig()
 
 
 def _prepare(question: str, retriever: Retriever | None, generator: Generator, k: int, mode: str,
@@ -36,50 +41,97 @@ def _prepare(question: str, retriever: Retriever | None, generator: Generator, k
     t = time.perf_counter()
     hits: list[Hit] | None = retriever.search(question, k=k, mode=mode) if retriever is not None else None
     retrieve_ms = (time.perf_counter() - t) * 1000
-    count = getattr(generator, "count_tokens", None)
-    window = getattr(generator, "context_window", None)
-    if window:  # the prompt and the longest allowed answer must both fit in the model's context
-        budget = max(256, min(budget, window - max_new_tokens))
-    messages, shown = build_messages(question, hits, **({"count_tokens": count} if count else {}), budget=budget)
+    if generator.context_window:  # the prompt and the longest allowed answer must both fit in the model's context
+        budget = max(256, min(budget, generator.context_window - max_new_tokens))
+    messages, shown = build_messages(question, hits, count_tokens=generator.count_tokens, budget=budget)
     return messages, shown, retrieve_ms
 
 
 def _assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
-              generator: Generator, mode: str, retrieve_ms: float, generate_ms: float) -> Answer:
-    markers, invalid = extract_citations(gen.text, len(shown))
+              generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
+              verify_cfg: VerifyConfig | None) -> Answer:
+    """Verify the draft against the passages shown, then cite what survived."""
+    if verify_cfg is not None and verify_cfg.enabled:
+        v = verify(question, gen.text, shown, retriever, verify_cfg)
+        text, sentences, answer_mode, warnings, verify_ms = v.text, v.sentences, v.mode, v.warnings, v.verify_ms
+        disclaimer = verify_cfg.disclaimer
+    else:
+        text, sentences, answer_mode, warnings, verify_ms, disclaimer = gen.text, [], "unverified", [], 0.0, ""
+    markers, invalid = extract_citations(text, len(shown))
+    alarm = triage(question) if verify_cfg is not None else None  # a bare-model chat is triaged by its front
     return Answer(
-        question=question, text=gen.text,
+        question=question, text=text,
         citations=[Citation(m, shown[m - 1].hit) for m in markers],
         passages=[p.hit for p in shown], invalid_markers=invalid,
         usage={"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
                "total_tokens": gen.prompt_tokens + gen.completion_tokens},
         timings={"retrieve_ms": round(retrieve_ms, 2), "generate_ms": round(generate_ms, 2),
-                 "total_ms": round(retrieve_ms + generate_ms, 2)},
+                 "verify_ms": verify_ms, "total_ms": round(retrieve_ms + generate_ms + verify_ms, 2)},
         stop_reason=gen.stop_reason, model=generator.name,
         index=retriever.fingerprint if retriever is not None else None,
-        prompt_version=PROMPT_VERSION, mode=mode if retriever is not None else None)
+        prompt_version=PROMPT_VERSION, mode=mode if retriever is not None else None,
+        answer_mode=answer_mode, sentences=sentences, warnings=warnings, disclaimer=disclaimer,
+        triage=alarm.to_dict() if alarm else None, draft=gen.text)
 
 
 def answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3, mode: str = "hybrid",
-           budget: int = 1536, **decoding) -> Answer:
-    """Answer one question; decoding overrides (max_new_tokens, repetition_penalty, ...) go to the generator."""
+           budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY, **decoding) -> Answer:
+    """Answer one question; decoding overrides (max_new_tokens, repetition_penalty, ...) go to the generator.
+    `verify_cfg=None` skips verification (the draft is the answer: for measuring what verification changes)."""
     messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
                                             decoding.get("max_new_tokens") or 256)
     t = time.perf_counter()
     gen = generator.generate(messages, **decoding)
-    return _assemble(question, gen, shown, retriever, generator, mode, retrieve_ms, (time.perf_counter() - t) * 1000)
+    return _assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
+                     (time.perf_counter() - t) * 1000, verify_cfg)
 
 
 def stream_answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3,
-                  mode: str = "hybrid", budget: int = 1536, **decoding) -> Iterator[str | Answer]:
-    """Text pieces as they are generated, then the full Answer (citations are known only at the end)."""
+                  mode: str = "hybrid", budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY,
+                  **decoding) -> Iterator[str | Answer]:
+    """Draft text pieces as they are generated, then the verified Answer, which replaces the draft."""
     messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
                                             decoding.get("max_new_tokens") or 256)
     t = time.perf_counter()
     for piece in generator.stream(messages, **decoding):
         if isinstance(piece, Generation):
             yield _assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
-                            (time.perf_counter() - t) * 1000)
+                            (time.perf_counter() - t) * 1000, verify_cfg)
+        else:
+            yield piece
+
+
+def _check_conversation(messages: list[dict[str, str]], generator: Generator, budget: int, max_new_tokens: int) -> str:
+    """A conversation given as is must fit the same limits as a built prompt; returns its last user text."""
+    users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+    if not users:
+        raise InvalidRequestError("messages hold no user message with text")
+    if generator.context_window:
+        budget = max(256, min(budget, generator.context_window - max_new_tokens))
+    tokens = sum(generator.count_tokens(m["content"]) for m in messages)
+    if tokens > budget:
+        raise InvalidRequestError(f"the conversation is {tokens} tokens; at most {budget} fit with "
+                                  f"{max_new_tokens} new tokens")
+    return users[-1]
+
+
+def converse(messages: list[dict[str, str]], generator: Generator, budget: int = 1536, **decoding) -> Answer:
+    """A conversation sent to the model as given (no retrieval, no passages): how one medcite serves another as
+    its remote generator. The same limits and the same Answer as `answer`."""
+    question = _check_conversation(messages, generator, budget, decoding.get("max_new_tokens") or 256)
+    t = time.perf_counter()
+    gen = generator.generate(messages, **decoding)
+    return _assemble(question, gen, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000, None)
+
+
+def stream_converse(messages: list[dict[str, str]], generator: Generator, budget: int = 1536,
+                    **decoding) -> Iterator[str | Answer]:
+    question = _check_conversation(messages, generator, budget, decoding.get("max_new_tokens") or 256)
+    t = time.perf_counter()
+    for piece in generator.stream(messages, **decoding):
+        if isinstance(piece, Generation):
+            yield _assemble(question, piece, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000,
+                            None)
         else:
             yield piece
 
@@ -99,11 +151,8 @@ def choose(question: str, options: dict[str, str], retriever: Retriever | None, 
     Retrieval uses the question only (MIRAGE's question-only setting); the generator must score options."""
     if not options:
         raise InvalidRequestError("a multiple-choice question needs options")
-    if not hasattr(generator, "option_logprobs"):
-        raise InvalidRequestError(f"generator {generator.name} cannot score options (needs the hf backend)")
     hits = retriever.search(question, k=k, mode=mode) if retriever is not None else None
-    count = getattr(generator, "count_tokens", None)
-    messages, shown = build_choice_messages(question, options, hits, **({"count_tokens": count} if count else {}),
+    messages, shown = build_choice_messages(question, options, hits, count_tokens=generator.count_tokens,
                                             budget=budget)
     scores = generator.option_logprobs(messages, list(options))
     by_letter = {letter: round(s, 6) for letter, s in zip(options, scores, strict=True)}

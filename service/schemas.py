@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Mode = Literal["hybrid", "dense", "bm25"]
-Question = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+from core.types import MAX_QUESTION_CHARS, SearchMode
+
+Mode = SearchMode
+Question = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUESTION_CHARS)]
 K = Annotated[int, msgspec.Meta(ge=1, le=20)]
 NewTokens = Annotated[int, msgspec.Meta(ge=1, le=1024)]
 Penalty = Annotated[float, msgspec.Meta(ge=1.0, le=2.0)]
@@ -56,13 +58,45 @@ class Usage(msgspec.Struct):
 class Timings(msgspec.Struct):
     retrieve_ms: float
     generate_ms: float
+    verify_ms: float
     total_ms: float
+
+
+AnswerMode = Literal["generated", "extractive", "no_answer", "unsourced", "unverified"]
+
+
+class SentenceOut(msgspec.Struct):
+    """One sentence of the verified answer."""
+
+    text: str
+    citations: list[int]
+    """Markers of the shown passages that support the sentence (see `passages`)."""
+    supported: bool
+    score: float
+    """Support score of the best passage, in [0, 1]."""
+
+
+class TriageOut(msgspec.Struct):
+    """An urgent-care notice: the question describes a possible emergency. Show it before the answer."""
+
+    rule: str
+    notice: str
 
 
 class AnswerResponse(msgspec.Struct):
     answer: str
+    """The verified answer: only sentences a shown passage supports, each cited with its marker."""
+    answer_mode: AnswerMode
+    """generated: the model's answer, verified; extractive: quoted passage sentences (too little of the model's
+    answer was supported); no_answer: the indexed sources do not answer the question (closest passages in
+    `passages`); unsourced: answered without retrieval, nothing checked; unverified: verification is off."""
+    sentences: list[SentenceOut]
     citations: list[CitationOut]
     passages: list[PassageOut]
+    warnings: list[str]
+    """What verification removed or changed (invented terms, unsupported sentences, copied headers, ...)."""
+    disclaimer: str
+    triage: TriageOut | None
     invalid_markers: list[int]
     usage: Usage
     timings: Timings

@@ -48,7 +48,9 @@ def test_answer_is_deterministic_and_complete(client, retriever):
     assert a["answer"] == b["answer"]  # byte-identical for the same question
     assert a["index"] == retriever.fingerprint and a["model"] and a["prompt_version"]
     assert len(a["passages"]) == 3 and a["usage"]["completion_tokens"] == 12 and a["stop_reason"] == "length"
-    assert set(a["timings"]) == {"retrieve_ms", "generate_ms", "total_ms"}
+    assert set(a["timings"]) == {"retrieve_ms", "generate_ms", "verify_ms", "total_ms"}
+    assert a["answer_mode"] in ("generated", "extractive", "no_answer") and a["disclaimer"]
+    assert all(set(s) == {"text", "citations", "supported", "score"} for s in a["sentences"])
     shown = {p["passage_id"] for p in a["passages"]}
     assert all(c["passage_id"] in shown for c in a["citations"])
 
@@ -66,9 +68,9 @@ def test_answer_stream_sends_tokens_then_the_answer(client):
     kinds = [e for e, _ in events]
     assert kinds[-1] == "answer" and set(kinds[:-1]) == {"token"}
     final = json.loads(events[-1][1])
-    assert "".join(json.loads(d)["text"] for e, d in events[:-1]).strip() == final["answer"]
+    assert "".join(json.loads(d)["text"] for e, d in events[:-1]).strip()  # the draft, as generated
     plain = client.post("/v1/answer", json={"question": body["question"]}).json()
-    assert final["answer"] == plain["answer"]
+    assert final == {**plain, "timings": final["timings"]}  # the verified answer, as without streaming
 
 
 def _sse(lines) -> list[tuple[str, str]]:
@@ -200,3 +202,78 @@ def test_chat_completions_shape_and_errors(client):
     _is_error(client.post("/v1/chat/completions", json={"messages": []}), 400)
     _is_error(client.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}), 400)
     _is_error(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2}), 400)
+
+
+# --- verification through the API: JSON, SSE and the OpenAI endpoint ---------------------------------------------
+
+GOUT = [("Gout: treatment", "Gout flares are treated with colchicine, NSAIDs or corticosteroids. Allopurinol lowers "
+                            "uric acid levels over time. In severe cases pegloticase is given by infusion."),
+        ("Pseudogout", "Pseudogout is caused by calcium pyrophosphate crystals in the joints of older adults.")]
+DRAFT = ("Gout: treatment\nGout flares are treated with colchicine and NSAIDs. Allopurruvolizide lowers uric acid. "
+         "Allopurinol lowers uric acid levels over time [7].")
+VERIFIED = "Gout flares are treated with colchicine and NSAIDs [1]. Allopurinol lowers uric acid levels over time [1]."
+
+
+@pytest.fixture()
+def verified_client():
+    from core.config import VerifyConfig
+
+    app = create_app(FakeRetriever(docs=GOUT), FakeGenerator(DRAFT),
+                     ServeConfig(k=2, verify=VerifyConfig(min_relevance=0.1)))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_answer_json_says_what_verification_did(verified_client):
+    a = verified_client.post("/v1/answer", json={"question": "What are the treatments for gout?"}).json()
+    assert a["answer"] == VERIFIED and a["answer_mode"] == "generated"
+    assert [s["citations"] for s in a["sentences"]] == [[1], [1]] and all(s["supported"] for s in a["sentences"])
+    assert any("allopurruvolizide" in w for w in a["warnings"]) and any("[7]" in w for w in a["warnings"])
+    assert a["invalid_markers"] == [] and a["triage"] is None and a["disclaimer"]
+    assert [c["marker"] for c in a["citations"]] == [1]
+    urgent = verified_client.post("/v1/answer", json={"question": "my throat is swelling after a bee sting"}).json()
+    assert urgent["triage"]["rule"] == "anaphylaxis"
+
+
+def test_stream_sends_the_draft_then_the_verified_answer(verified_client):
+    with verified_client.stream("POST", "/v1/answer", json={"question": "What are the treatments for gout?",
+                                                           "stream": True}) as r:
+        events = _sse(r.iter_lines())
+    tokens = "".join(json.loads(d)["text"] for e, d in events if e == "token")
+    assert "Allopurruvolizide" in tokens  # the draft streams as generated ...
+    final = json.loads(events[-1][1])
+    assert events[-1][0] == "answer" and final["answer"] == VERIFIED  # ... and the verified answer replaces it
+
+
+def test_openai_content_is_the_verified_text(verified_client):
+    body = {"model": "medcite", "messages": [{"role": "user", "content": "What are the treatments for gout?"}]}
+    r = verified_client.post("/v1/chat/completions", json=body).json()
+    content = r["choices"][0]["message"]["content"]
+    assert content.startswith(VERIFIED) and "Allopurruvolizide" not in content and content.endswith("clinician about your own situation.")
+    with verified_client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as s:
+        chunks = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == content
+
+
+def test_raw_chat_is_off_unless_the_operator_turns_it_on(verified_client):
+    body = {"model": "m", "use_retrieval": False, "messages": [{"role": "user", "content": "hi"}]}
+    assert _is_error(verified_client.post("/v1/chat/completions", json=body), 403)["error"] == "forbidden"
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs an API key"):
+        ServeConfig(allow_raw_chat=True, api_key="")
+    app = create_app(FakeRetriever(), FakeGenerator("x"), ServeConfig(allow_raw_chat=True, api_key="k"))
+    with TestClient(app) as c:
+        headers = {"Authorization": "Bearer k"}
+        assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+        long = {**body, "messages": [{"role": "user", "content": "word " * 1900}]}
+        assert "tokens" in _is_error(c.post("/v1/chat/completions", json=long, headers=headers), 400)["detail"]
+
+
+def test_non_loopback_without_key_refuses_to_start():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no API key"):
+        ServeConfig(host="0.0.0.0", api_key="")
+    assert ServeConfig(host="0.0.0.0", api_key="", allow_unauthenticated=True).host == "0.0.0.0"
+    assert ServeConfig(host="::1", api_key="").host == "::1" and ServeConfig(host="localhost", api_key="")

@@ -39,8 +39,13 @@ def test_index_errors(capsys, tmp_path):
     (tmp_path / "bad2.yaml").write_text("chunk_tokens: lots\n")
     assert main(["index", "--config", str(tmp_path / "bad2.yaml")]) == 2
     assert "chunk_tokens must be int" in _error_line(capsys)
-    with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error, status 2
-        main(["index", "--limit", "many"])
+    # flags are coerced and checked like YAML values: the same one-line error, status 2
+    assert main(["index", "--limit", "many"]) == 2
+    assert "limit must be int, got 'many'" in _error_line(capsys)
+    assert main(["index", "--set", "chunk_overlap=500"]) == 2
+    assert "chunk_overlap must be in" in _error_line(capsys)
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line usage error for a value outside the choices
+        main(["index", "--faiss-index", "annoy"])
     assert e.value.code == 2
 
 

@@ -8,10 +8,7 @@ import pytest
 
 from core.config import DecodingConfig, EvalConfig, GeneratorConfig
 from core.errors import ConfigError, DataError
-from core.types import Answer, Citation, Hit, Passage
-from evaluation.metrics import citation_metrics, open_metrics, retrieval_metrics, rouge_l
-from evaluation.stats import mcnemar, mean_ci, paired_bootstrap, win_loss_tie
-from generator.quality import (
+from core.quality import (
     distinct_n,
     longest_list_run,
     quality_score,
@@ -19,6 +16,9 @@ from generator.quality import (
     summarize,
     token_f1,
 )
+from core.types import Answer, Citation, Hit, Passage
+from evaluation.metrics import citation_metrics, open_metrics, retrieval_metrics, rouge_l
+from evaluation.stats import mcnemar, mean_ci, paired_bootstrap, win_loss_tie
 
 # --- metrics -----------------------------------------------------------------------------------------------------
 
@@ -48,15 +48,16 @@ def _answer(text: str, passages: list[str], cited: list[int], invalid: list[int]
 def test_citation_and_retrieval_metrics():
     a = _answer("Gout is treated with colchicine [1]. The moon orbits quickly [2]. No citation here. See [7].",
                 ["Colchicine treats gout flares.", "Aspirin thins the blood."], [1, 2], [7])
-    m = citation_metrics(a)
-    assert m["citation_validity"] == pytest.approx(2 / 3)
+    m = citation_metrics(a.text, [h.passage.text for h in a.passages])
+    assert m["citation_validity"] == pytest.approx(2 / 3) and m["cites"] == 1.0
     assert m["cited_sentences"] == pytest.approx(2 / 4)
-    assert m["citation_support"] == pytest.approx(1 / 2)  # the moon sentence is not in passage 2
+    assert m["lexical_support"] == pytest.approx(1 / 2)  # the moon sentence is not in passage 2
     assert retrieval_metrics(a, "r2") == {"recall_at_k": 1.0, "reciprocal_rank": 0.5}
     assert retrieval_metrics(a, "zz") == {"recall_at_k": 0.0, "reciprocal_rank": 0.0}
     assert retrieval_metrics(a, "dup", resolve=lambda r: "r1" if r == "dup" else r)["reciprocal_rank"] == 1.0
     full = open_metrics(a, "Colchicine treats gout.", "r1")
-    assert {"token_f1", "rouge_l", "recall_at_k", "citation_support", "end_of_turn", "runaway_list"} <= set(full)
+    assert {"token_f1", "rouge_l", "recall_at_k", "citation_support", "lexical_support", "end_of_turn",
+            "runaway_list", "draft_token_f1", "draft_cites", "mode_generated", "invented_terms"} <= set(full)
 
 
 # --- statistics --------------------------------------------------------------------------------------------------

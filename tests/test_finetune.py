@@ -14,7 +14,7 @@ import pytest
 
 from core.config import FinetuneConfig, FinetuneDataConfig
 from core.errors import ConfigError, DataError
-from generator.finetune_data import (
+from finetune.data import (
     cited_target,
     fix_ocr,
     near_duplicates,
@@ -65,7 +65,7 @@ def test_near_duplicates_and_split():
              "some people who also report aura and nausea before the headache starts", base]
     dups = near_duplicates(texts, 0.8)
     assert dups == {1: 0, 3: 0}
-    from generator.finetune_data import Candidate
+    from finetune.data import Candidate
 
     cands = [Candidate(f"c{i}", "chat" if i % 2 else "medquad", "t", "q", f"a{i}", None) for i in range(20)]
     train, held = stratified_split(cands, 0.2, seed=0)
@@ -74,8 +74,11 @@ def test_near_duplicates_and_split():
 
 
 def test_cited_target_marks_supported_sentences():
+    from core.support import SupportJudge
+
     text, used = cited_target("Chemotherapy treats Ewing sarcoma. The moon is bright tonight.",
-                              ["Unrelated passage about gout.", "Ewing sarcoma is treated with chemotherapy."], 0.6)
+                              ["Unrelated passage about gout.", "Ewing sarcoma is treated with chemotherapy."],
+                              SupportJudge(), 0.6)
     assert text == "Chemotherapy treats Ewing sarcoma [2]. The moon is bright tonight." and used == [2]
 
 
@@ -159,7 +162,7 @@ NO_EOT = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor 
 
 
 def test_pad_token_choice_never_adds_tokens():
-    from generator.finetune import choose_pad_token
+    from finetune.train import choose_pad_token
 
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
                 "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>"]
@@ -180,7 +183,7 @@ def test_pad_token_choice_never_adds_tokens():
 def test_preflight_stops_bad_token_setups():
     from transformers import GenerationConfig
 
-    from generator.finetune import preflight_tokens
+    from finetune.train import preflight_tokens
 
     specials = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|finetune_right_pad_id|>"]
     good = _tokenizer(specials, "<|eot_id|>", "<|finetune_right_pad_id|>", LLAMA3ISH)
@@ -198,7 +201,7 @@ def test_preflight_refuses_embedding_or_lm_head_in_the_adapter(tiny_llm_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from generator.finetune import preflight_adapter
+    from finetune.train import preflight_adapter
 
     with pytest.raises(ConfigError, match="embeddings or lm_head"):
         FinetuneConfig(target_modules=("q_proj", "embed_tokens"))
@@ -214,7 +217,7 @@ def ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, **kw) -> FinetuneConfig:
     base = dict(run_name="tiny", model=str(tiny_llm_dir), work_dir=str(tmp_path / "work"),
                 out=str(tmp_path / "adapters"), max_steps=4, eval_steps=2, logging_steps=1, batch_size=2,
                 gradient_accumulation=1, probe_size=2, lora_r=4, lora_alpha=8, threads=1, max_length=2048,
-                decoding={"max_new_tokens": 6},
+                decoding={"max_new_tokens": 6}, allow_worse=True,  # a random tiny model cannot beat its base
                 data=data_cfg(ft_data, index=str(tiny_index)))
     base.update(kw)
     from core.config import DecodingConfig
@@ -230,8 +233,8 @@ def _load_retriever(path):
 
 
 def test_labels_cover_completion_tokens_only(ft_data, tmp_path, tiny_index, tiny_llm_dir):
-    from generator.finetune import _load_model, _load_tokenizer, build_trainer, lora_model, preflight_labels
-    from generator.finetune_data import load_rows
+    from finetune.data import load_rows
+    from finetune.train import _load_model, _load_tokenizer, build_trainer, lora_model, preflight_labels
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir)
     tok = _load_tokenizer(str(tiny_llm_dir), cfg)
@@ -266,11 +269,20 @@ def test_finetune_run_keeps_best_checkpoint_and_answers_through_the_pipeline(
     from safetensors import safe_open
 
     from core.config import DecodingConfig, GeneratorConfig
-    from generator.finetune import run
+    from finetune.train import run
     from generator.hf import HFGenerator
     from service.pipeline import answer
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, quantization=quantization)
+    if quantization == "none":  # an adapter that does not beat the base is not published unless forced
+        from dataclasses import replace
+
+        from core.errors import QualityError
+
+        strict = replace(cfg, allow_worse=False, work_dir=str(tmp_path / "strict"), out=str(tmp_path / "strict-out"))
+        with pytest.raises(QualityError, match="does not beat the base model"):
+            run(strict, load_retriever=_load_retriever, log=lambda _: None)
+        assert not (tmp_path / "strict-out" / "tiny").exists() and (tmp_path / "strict" / "tiny" / "checkpoints").is_dir()
     out = run(cfg, load_retriever=_load_retriever, log=lambda _: None)
     assert out == tmp_path / "adapters" / "tiny"
     files = {p.name for p in out.iterdir()}
@@ -328,7 +340,7 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(ft_data, tmp_path, tin
 
 def test_merge_writes_a_plain_model_that_answers_like_base_plus_adapter(ft_data, tmp_path, tiny_index, tiny_llm_dir):
     from core.config import DecodingConfig, GeneratorConfig
-    from generator.finetune import merge, run
+    from finetune.train import merge, run
     from generator.hf import HFGenerator
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_steps=2, eval_steps=2)

@@ -26,7 +26,8 @@ def server(tiny_index, tiny_generator):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = create_app(IndexRetriever.load(tiny_index), tiny_generator,
-                     ServeConfig(k=2, api_key="test-key", decoding=DecodingConfig(max_new_tokens=12)))
+                     ServeConfig(k=2, api_key="test-key", allow_raw_chat=True,
+                                 decoding=DecodingConfig(max_new_tokens=12)))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -5,11 +5,11 @@
     medcite finetune merge --adapter artifacts/adapters/<run> --out artifacts/merged/<run>
 
 Stages: (1) preflight: pad token (reserved or an existing unused special token; never added), pad != eos, the
-chat template ends turns with a stop token; (2) prepared data (generator/finetune_data.py), conversational
+chat template ends turns with a stop token; (2) prepared data (finetune/data.py), conversational
 prompt-completion rows, so TRL trains on completion tokens only; every label sequence must still end with the
 end-of-turn token after TRL's truncation; (3) LoRA on q,k,v,o,gate,up,down over a float or NF4 base, nothing
 on embeddings or lm_head; (4) at every evaluation the ProbeCallback answers a fixed held-out probe set with the
-deployment decoding and scores the answers (generator/quality.py); (5) the best checkpoint by that score is
+deployment decoding and scores the answers (core/quality.py); (5) the best checkpoint by that score is
 copied, with its report and plot, to <out>/<run_name>/ in one atomic rename.
 
 A killed job rerun with the same config resumes from its last checkpoint (Trainer state, optimizer, RNG and the
@@ -19,7 +19,6 @@ probe history in metrics.jsonl).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -28,15 +27,17 @@ from typing import Any
 
 from core import journal
 from core.config import FinetuneConfig, config_to_dict
-from core.errors import ConfigError, DataError, ModelLoadError
-from generator.finetune_data import data_fingerprint, load_rows, prepare
-from generator.hf import ADAPTER_STAMP, HFGenerator, resolve_model, stop_token_ids
+from core.errors import ConfigError, DataError, ModelLoadError, QualityError
+from core.files import staging_dir
+from core.quality import answer_metrics, quality_score, summarize
+from finetune.data import data_fingerprint, load_rows, prepare
+from generator.hf import ADAPTER_STAMP, HFGenerator, nf4_config, resolve_model, stop_token_ids
 from generator.prompt import PROMPT_VERSION
-from generator.quality import answer_metrics, quality_score, summarize
 
 # Reserved padding tokens some model families ship for exactly this purpose (Llama 3.x: id 128004).
 RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+MERGED_STAMP = "medcite_merged.json"
 
 
 def run_dir(cfg: FinetuneConfig) -> Path:
@@ -223,11 +224,7 @@ def _load_model(source: str, cfg: FinetuneConfig):
     dtype = getattr(torch, cfg.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.quantization == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+        kwargs["quantization_config"] = nf4_config(dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
@@ -384,14 +381,25 @@ def choose_checkpoint(history: dict[int, dict], ckpts: Path) -> tuple[int, dict]
 def write_outputs(cfg: FinetuneConfig, work: Path, base_name: str, data: Path, tokenizer,
                   log: Callable[[str], None]) -> Path:
     """Copy the chosen checkpoint's adapter with its report into <out>/<run_name>, atomically."""
-    from generator.finetune_report import plot_loss_vs_quality, render_report
-
     history = read_history(work / "metrics.jsonl")
     best, row = choose_checkpoint(history, work / "checkpoints")
     final = Path(cfg.out) / cfg.run_name
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    base = history.get(0, {})
+    beats = base.get("quality") is None or row["quality"] > base["quality"]
+    verdict = f"quality {row['quality']:.4f} vs the base model's {base.get('quality', float('nan')):.4f}"
+    if not beats and not cfg.allow_worse:
+        raise QualityError(f"the best checkpoint (checkpoint-{best}, {verdict}) does not beat the base model; "
+                           f"nothing published (checkpoints stay in {work}); rerun with --allow-worse to publish it")
+    with staging_dir(final) as tmp:
+        _fill_output(cfg, work, base_name, data, tokenizer, history, best, row, tmp)
+    log(f"kept checkpoint-{best} ({verdict}{'' if beats else '; published with --allow-worse'}) -> {final}")
+    return final
+
+
+def _fill_output(cfg: FinetuneConfig, work: Path, base_name: str, data: Path, tokenizer, history: dict[int, dict],
+                 best: int, row: dict, tmp: Path) -> None:
+    from finetune.report import plot_loss_vs_quality, render_report
+
     src = work / "checkpoints" / f"checkpoint-{best}"
     for name in ADAPTER_FILES:
         shutil.copy2(src / name, tmp / name)
@@ -411,17 +419,6 @@ def write_outputs(cfg: FinetuneConfig, work: Path, base_name: str, data: Path, t
     train_log = read_history(work / "train_log.jsonl")
     plot_loss_vs_quality(history, [train_log[s] for s in sorted(train_log)], best, tmp / "loss_vs_quality.png")
     (tmp / "report.md").write_text(render_report(cfg, history, best, stamp, tmp))
-    if final.exists():
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        final.replace(old)
-        tmp.replace(final)
-        shutil.rmtree(old)
-    else:
-        tmp.replace(final)
-    verdict = "beats" if base.get("quality") is None or row["quality"] > base["quality"] else "does NOT beat"
-    log(f"kept checkpoint-{best} (quality {row['quality']:.4f}; it {verdict} the base model's "
-        f"{base.get('quality', float('nan')):.4f}) -> {final}")
-    return final
 
 
 def merge(adapter: str, out: str, log: Callable[[str], None] = print) -> Path:
@@ -430,7 +427,10 @@ def merge(adapter: str, out: str, log: Callable[[str], None] = print) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(adapter)
+    path, target = Path(adapter), Path(out)
+    if target.exists() and not (target / MERGED_STAMP).is_file():
+        # merge replaces its output; anything there that an earlier merge did not write is the user's
+        raise ConfigError(f"refusing to replace {target}: it exists and is not a previous `finetune merge` output")
     stamp_path = path / ADAPTER_STAMP
     if not stamp_path.is_file():
         raise ModelLoadError(f"{path} is not a medcite adapter (no {ADAPTER_STAMP})")
@@ -438,14 +438,9 @@ def merge(adapter: str, out: str, log: Callable[[str], None] = print) -> Path:
     source, _ = resolve_model(stamp.get("base_model", ""), "", log)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(str(path)).save_pretrained(tmp)
-    (tmp / "medcite_merged.json").write_text(json.dumps({**stamp, "merged_from": str(path)}, indent=2))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.replace(target)
+    with staging_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(path)).save_pretrained(tmp)
+        (tmp / MERGED_STAMP).write_text(json.dumps({**stamp, "merged_from": str(path)}, indent=2))
     log(f"merged {path} into {target}")
     return target

@@ -28,9 +28,11 @@ from pathlib import Path
 from core.config import FinetuneDataConfig, config_to_dict
 from core.corpus import normalise_whitespace, read_corpus, strip_key_points, strip_restated_question
 from core.errors import DataError
+from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from core.quality import split_sentences
+from core.support import SupportJudge, attribute, strip_markers
 from core.types import Hit, Record
 from generator.prompt import PROMPT_VERSION, build_messages
-from generator.quality import content_words, split_sentences
 
 # --- cleaning rules for dialogue answers (each returns the new text) ---------------------------------------------
 
@@ -101,33 +103,14 @@ REFERENCE_RULES: tuple[tuple[str, Rule], ...] = (
     ("whitespace", lambda t, r: normalise_whitespace(t)),
 )
 
-# --- sentence support (which passage a target sentence can cite) ---------------------------------------------------
+# --- sentence support (which passage a target sentence can cite): the serving definition, core.support ------------
 
-def support(sentence: str, passage_words: set[str]) -> float:
-    """Share of the sentence's content words found in the passage (1.0 for a sentence without content words)."""
-    words = content_words(sentence)
-    return len(words & passage_words) / len(words) if words else 0.0
-
-
-def cite(sentence: str, marker: int) -> str:
-    """Put [marker] before the sentence's final punctuation: "Gout is treated with NSAIDs [1]."."""
-    m = re.search(r"([.!?:]+[\"')\]]*)$", sentence)
-    return f"{sentence[:m.start()]} [{marker}]{m.group(1)}" if m else f"{sentence} [{marker}]"
-
-
-def cited_target(answer: str, passages: Sequence[str], threshold: float) -> tuple[str, list[int]]:
-    """The answer with [n] after each sentence whose content words passage n supports best (>= threshold)."""
-    pw = [content_words(p) for p in passages]
-    pieces, used = [], []
-    for sentence in split_sentences(answer):
-        scores = [support(sentence, w) for w in pw]
-        best = max(range(len(scores)), key=lambda i: scores[i], default=None)
-        if best is not None and scores[best] >= threshold:
-            pieces.append(cite(sentence, best + 1))
-            used.append(best + 1)
-        else:
-            pieces.append(sentence)
-    return " ".join(pieces), sorted(set(used))
+def cited_target(answer: str, passages: Sequence[str], judge: SupportJudge, threshold: float) -> tuple[str, list[int]]:
+    """The answer with [n] after each sentence that passage n supports (core.support.attribute: the rule the
+    server verifies answers by, so training teaches exactly the citations serving keeps)."""
+    verdicts = attribute(answer, passages, [], judge, threshold)
+    used = sorted({n for v in verdicts for n in v.citations})
+    return " ".join(v.text for v in verdicts), used
 
 
 # --- near-duplicates -------------------------------------------------------------------------------------------------
@@ -318,7 +301,7 @@ def stratified_split(cands: list[Candidate], eval_share: float, seed: int) -> tu
 
 def _pick_gold(retriever, cand: Candidate, hits: list[Hit]) -> Hit | None:
     """The gold record's passage: the best-ranked one among the hits, else its first passage in the index."""
-    record = retriever.resolve_record(cand.record_id) if hasattr(retriever, "resolve_record") else cand.record_id
+    record = retriever.resolve_record(cand.record_id)
     for h in hits:
         if h.passage.record_id == record:
             return h
@@ -343,29 +326,22 @@ def to_example(cand: Candidate, retriever, cfg: FinetuneDataConfig, rng: random.
         hits.insert(rng.randrange(len(hits) + 1), gold)
     hits = [Hit(h.passage, h.score, i) for i, h in enumerate(hits, start=1)]
     messages, shown = build_messages(cand.question, hits, count_tokens, cfg.prompt_tokens)
+    judge = SupportJudge(embed=retriever.embed, lexical_weight=cfg.verify.lexical_weight)
     answer = cand.answer
     if show_gold:
         # The target is the part of the answer that the shown gold passage supports, so the model learns to say
         # what its passages say (a long answer runs past one 200-token passage).
         gold_shown = next((p for p in shown if p.hit.passage.id == gold.passage.id), None)
         if gold_shown is not None:
-            gw = content_words(gold_shown.text)
-            supported = [s for s in split_sentences(answer) if support(s, gw) >= cfg.support_threshold]
+            on_gold = attribute(answer, [gold_shown.text], [], judge, cfg.verify.support_threshold)
+            supported = [strip_markers(v.text) for v in on_gold if v.supported]
             answer = " ".join(supported) if supported else answer
         else:
             show_gold = False
-    target, used = cited_target(answer, [p.text for p in shown], cfg.support_threshold)
+    target, used = cited_target(answer, [p.text for p in shown], judge, cfg.verify.support_threshold)
     fmt = "rag_gold" if show_gold else "rag_no_gold"
     return {**base, "format": fmt, "prompt": messages, "completion": [{"role": "assistant", "content": target}],
             "cited": used}
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def prepare(cfg: FinetuneDataConfig, retriever, count_tokens: Callable[[str], int], out_dir: Path,
@@ -395,13 +371,11 @@ def prepare(cfg: FinetuneDataConfig, retriever, count_tokens: Callable[[str], in
                                 "max": lengths[-1]}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, r in rows.items():
-        _write_jsonl_atomic(out_dir / f"{name}.jsonl", r)
+        atomic_write_jsonl(out_dir / f"{name}.jsonl", r, sort_keys=True)
     payload = {"config": config_to_dict(cfg), "prompt_version": PROMPT_VERSION, "retriever": retriever.fingerprint,
                "fingerprint": data_fingerprint(out_dir), **asdict(report)}
-    (out_dir / "data_card.md").write_text(data_card(payload))
-    tmp = out_dir / "data_report.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out_dir / "data_report.json")  # last: its presence means the data is complete
+    atomic_write_text(out_dir / "data_card.md", data_card(payload))
+    atomic_write_json(out_dir / "data_report.json", payload)  # last: its presence means the data is complete
     return report
 
 

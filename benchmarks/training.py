@@ -1,11 +1,11 @@
 """Fine-tuning overhead: medcite's training path vs a plain TRL SFTTrainer with identical settings.
 
-    .venv/bin/python benchmarks/finetune.py [--steps 3] [--accum 4] [--rounds 2]
+    .venv/bin/python benchmarks/training.py [--steps 3] [--accum 4] [--rounds 2]
     # -> benchmarks/results/finetune.json
 
 Both arms train LoRA (r=8, the seven projections) on the packaged SmolLM2-135M with the same prepared rows
 (artifacts/finetune/smollm2-medcite/data/train.jsonl; run `medcite finetune prepare` first), batch 1,
-the same accumulation, steps, seed and max_length. A = `generator.finetune.build_trainer` with our callback
+the same accumulation, steps, seed and max_length. A = `finetune.train.build_trainer` with our callback
 and preflight; B = `trl.SFTTrainer(peft_config=...)` out of the box. Each run is a fresh subprocess (so its peak
 RSS is its own), interleaved A/B/A/B; ratios are taken per round. A last run measures A with the base in NF4.
 Targets: tokens/s ratio A/B >= 0.95; peak memory ratio reported.
@@ -35,14 +35,14 @@ def one_run(arm: str, steps: int, accum: int, quantization: str) -> dict:
     import torch
 
     from core.config import FinetuneConfig
-    from generator.finetune import (
+    from finetune.data import load_rows
+    from finetune.train import (
         _load_model,
         _load_tokenizer,
         build_trainer,
         lora_model,
         make_probe_callback,
     )
-    from generator.finetune_data import load_rows
     from generator.hf import resolve_model
 
     rows = load_rows(DATA)[: steps * accum]
@@ -62,7 +62,7 @@ def one_run(arm: str, steps: int, accum: int, quantization: str) -> dict:
             from transformers import AutoModelForCausalLM
             from trl import SFTTrainer
 
-            from generator.finetune import sft_config
+            from finetune.train import sft_config
 
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

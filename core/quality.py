@@ -1,6 +1,6 @@
 """Answer-quality metrics: what "a better model" means here, since a lower loss does not.
 
-    from generator.quality import answer_metrics, summarize, quality_score
+    from core.quality import answer_metrics, summarize, quality_score
     m = answer_metrics(text, reference, stop_reason="end_of_turn")   # one answer
     s = summarize([m1, m2, ...])                                      # means over a probe set
     quality_score(s, {"token_f1": 1.0, "repeated_4gram_rate": -1.0})  # one number to pick checkpoints by

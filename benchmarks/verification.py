@@ -1,0 +1,272 @@
+"""Verification benchmark: how the thresholds of the verification stage were chosen, and what it changes, on the
+200 dev questions (reserved MedQuAD documents: never trained on), side by side in one run.
+
+    .venv/bin/python benchmarks/verification.py [--index artifacts/index] [--limit 200] [--adapter DIR]
+
+1. Calibration without generation. Support: each dev question's shown passages (hybrid, k=3); the sentences of a
+   passage scored against their own passage (supported) and against the other passages shown for the same
+   question (a topically close passage that does not say it: the wrong-citation case), with a third of each
+   sentence's words swapped for words of another passage (model-style drift; exact copies score 1.0 on overlap
+   and would teach nothing). For each lexical weight: ROC AUC, and the lowest threshold at which at most 5% of
+   the wrong pairs pass. Relevance: the question's best passage cosine for the dev questions vs 40 self-written
+   questions the corpus cannot answer; min_relevance keeps >= 99% of dev questions.
+2. Drafts: SmolLM2 (or base + --adapter) answers every question with hybrid retrieval and without retrieval,
+   verification off (cached in benchmarks/results/verification_drafts*.jsonl; a rerun reuses them).
+3. Verification over the same drafts, over a grid of support_threshold x min_kept_share: answers citing, cited
+   sentences supported (the shared definition and the evaluation's independent lexical check), invented terms,
+   out-of-range markers, answer modes, token F1 / ROUGE-L against gold, verification time / generation time.
+   Before (the drafts) and after, with bootstrap intervals; the RAG arm vs the no-retrieval baseline (paired).
+
+Writes benchmarks/results/verification.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core import journal  # noqa: E402
+from core.config import EvalConfig, GeneratorConfig, ServeConfig, VerifyConfig  # noqa: E402
+from core.files import atomic_write_json  # noqa: E402
+from core.quality import split_sentences  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+# Questions the corpus cannot answer (self-written): everyday, technical and out-of-domain ones.
+OUT_OF_SCOPE = [
+    "What is the capital of Australia?", "How do I change a flat bicycle tyre?", "Who won the 1998 football world cup?",
+    "How do I bake sourdough bread?", "What is the speed of light in a vacuum?", "How do I reset my router password?",
+    "What is the best way to learn the guitar?", "How many moons does Jupiter have?", "How do I file my taxes online?",
+    "What is the plot of Hamlet?", "How do I install Python on Windows?", "What time zone is Tokyo in?",
+    "How do I grow tomatoes on a balcony?", "What is a black hole?", "How does a jet engine work?",
+    "What is the exchange rate of the euro?", "How do I train my dog to sit?", "How tall is Mount Everest?",
+    "Which programming language is fastest?", "How do I knit a scarf?", "What is the history of the Roman Empire?",
+    "How do solar panels make electricity?", "What should I pack for a ski trip?", "How do I write a cover letter?",
+    "What is the rule of offside in football?", "How do I remove a wine stain from a carpet?",
+    "What is quantum entanglement?", "How do I make cold brew coffee?", "What are the rules of chess castling?",
+    "When was the printing press invented?", "How do I clean a cast iron pan?", "What is inflation in economics?",
+    "How far is the Moon from the Earth?", "How do I paint a room quickly?", "What is a haiku?",
+    "How do elections work in Switzerland?", "How do I replace a car battery?", "What is the tallest building?",
+    "How do I start a vegetable compost?", "What does a blockchain do?",
+]
+
+
+def _bootstrap(values: list[float]) -> dict:
+    from evaluation.stats import mean_ci
+
+    return mean_ci(values, 2000, 0)
+
+
+# --- 1. calibration ---------------------------------------------------------------------------------------------
+
+def _drift(sentence: str, other: str, rng: random.Random) -> str:
+    """Replace a third of the sentence's words with words of another passage (model-style drift)."""
+    words, pool = sentence.split(), other.split() or ["the"]
+    for i in rng.sample(range(len(words)), len(words) // 3):
+        words[i] = rng.choice(pool)
+    return " ".join(words)
+
+
+def _auc(pos: list[float], neg: list[float]) -> float:
+    from scipy.stats import mannwhitneyu
+
+    return round(float(mannwhitneyu(pos, neg).statistic) / (len(pos) * len(neg)), 4)
+
+
+def calibrate(retriever, items, log) -> dict:
+    from core.support import SupportJudge
+    from generator.prompt import build_messages
+
+    rng = random.Random(0)
+    pairs: list[tuple[str, str, bool]] = []
+    relevance = []
+    for it in items:
+        hits = retriever.search(it.question, k=3, mode="hybrid")
+        _, shown = build_messages(it.question, hits, budget=1536)
+        texts = [p.text for p in shown]
+        vecs = retriever.embed([it.question, *texts])
+        relevance.append(float((vecs[1:] @ vecs[0]).max()))
+        for i, t in enumerate(texts):
+            others = [o for j, o in enumerate(texts) if j != i and shown[j].hit.passage.record_id != shown[i].hit.passage.record_id]
+            for s in [s for s in split_sentences(t) if len(s.split()) >= 6][:3]:
+                noisy = _drift(s, rng.choice(others) if others else t, rng)
+                pairs.append((noisy, t, True))
+                pairs.extend((noisy, o, False) for o in others)
+    out_rel = []
+    for q in OUT_OF_SCOPE:
+        hits = retriever.search(q, k=3, mode="hybrid")
+        vecs = retriever.embed([q, *[h.passage.text for h in hits]])
+        out_rel.append(float((vecs[1:] @ vecs[0]).max()))
+    weights = {}
+    for w in (0.0, 0.3, 0.5, 0.7, 1.0):
+        judge = SupportJudge(embed=retriever.embed, lexical_weight=w)
+        scores = [judge.scores([s], [p])[0][0] for s, p, _ in pairs]
+        pos = sorted(x for x, (_, _, y) in zip(scores, pairs, strict=True) if y)
+        neg = sorted(x for x, (_, _, y) in zip(scores, pairs, strict=True) if not y)
+        thr = round(neg[int(0.95 * len(neg))], 3)  # at most 5% of wrong pairs pass
+        weights[str(w)] = {"auc": _auc(pos, neg), "threshold_at_5pct_wrong": thr,
+                           "recall_at_that_threshold": round(sum(x >= thr for x in pos) / len(pos), 4),
+                           "positives": len(pos), "negatives": len(neg)}
+        log(f"lexical_weight {w}: AUC {weights[str(w)]['auc']}, threshold {thr}, "
+            f"recall {weights[str(w)]['recall_at_that_threshold']}")
+    dev_rel = sorted(relevance)
+    min_relevance = round(dev_rel[int(0.01 * len(dev_rel))] - 0.005, 3)  # keeps >= 99% of dev questions
+    return {"support": weights,
+            "relevance": {"dev_p01": round(dev_rel[int(0.01 * len(dev_rel))], 4),
+                          "dev_median": round(statistics.median(dev_rel), 4),
+                          "out_of_scope_median": round(statistics.median(out_rel), 4),
+                          "out_of_scope_max": round(max(out_rel), 4),
+                          "min_relevance": min_relevance,
+                          "dev_kept": round(sum(r >= min_relevance for r in relevance) / len(relevance), 4),
+                          "out_of_scope_refused": round(sum(r < min_relevance for r in out_rel) / len(out_rel), 4)}}
+
+
+# --- 2. drafts --------------------------------------------------------------------------------------------------
+
+def drafts(items, retriever, generator, arm: str, path: Path, log) -> dict[str, dict]:
+    """Generate (or reuse) the unverified answers of one arm; resumable after a kill (an append-only journal)."""
+    from service.pipeline import answer
+
+    done = {r["id"]: r for r in journal.read(path)}
+    todo = [it for it in items if it.id not in done]
+    log(f"{arm}: {len(done)} drafts cached, {len(todo)} to generate")
+    for n, it in enumerate(todo, 1):
+        t = time.perf_counter()
+        a = answer(it.question, retriever if arm == "hybrid" else None, generator, k=3, mode="hybrid",
+                   verify_cfg=None)
+        row = {"id": it.id, "draft": a.draft, "passages": [h.passage.id for h in a.passages],
+               "stop_reason": a.stop_reason, "completion_tokens": a.usage["completion_tokens"],
+               "generate_ms": a.timings["generate_ms"], "seconds": round(time.perf_counter() - t, 2)}
+        journal.append(path, row)
+        done[it.id] = row
+        if n % 20 == 0:
+            log(f"{arm}: {n}/{len(todo)}")
+    return done
+
+
+# --- 3. verification over the drafts ----------------------------------------------------------------------------
+
+def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
+    """Per question: verify the cached draft with cfg (None: the draft as it is) and measure it."""
+    from core.types import Generation
+    from evaluation.metrics import open_metrics
+    from generator.prompt import build_messages
+    from service.pipeline import _assemble
+
+    out = []
+
+    class Counter:  # the shown passages were built with the generator's tokenizer; the fake only needs a name
+        name, context_window = "draft", None
+
+    for it in items:
+        r = rows[it.id]
+        hits = retriever.search(it.question, k=3, mode="hybrid") if r["passages"] else None
+        if hits is not None:
+            assert [h.passage.id for h in hits] == r["passages"], "retrieval changed since the drafts"
+        _, shown = build_messages(it.question, hits, count_tokens=COUNT, budget=1536)
+        gen = Generation(r["draft"], 0, r["completion_tokens"], r["stop_reason"])
+        a = _assemble(it.question, gen, shown, retriever if hits is not None else None, Counter, "hybrid", 0.0,
+                      r["generate_ms"], cfg)
+        m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
+                         retriever.knows if hits is not None else None)
+        m["out_of_range_markers"] = float(bool(a.invalid_markers))
+        m["verify_share"] = a.timings["verify_ms"] / max(r["generate_ms"], 1e-9)
+        out.append({"id": it.id, "mode": a.answer_mode, "metrics": m, "answer": a.text})
+    return out
+
+
+COUNT = None  # the generator's token counter, set in main (prompts must match what the drafts saw)
+
+
+def summarize(scored: list[dict]) -> dict:
+    keys = ("token_f1", "rouge_l", "cites", "citation_validity", "citation_support", "lexical_support",
+            "invented_terms", "out_of_range_markers", "mode_generated", "mode_extractive", "mode_no_answer",
+            "triage", "verify_share")
+    answered = [r for r in scored if r["mode"] != "no_answer"]
+    s = {k: _bootstrap([r["metrics"][k] for r in scored if k in r["metrics"]]) for k in keys
+         if any(k in r["metrics"] for r in scored)}
+    s["cites_among_answered"] = _bootstrap([r["metrics"]["cites"] for r in answered])
+    cited = [r for r in answered if r["metrics"]["cites"]]
+    s["lexical_support_among_citing"] = _bootstrap([r["metrics"]["lexical_support"] for r in cited])
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--index", default="artifacts/index")
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--adapter", default="")
+    ap.add_argument("--skip-calibration", action="store_true")
+    args = ap.parse_args()
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    from evaluation.run import load_open_questions
+    from evaluation.stats import paired_bootstrap
+    from retriever.search import IndexRetriever
+    from service.components import load_generator
+
+    items = load_open_questions(EvalConfig(limit=args.limit), log)
+    retriever = IndexRetriever.load(args.index)
+    result: dict = {"questions": len(items), "index": retriever.fingerprint}
+    if not args.skip_calibration:
+        t = time.perf_counter()
+        result["calibration"] = calibrate(retriever, items, log)
+        result["calibration"]["seconds"] = round(time.perf_counter() - t, 1)
+    generator = load_generator(ServeConfig(generator=GeneratorConfig(adapter=args.adapter)), log=log)
+    global COUNT
+    COUNT = generator.count_tokens
+    tag = "-tuned" if args.adapter else ""
+    rows = {arm: drafts(items, retriever, generator, arm, RESULTS / f"verification_drafts{tag}-{arm}.jsonl", log)
+            for arm in ("hybrid", "none")}
+    before = score(items, rows["hybrid"], retriever, None)
+    baseline = score(items, rows["none"], retriever, VerifyConfig())
+    result["before"] = summarize(before)
+    base = VerifyConfig()
+    grid = []
+    for thr in (0.45, 0.5, 0.55, 0.6, 0.65):
+        for keep in (0.0, 0.34, 0.5, 0.67):
+            cfg = replace(base, support_threshold=thr, min_kept_share=keep)
+            s = summarize(score(items, rows["hybrid"], retriever, cfg))
+            grid.append({"support_threshold": thr, "min_kept_share": keep,
+                         **{k: s[k]["mean"] for k in ("token_f1", "rouge_l", "cites_among_answered",
+                                                      "citation_support", "lexical_support_among_citing",
+                                                      "invented_terms", "mode_generated", "mode_extractive",
+                                                      "mode_no_answer")}})
+            log(json.dumps(grid[-1]))
+    result["grid"] = grid
+    after = score(items, rows["hybrid"], retriever, base)
+    result["after"] = summarize(after)
+    result["baseline_none"] = summarize(baseline)
+    ids = [r["id"] for r in after]
+    f1 = {r["id"]: r["metrics"]["token_f1"] for r in after}
+    f1_before = {r["id"]: r["metrics"]["token_f1"] for r in before}
+    f1_none = {r["id"]: r["metrics"]["token_f1"] for r in baseline}
+    rl = {r["id"]: r["metrics"]["rouge_l"] for r in after}
+    rl_before = {r["id"]: r["metrics"]["rouge_l"] for r in before}
+    result["paired"] = {
+        "after_vs_none_token_f1": paired_bootstrap([f1[i] for i in ids], [f1_none[i] for i in ids]),
+        "before_vs_none_token_f1": paired_bootstrap([f1_before[i] for i in ids], [f1_none[i] for i in ids]),
+        "after_vs_before_token_f1": paired_bootstrap([f1[i] for i in ids], [f1_before[i] for i in ids]),
+        "after_vs_before_rouge_l": paired_bootstrap([rl[i] for i in ids], [rl_before[i] for i in ids]),
+    }
+    result["config"] = {"verify": base.__dict__, "adapter": args.adapter or None}
+    result["examples"] = [{"id": a["id"], "before": rows["hybrid"][a["id"]]["draft"][:400], "after": a["answer"][:400],
+                           "mode": a["mode"]} for a in after[:8]]
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / f"verification{tag}.json", result)
+    print(json.dumps({k: result[k] for k in ("before", "after", "paired")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""What "a passage supports a sentence" means, in one place: the serving pipeline's verification stage, the
+fine-tuning targets' citations and the evaluation's citation support all call `attribute`.
+
+    judge = SupportJudge(embed=retriever.embed)           # content-word overlap + the index's own embedder
+    verdicts = attribute(answer_text, [p.text for p in shown], [p.title for p in shown], judge, threshold=0.55)
+    for v in verdicts: print(v.text, v.citations, v.supported, v.score)
+
+A sentence's score against a passage is `lexical_weight * overlap + (1 - lexical_weight) * cosine`, where overlap
+is the share of the sentence's content words (lower-cased, light suffix stemming, stopwords out) found in the
+passage, and cosine the embedder's similarity of sentence and passage (0 where no embedder is given). A citation
+stays only where its passage scores at or above the threshold; an uncited or wrongly cited sentence that a shown
+passage supports gets that passage's marker (post-hoc attribution). Copied passage headers are not sentences.
+An NLI or LLM judge fits behind the same `scores` method. Standard library only; numpy only with an embedder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from core.quality import content_words, split_sentences
+
+MARKER_GROUP = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+"""A citation group: [1], [1, 2], [1; 3]. Shared with the prompt's citation extraction."""
+
+
+def markers_in(text: str) -> list[int]:
+    """Marker numbers in text, in order of first appearance."""
+    out: list[int] = []
+    for group in MARKER_GROUP.finditer(text):
+        for num in re.split(r"\s*[,;]\s*", group.group(1)):
+            if int(num) not in out:
+                out.append(int(num))
+    return out
+
+
+def strip_markers(text: str) -> str:
+    return re.sub(r"\s+([.,;:!?])", r"\1", MARKER_GROUP.sub("", text)).strip()
+
+
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s")
+
+
+def _stem(word: str) -> str:
+    for suf in _SUFFIXES:
+        if word.endswith(suf) and len(word) - len(suf) >= 4:
+            return word[: -len(suf)]
+    return word
+
+
+def stems(text: str) -> set[str]:
+    """Content words of text, lightly stemmed (treats/treated/treatment... still differ; good enough for overlap)."""
+    return {_stem(w) for w in content_words(strip_markers(text))}
+
+
+def overlap(sentence: str, passage_stems: set[str]) -> float:
+    """Share of the sentence's content words that occur in the passage (1.0 for a sentence without any)."""
+    words = stems(sentence)
+    return len(words & passage_stems) / len(words) if words else 1.0
+
+
+@dataclass
+class SupportJudge:
+    """Scores sentences against passages in [0, 1]. `embed` (texts -> L2-normalised vectors) adds the embedder's
+    cosine; without it the score is overlap alone."""
+
+    embed: Callable[[list[str]], object] | None = None
+    lexical_weight: float = 0.5
+
+    def scores(self, sentences: Sequence[str], passages: Sequence[str]) -> list[list[float]]:
+        pstems = [stems(p) for p in passages]
+        lex = [[overlap(s, ps) for ps in pstems] for s in sentences]
+        if self.embed is None or not sentences or not passages:
+            return lex
+        vecs = self.embed([strip_markers(s) for s in sentences] + list(passages))
+        sv, pv = vecs[: len(sentences)], vecs[len(sentences):]
+        cos = (sv @ pv.T).clip(0, 1).tolist()  # type: ignore[attr-defined]
+        w = self.lexical_weight
+        return [[round(w * lex[i][j] + (1 - w) * cos[i][j], 4) for j in range(len(passages))]
+                for i in range(len(sentences))]
+
+
+@dataclass
+class SentenceVerdict:
+    """One answer sentence after attribution."""
+
+    text: str
+    """The sentence with its verified markers (the original markers removed)."""
+    citations: list[int]
+    """Markers (1-based, of the passages shown) whose passage supports the sentence."""
+    supported: bool
+    score: float
+    """The best passage's score."""
+    cited_before: list[int] = field(default_factory=list)
+    """The markers the model wrote (for reports: kept, moved or dropped)."""
+    header: bool = False
+    """A copied passage header (title line), not an answer sentence."""
+
+
+def is_header(sentence: str, titles: Sequence[str]) -> bool:
+    """A line that only repeats a passage's title ("[4] Ewing Sarcoma: treatment", "Gout: treatment")."""
+    bare = strip_markers(sentence).strip(" :.-*#").lower()
+    if not bare:
+        return True
+    for t in titles:
+        t = t.lower().strip()
+        if bare == t or (len(bare.split()) <= 8 and (bare in t or t in bare) and not re.search(r"[.!?]$", sentence.strip())):
+            return True
+    return False
+
+
+def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: SupportJudge,
+              threshold: float) -> list[SentenceVerdict]:
+    """Split text into sentences and attribute each to the shown passages (markers 1..len(passages))."""
+    raw = split_sentences(text)
+    body = [s for s in raw if not is_header(s, titles)]
+    scores = judge.scores(body, passages) if passages else [[] for _ in body]
+    out: list[SentenceVerdict] = []
+    it = iter(zip(body, scores, strict=True))
+    for s in raw:
+        if is_header(s, titles):
+            out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), header=True))
+            continue
+        _, row = next(it)
+        cited = markers_in(s)
+        good = [n for n in cited if 1 <= n <= len(row) and row[n - 1] >= threshold]
+        if not good and row and max(row) >= threshold:
+            good = [row.index(max(row)) + 1]  # post-hoc: the best supporting passage
+        best = max(row) if row else 0.0
+        clean = strip_markers(s)
+        if good:
+            end = re.search(r"[.!?]$", clean)
+            mark = "".join(f"[{n}]" for n in good)
+            clean = f"{clean[:-1]} {mark}{clean[-1]}" if end else f"{clean} {mark}"
+        out.append(SentenceVerdict(clean, good, bool(good), round(best, 4), cited))
+    return out

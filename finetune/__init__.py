@@ -1,0 +1,1 @@
+"""The fine-tuning job: data preparation, QLoRA with TRL, probe scoring, report."""

@@ -1,0 +1,45 @@
+"""Red-flag triage: every rule of service/triage_rules.yaml fires on its triggers and stays quiet on near-misses
+(informational questions about the same topics, which are most of what a reference service is asked)."""
+
+import pytest
+
+from service.triage import load_rules, triage
+
+TRIGGERS = {
+    "chest_pain_cardiac": ["I have crushing chest pain and I am sweating", "chest pressure spreading to my left arm",
+                           "My dad has chest tightness and is short of breath right now"],
+    "stroke_signs": ["my face is drooping and my speech is slurred", "my mother suddenly went numb on one side of her body",
+                     "I think I am having a stroke"],
+    "anaphylaxis": ["my throat is swelling after a bee sting", "his tongue is swollen after eating peanuts",
+                    "I think my son is having anaphylaxis"],
+    "breathing": ["my son can't breathe", "her lips are blue"],
+    "suicide_self_harm": ["I want to kill myself", "I have been thinking about suicide", "I keep hurting myself"],
+    "severe_bleeding": ["the bleeding won't stop after the cut", "I am vomiting blood"],
+    "poisoning_overdose": ["I took too many of my sleeping pills", "my toddler swallowed a battery",
+                           "my friend overdosed on heroin"],
+    "infant_fever": ["my 3 week old baby has a fever of 38.5", "newborn with a fever, what should I do"],
+    "seizure_unconscious": ["my husband is having a seizure", "she is unresponsive and won't wake up"],
+    "meningitis_signs": ["stiff neck and a high fever with a rash"],
+}
+NEAR_MISSES = [
+    "What are the treatments for gout?", "What is chest pain?", "What are the symptoms of a stroke?",
+    "What causes anaphylaxis?", "What is an overdose of vitamin D?", "What are the symptoms of lead poisoning?",
+    "When should my baby get vaccines?", "How is epilepsy treated?", "What is the outlook for Ewing sarcoma?",
+    "Is suicide risk higher with depression?", "What causes a stiff neck?", "How do I stop a nosebleed?",
+]
+
+
+@pytest.mark.parametrize(("rule", "question"), [(r, q) for r, qs in TRIGGERS.items() for q in qs])
+def test_triggers(rule, question):
+    t = triage(question)
+    assert t is not None and t.rule == rule and "emergency" in t.notice
+
+
+@pytest.mark.parametrize("question", NEAR_MISSES)
+def test_near_misses_do_not_fire(question):
+    assert triage(question) is None  # the topic named, nobody described in danger
+
+
+def test_every_rule_has_triggers():
+    _, rules = load_rules()
+    assert {r.name for r in rules} == set(TRIGGERS)

@@ -1,0 +1,110 @@
+"""The verification stage: a draft with the demo's failures (a copied header, an invented drug, a misspelled one,
+a wrong marker, no markers, an out-of-range marker) becomes a cited, supported answer, an extractive one, or an
+honest no-answer; each answer mode; the term guard and the shared support definition."""
+
+import pytest
+
+from core.config import VerifyConfig
+from core.support import SupportJudge, attribute, is_header, markers_in, strip_markers
+from core.terms import is_drug_name, term_problems
+from service.pipeline import answer
+from tests.fakes import FakeGenerator, FakeRetriever
+
+GOUT = [
+    ("Gout: treatment", "Gout flares are treated with colchicine, NSAIDs or corticosteroids. Allopurinol lowers "
+     "uric acid levels over time. In severe cases pegloticase is given by infusion."),
+    ("Pseudogout", "Pseudogout is caused by calcium pyrophosphate crystals in the joints of older adults."),
+    ("Kidney stones", "Kidney stones form when urine holds too much calcium oxalate or uric acid."),
+]
+QUESTION = "What are the treatments for gout?"
+
+
+def _answer(draft: str, cfg: VerifyConfig | None = None, docs=GOUT, question: str = QUESTION):
+    return answer(question, FakeRetriever(docs=docs), FakeGenerator(draft), k=3,
+                  verify_cfg=cfg or VerifyConfig(min_relevance=0.1))
+
+
+def test_demo_failure_header_invented_and_misspelled_drugs_uncited():
+    draft = ("Gout: treatment\nGout flares are treated with colchicine and NSAIDs. Allopurruvolizide lowers uric "
+             "acid. Peglotase is given in severe cases. Allopurinol lowers uric acid levels over time.")
+    a = _answer(draft)
+    assert a.answer_mode == "generated"
+    assert a.text == ("Gout flares are treated with colchicine and NSAIDs [1]. Allopurinol lowers uric acid levels "
+                      "over time [1].")
+    assert [c.marker for c in a.citations] == [1] and all(s.supported for s in a.sentences)
+    joined = " ".join(a.warnings)
+    assert "allopurruvolizide" in joined and "peglotase" in joined and "header" in joined
+    assert "allopurruvolizide" not in a.text.lower() and "peglotase" not in a.text.lower()
+    assert a.draft == draft and a.disclaimer and a.triage is None and a.timings["verify_ms"] >= 0
+
+
+def test_wrong_marker_is_moved_and_out_of_range_marker_dropped():
+    a = _answer("Pseudogout is caused by calcium pyrophosphate crystals [1]. Gout flares are treated with "
+                "colchicine [4].")
+    assert a.text == ("Pseudogout is caused by calcium pyrophosphate crystals [2]. Gout flares are treated with "
+                      "colchicine [1].")
+    assert a.invalid_markers == [] and any("[4]" in w for w in a.warnings)
+    assert [s.citations for s in a.sentences] == [[2], [1]]
+
+
+def test_too_little_supported_becomes_extractive_with_quoted_markers():
+    a = _answer("The moon is made of cheese. Jupiter has many storms. Gout flares are treated with colchicine.")
+    assert a.answer_mode == "extractive"
+    assert a.text.startswith('"') and all(s.citations and s.supported for s in a.sentences)
+    assert all(f"[{s.citations[0]}]" in s.text for s in a.sentences)
+    assert "colchicine" in a.text  # the passage sentence closest to the question is among the quotes
+
+
+def test_irrelevant_retrieval_is_no_answer_with_closest_passages():
+    a = _answer("Paris is the capital of France.", cfg=VerifyConfig(min_relevance=0.5),
+                question="What is the capital of France?")
+    assert a.answer_mode == "no_answer" and a.citations == [] and a.sentences == []
+    assert "do not answer" in a.text and len(a.passages) == 3
+
+
+def test_mark_keeps_unsupported_sentences_labelled():
+    a = _answer("Gout flares are treated with colchicine. Older adults hold infusion over time.",
+                cfg=VerifyConfig(min_relevance=0.1, unsupported="mark", min_kept_share=0.4))
+    assert a.answer_mode == "generated"
+    assert [s.supported for s in a.sentences] == [True, False]
+    assert a.sentences[1].text.endswith("[not in the sources]") and a.sentences[1].citations == []
+
+
+def test_no_retrieval_is_unsourced_and_verification_off_is_unverified():
+    a = answer(QUESTION, None, FakeGenerator("Gout is treated with colchicine."), verify_cfg=VerifyConfig())
+    assert a.answer_mode == "unsourced" and a.text == a.draft and a.warnings and a.disclaimer
+    b = answer(QUESTION, FakeRetriever(docs=GOUT), FakeGenerator("Gout [9]."), verify_cfg=None)
+    assert b.answer_mode == "unverified" and b.text == "Gout [9]." and b.invalid_markers == [9]
+
+
+def test_triage_notice_rides_with_the_answer():
+    a = _answer("Gout flares are treated with colchicine.", question="I have crushing chest pain and sweating")
+    assert a.triage and a.triage["rule"] == "chest_pain_cardiac" and "emergency" in a.triage["notice"]
+
+
+def test_support_definition_headers_and_markers():
+    assert markers_in("a [2] b [1, 3] c [2]") == [2, 1, 3] and strip_markers("Gout is painful [1].") == "Gout is painful."
+    assert is_header("[4] Ewing Sarcoma: treatment", ["Ewing Sarcoma: treatment"])
+    assert not is_header("Ewing sarcoma is treated with chemotherapy.", ["Ewing Sarcoma: treatment"])
+    verdicts = attribute("Colchicine treats gout flares [2]. Unrelated words here entirely.",
+                         ["Colchicine treats gout flares quickly.", "Aspirin thins blood."], ["A", "B"],
+                         SupportJudge(), threshold=0.6)
+    assert [(v.citations, v.supported, v.cited_before) for v in verdicts] == [([1], True, [2]), ([], False, [])]
+
+
+@pytest.mark.parametrize(("sentence", "problem"), [
+    ("Take ibuprofen for the pain.", "drug name absent from the sources: ibuprofen"),
+    ("The dose is 500 mg twice daily.", "number absent from the sources: 500 mg"),
+    ("Mebendazil cures it.", "term absent from the sources and the corpus: mebendazil"),
+])
+def test_term_guard_flags(sentence, problem):
+    known = {"take", "for", "the", "pain", "dose", "twice", "daily", "cures", "it"}
+    assert problem in term_problems(sentence, "Gout: colchicine 0.6 mg.", lambda w: w in known)
+
+
+def test_term_guard_passes_what_the_evidence_says():
+    evidence = "Colchicine 0.6 mg and pegloticase treat gout; allopurinol lowers uric acid."
+    assert term_problems("Colchicine 0.6 mg treats gout flares.", evidence, lambda w: True) == []
+    assert term_problems("Pegloticase lowers uric acid.", evidence, lambda w: False) == []
+    assert is_drug_name("atorvastatin") and is_drug_name("adalimumab") and not is_drug_name("disease")
+    assert not is_drug_name("cholesterol") and not is_drug_name("concept")
