@@ -86,7 +86,6 @@ def _auc(pos: list[float], neg: list[float]) -> float:
 
 
 def calibrate(retriever, items, log) -> dict:
-    from core.support import SupportJudge
     from generator.prompt import build_messages
 
     rng = random.Random(0)
@@ -109,10 +108,16 @@ def calibrate(retriever, items, log) -> dict:
         hits = retriever.search(q, k=3, mode="hybrid")
         vecs = retriever.embed([q, *[h.passage.text for h in hits]])
         out_rel.append(float((vecs[1:] @ vecs[0]).max()))
+    # overlap and cosine once per pair (embeddings in one batch); each weight only recombines them
+    from core.support import overlap, stems, strip_markers
+
+    lex = [overlap(s, stems(p)) for s, p, _ in pairs]
+    texts = sorted({strip_markers(s) for s, _, _ in pairs} | {p for _, p, _ in pairs})
+    vecs = dict(zip(texts, retriever.embed(texts), strict=True))
+    cos = [max(0.0, float(vecs[strip_markers(s)] @ vecs[p])) for s, p, _ in pairs]
     weights = {}
     for w in (0.0, 0.3, 0.5, 0.7, 1.0):
-        judge = SupportJudge(embed=retriever.embed, lexical_weight=w)
-        scores = [judge.scores([s], [p])[0][0] for s, p, _ in pairs]
+        scores = [w * a + (1 - w) * b for a, b in zip(lex, cos, strict=True)]
         pos = sorted(x for x, (_, _, y) in zip(scores, pairs, strict=True) if y)
         neg = sorted(x for x, (_, _, y) in zip(scores, pairs, strict=True) if not y)
         thr = round(neg[int(0.95 * len(neg))], 3)  # at most 5% of wrong pairs pass

@@ -96,31 +96,44 @@ class SentenceVerdict:
     """The markers the model wrote (for reports: kept, moved or dropped)."""
     header: bool = False
     """A copied passage header (title line), not an answer sentence."""
+    fragment: bool = False
+    """A sentence fragment (copied from a passage's cut start, or under four words), not an answer sentence."""
+
+
+_LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer"})
 
 
 def is_header(sentence: str, titles: Sequence[str]) -> bool:
-    """A line that only repeats a passage's title ("[4] Ewing Sarcoma: treatment", "Gout: treatment")."""
-    bare = strip_markers(sentence).strip(" :.-*#").lower()
+    """A line that only repeats a passage's title ("[4] Ewing Sarcoma: treatment", "Passage: Gout treatment")."""
+    bare = strip_markers(sentence).strip(" :.-*#")
     if not bare:
         return True
-    for t in titles:
-        t = t.lower().strip()
-        if bare == t or (len(bare.split()) <= 8 and (bare in t or t in bare) and not re.search(r"[.!?]$", sentence.strip())):
-            return True
-    return False
+    if re.search(r"[.!?]$", sentence.strip()) and len(bare.split()) > 6:
+        return False
+    words = set(re.findall(r"[a-z0-9]+", bare.lower())) - _LABELS
+    return any(words and words <= set(re.findall(r"[a-z0-9]+", t.lower())) for t in titles)
+
+
+def is_fragment(sentence: str) -> bool:
+    """A piece of a passage copied from where its chunk starts mid-sentence ("uric acid levels.", "with
+    patients, NEI is ..."), or too short to say anything: not an answer sentence."""
+    bare = strip_markers(sentence).strip()
+    return len(bare.split()) < 4 or bare[:1].islower()
 
 
 def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: SupportJudge,
               threshold: float) -> list[SentenceVerdict]:
     """Split text into sentences and attribute each to the shown passages (markers 1..len(passages))."""
     raw = split_sentences(text)
-    body = [s for s in raw if not is_header(s, titles)]
+    kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s) else "" for s in raw]
+    body = [s for s, k in zip(raw, kinds, strict=True) if not k]
     scores = judge.scores(body, passages) if passages else [[] for _ in body]
     out: list[SentenceVerdict] = []
     it = iter(zip(body, scores, strict=True))
-    for s in raw:
-        if is_header(s, titles):
-            out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), header=True))
+    for s, kind in zip(raw, kinds, strict=True):
+        if kind:
+            out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), header=kind == "header",
+                                       fragment=kind == "fragment"))
             continue
         _, row = next(it)
         cited = markers_in(s)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from core.config import VerifyConfig
 from core.quality import split_sentences
-from core.support import SentenceVerdict, SupportJudge, attribute, is_header
+from core.support import SentenceVerdict, SupportJudge, attribute, is_fragment, is_header
 from core.terms import evidence_words, term_problems
 from core.types import Retriever
 from generator.prompt import PromptPassage
@@ -70,7 +70,8 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int)
     """The passage sentences closest to the question (embedder cosine), quoted, each with its marker."""
     titles = [p.hit.passage.title for p in shown]
     cands = [(p.marker, s) for p in shown for s in split_sentences(p.text)
-             if len(s.split()) >= 5 and not is_header(s, titles) and not s.rstrip().endswith("...")]
+             if len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s)
+             and not s.rstrip().endswith(("...", ":"))]  # cut passage ends and list lead-ins say nothing alone
     if not cands:
         return []
     vecs = embed([question] + [s for _, s in cands])
@@ -103,10 +104,10 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     vocab = evidence_words(evidence)
     warnings: list[str] = []
     kept: list[SentenceVerdict] = []
-    body = [v for v in verdicts if not v.header]
+    body = [v for v in verdicts if not (v.header or v.fragment)]
     for v in verdicts:
-        if v.header:
-            warnings.append(f"removed a copied passage header: {_cut(v.text)}")
+        if v.header or v.fragment:
+            warnings.append(f"removed a {'copied passage header' if v.header else 'sentence fragment'}: {_cut(v.text)}")
             continue
         problems = term_problems(v.text, evidence, retriever.knows, vocab)
         if problems:

@@ -71,6 +71,14 @@ def test_every_field_is_documented_in_code_and_readme():
             assert f"`{name}`" in readme or f".{name}`" in readme or name in ("generator", "decoding", "data"), name
 
 
+def test_readme_config_tables_are_generated_from_the_dataclasses():
+    from core.config import markdown_tables
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- config-tables:", 1)[1].split("\n", 1)[1].split("<!-- /config-tables -->", 1)[0]
+    assert block == markdown_tables(), "README config tables are stale: python -m core.config"
+
+
 def test_env_and_overrides(monkeypatch):
     monkeypatch.setenv("MEDCITE_DATA_DIR", "/data/here")
     assert IndexConfig().data_dir == "/data/here"
