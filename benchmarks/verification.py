@@ -91,18 +91,29 @@ def calibrate(retriever, items, log) -> dict:
     rng = random.Random(0)
     pairs: list[tuple[str, str, bool]] = []
     relevance = []
+    shown_by_question = []
     for it in items:
         hits = retriever.search(it.question, k=3, mode="hybrid")
         _, shown = build_messages(it.question, hits, budget=1536)
-        texts = [p.text for p in shown]
-        vecs = retriever.embed([it.question, *texts])
+        shown_by_question.append(shown)
+        vecs = retriever.embed([it.question, *[p.text for p in shown]])
         relevance.append(float((vecs[1:] @ vecs[0]).max()))
+
+    def focus(title: str) -> str:
+        return title.split(":")[0].strip().lower()
+
+    for q, shown in enumerate(shown_by_question):
+        texts = [p.text for p in shown]
+        elsewhere = shown_by_question[(q + 1 + rng.randrange(len(shown_by_question) - 1)) % len(shown_by_question)]
         for i, t in enumerate(texts):
-            others = [o for j, o in enumerate(texts) if j != i and shown[j].hit.passage.record_id != shown[i].hit.passage.record_id]
+            # hard negatives: a passage shown for the same question about another focus (gout vs pseudogout);
+            # passages of the same focus from other records often say the same thing, so they are left out
+            hard = [o.text for o in shown if focus(o.hit.passage.title) != focus(shown[i].hit.passage.title)]
+            easy = [o.text for o in elsewhere]
             for s in [s for s in split_sentences(t) if len(s.split()) >= 6][:3]:
-                noisy = _drift(s, rng.choice(others) if others else t, rng)
+                noisy = _drift(s, rng.choice(hard or easy), rng)
                 pairs.append((noisy, t, True))
-                pairs.extend((noisy, o, False) for o in others)
+                pairs.extend((noisy, o, False) for o in hard + easy[:1])
     out_rel = []
     for q in OUT_OF_SCOPE:
         hits = retriever.search(q, k=3, mode="hybrid")

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,6 +30,15 @@ T = TypeVar("T")
 DATA_DIR_ENV = "MEDCITE_DATA_DIR"
 DEFAULT_DATA_DIR = "../shared/data"
 FAISS_KINDS = ("flat", "hnsw", "ivfpq")
+
+
+def check_decoding_parity(gen: GeneratorConfig, dec: DecodingConfig) -> None:
+    """The decoding the product was measured with must be the decoding a remote server applies."""
+    if (gen.backend == "remote" and dec.repetition_penalty != 1.0 and dec.penalty_scope == "generated"
+            and gen.remote_penalty_scope == "all"):
+        raise ConfigError("decoding.penalty_scope is generated but the remote server applies repetition_penalty to "
+                          "the prompt too (generator.remote_penalty_scope: all); set decoding.repetition_penalty: "
+                          "1.0, or serve through a backend that penalises generated tokens only")
 
 
 def _is_loopback(host: str) -> bool:
@@ -160,6 +170,8 @@ class GeneratorConfig:
     """Load the base weights in 4-bit NF4 with bitsandbytes (QLoRA-style serving)."""
     dtype: str = "float32"
     """Weight dtype: float32 (CPU: there is no fast bf16 here), bfloat16, float16, or auto."""
+    device: str = "auto"
+    """Where the model runs: auto (the first CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."""
     cache_dir: str = ""
     """Where converted GGUF models are kept. Empty: $MEDCITE_CACHE, else ~/.cache/medcite."""
     threads: int = 0
@@ -177,6 +189,10 @@ class GeneratorConfig:
     """backend=remote: extra JSON fields per request, e.g. {use_retrieval: false} for a medcite backend."""
     timeout_s: float = 120.0
     """backend=remote: seconds to wait for the remote server."""
+    remote_penalty_scope: str = "all"
+    """backend=remote: which tokens the server's `repetition_penalty` sees. `all` for vLLM and the llama.cpp server
+    (they count the prompt too), `generated` for another medcite. A generated-only penalty asked of an `all`
+    server is refused at start: the prompt-scope penalty measured token F1 0.082 against 0.269."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("hf", "remote"):
@@ -187,6 +203,11 @@ class GeneratorConfig:
             raise ConfigError(f"generator.dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
         if self.threads < 0 or self.queue_size < 0:
             raise ConfigError("generator.threads and generator.queue_size must be >= 0")
+        if self.remote_penalty_scope not in PENALTY_SCOPES:
+            raise ConfigError(f"generator.remote_penalty_scope must be one of {', '.join(PENALTY_SCOPES)}, "
+                              f"got {self.remote_penalty_scope!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"generator.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 UNSUPPORTED_ACTIONS = ("remove", "mark")
@@ -272,6 +293,7 @@ class ServeConfig:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.prompt_tokens < 256:
             raise ConfigError(f"prompt_tokens must be >= 256, got {self.prompt_tokens}")
+        check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
         if not self.api_key and not self.allow_unauthenticated and not _is_loopback(self.host):
@@ -511,6 +533,7 @@ class EvalConfig:
             raise ConfigError(f"run_name must be a plain name, got {self.run_name!r}")
         if not self.questions and not self.mirage:
             raise ConfigError("nothing to evaluate: questions and mirage are both empty")
+        check_decoding_parity(self.generator, self.decoding)
 
 
 @cache
@@ -655,5 +678,19 @@ def markdown_tables() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-if __name__ == "__main__":  # python -m core.config > the README's tables (between the config-tables markers)
-    print(markdown_tables(), end="")
+README_START, README_END = "<!-- config-tables:", "<!-- /config-tables -->"
+
+
+def readme_block(readme: str) -> str:
+    return readme.split(README_START, 1)[1].split("\n", 1)[1].split(README_END, 1)[0]
+
+
+if __name__ == "__main__":  # python -m core.config [--readme]: print the tables, or rewrite them in README.md
+    import sys
+
+    if sys.argv[1:] == ["--readme"]:
+        path = Path("README.md")
+        text = path.read_text()
+        path.write_text(text.replace(readme_block(text), markdown_tables()))
+    else:
+        print(markdown_tables(), end="")

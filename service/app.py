@@ -234,6 +234,10 @@ def healthz() -> dict[str, str]:
 async def readyz(components: NamedDependency[Components]) -> Response:
     if components.retriever is None or components.generator is None:
         return _error(503, "not_ready", "index or model not loaded")
+    try:
+        await anyio.to_thread.run_sync(components.generator.health)
+    except MedciteError as e:
+        return _error(503, "not_ready", str(e))
     return Response({"status": "ready", "index": components.retriever.fingerprint,
                      "model": components.generator.name})
 

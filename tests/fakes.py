@@ -59,6 +59,9 @@ class FakeGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def health(self) -> None:
+        return None
+
     def generate(self, messages, **overrides) -> Generation:
         self.seen.append(messages)
         self.overrides.append(overrides)

@@ -72,11 +72,10 @@ def test_every_field_is_documented_in_code_and_readme():
 
 
 def test_readme_config_tables_are_generated_from_the_dataclasses():
-    from core.config import markdown_tables
+    from core.config import markdown_tables, readme_block
 
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- config-tables:", 1)[1].split("\n", 1)[1].split("<!-- /config-tables -->", 1)[0]
-    assert block == markdown_tables(), "README config tables are stale: python -m core.config"
+    assert readme_block((ROOT / "README.md").read_text()) == markdown_tables(), \
+        "README config tables are stale: python -m core.config --readme"
 
 
 def test_env_and_overrides(monkeypatch):

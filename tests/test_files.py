@@ -82,3 +82,15 @@ def test_publish_replaces_and_recover_restores_a_kept_aside_directory(tmp_path):
     (work / "b").write_text("4")
     publish_dir(work, final)
     assert sorted(p.name for p in final.iterdir()) == ["b"] and not work.exists()
+
+
+def test_journal_row_after_a_torn_line_is_kept(tmp_path):
+    from core import journal
+
+    path = tmp_path / "progress.jsonl"
+    journal.append(path, {"n": 1})
+    with open(path, "ab") as f:  # a kill in the middle of writing row 2
+        f.write(b'{"n": 2, "answer": "cut he')
+    journal.append(path, {"n": 3})
+    assert journal.read(path) == [{"n": 1}, {"n": 3}]
+    assert path.read_text().count("\n") == 2
