@@ -176,3 +176,19 @@ def staging_dir(final: str | os.PathLike) -> Iterator[Path]:
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_run_identity(path: str | os.PathLike, identity: dict[str, Any], what: str) -> None:
+    """A long job's run directory belongs to one set of settings. The first run writes `identity` to `path`;
+    a rerun with other settings is refused, naming what differs, instead of mixing results."""
+    from core.errors import ConfigError
+
+    path = Path(path)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diff = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        if diff:
+            raise ConfigError(f"{path.parent} holds a {what} with other settings ({', '.join(diff[:6])}); pick "
+                              "another run_name or delete that directory")
+        return
+    atomic_write_json(path, identity)

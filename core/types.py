@@ -137,7 +137,7 @@ class Answer:
                 "prompt_version": self.prompt_version}
 
 
-FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length"}
+FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length", "cancelled": "length"}
 """Generation.stop_reason -> the OpenAI `finish_reason` (the chat endpoint and the remote backend's inverse)."""
 
 
@@ -174,8 +174,9 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    stop_reason: Literal["end_of_turn", "length", "timeout"]
-    """end_of_turn: the model finished; length: max_new_tokens reached; timeout: the caller's deadline passed."""
+    stop_reason: Literal["end_of_turn", "length", "timeout", "cancelled"]
+    """end_of_turn: the model finished; length: max_new_tokens reached; timeout: the caller's deadline passed;
+    cancelled: the caller went away (a client that disconnected)."""
 
 
 class Generator(Protocol):

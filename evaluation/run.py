@@ -28,8 +28,8 @@ from typing import Any
 from core import journal
 from core.config import EvalConfig, config_to_dict
 from core.corpus import clean_records, iter_jsonl, read_corpus
-from core.errors import ConfigError, DataError
-from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from core.errors import DataError
+from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text, check_run_identity
 from generator.prompt import PROMPT_VERSION
 
 OPEN = "open"
@@ -122,13 +122,21 @@ def load_mirage(cfg: EvalConfig) -> list[Item]:
     return [i for t in per_task for i in per_task[t]]
 
 
-def settings_hash(cfg: EvalConfig) -> str:
-    """What the results depend on; a run dir with other settings is refused, not silently mixed."""
+def run_identity(cfg: EvalConfig) -> dict:
+    """What the results depend on: the whole config (less where results go and how they are summarised), the
+    index's fingerprint, the adapter's hash and the thread count (float sums differ across thread counts)."""
+    from retriever.index_dir import read_manifest
+
     d = config_to_dict(cfg)
     for k in ("run_name", "out", "bootstrap_samples", "wrong_f1"):
         d.pop(k, None)
-    d["generator"].pop("threads", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    flat = {f"config.{k}": v for k, v in d.items()}
+    if any(not a.endswith(":none") for a in cfg.arms):
+        flat["index_fingerprint"] = read_manifest(cfg.index)["fingerprint"]
+    if cfg.adapter and (Path(cfg.adapter) / "adapter_model.safetensors").is_file():
+        flat["adapter_sha256"] = hashlib.sha256((Path(cfg.adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()
+    flat["prompt_version"] = PROMPT_VERSION
+    return flat
 
 
 def read_progress(path: Path) -> dict[tuple[str, str, str], dict]:
@@ -178,11 +186,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
     """Run (or resume) an evaluation; returns the run directory."""
     out = Path(cfg.out) / cfg.run_name
     out.mkdir(parents=True, exist_ok=True)
-    settings = settings_hash(cfg)
-    meta = out / "run.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("settings") != settings:
-        raise ConfigError(f"{out} holds results of other settings; pick another --run-name or delete it")
-    atomic_write_json(meta, {"settings": settings, "config": config_to_dict(cfg)})
+    check_run_identity(out / "run.json", run_identity(cfg), "evaluation")
     items = (load_open_questions(cfg, log) if cfg.questions else []) + (load_mirage(cfg) if cfg.mirage else [])
     progress_path = out / "progress.jsonl"
     done = read_progress(progress_path)

@@ -28,11 +28,12 @@ from typing import Any
 from core import journal
 from core.config import FinetuneConfig, config_to_dict
 from core.errors import ConfigError, DataError, ModelLoadError, QualityError
-from core.files import staging_dir
+from core.files import check_run_identity, staging_dir
 from core.quality import answer_metrics, quality_score, summarize
 from finetune.data import data_fingerprint, load_rows, prepare
 from generator.hf import HFGenerator, nf4_config, resolve_model, stop_token_ids
 from generator.prompt import ADAPTER_STAMP, PROMPT_VERSION
+from retriever.index_dir import read_manifest
 
 # Reserved padding tokens some model families ship for exactly this purpose (Llama 3.x: id 128004).
 RESERVED_PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]")
@@ -303,13 +304,25 @@ def ensure_data(cfg: FinetuneConfig, count_tokens: Callable[[str], int], load_re
     if report.is_file():
         saved = json.loads(report.read_text())
         if saved.get("config") == wanted and saved.get("prompt_version") == PROMPT_VERSION and \
-                saved.get("fingerprint") == data_fingerprint(data):
+                saved.get("fingerprint") == data_fingerprint(data) and \
+                saved.get("retriever") == read_manifest(cfg.data.index)["fingerprint"]:
             log(f"data: reusing {data} ({saved['split']})")
             return data
         log("data: settings changed since the last preparation; preparing again")
         report.unlink()
     prepare(cfg.data, load_retriever(cfg.data.index), count_tokens, data, log)
     return data
+
+
+def run_identity(cfg: FinetuneConfig, data: Path) -> dict:
+    """What the checkpoints depend on: the whole config (less where the adapter goes and whether a worse one may
+    be published), the prepared data's fingerprint (it names the index it was built from) and the thread count."""
+    d = config_to_dict(cfg)
+    for k in ("out", "allow_worse"):
+        d.pop(k, None)
+    report = json.loads((data / "data_report.json").read_text())
+    return {**{f"config.{k}": v for k, v in d.items()}, "data_fingerprint": data_fingerprint(data),
+            "index_fingerprint": report.get("retriever"), "prompt_version": PROMPT_VERSION}
 
 
 def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable[[str], None] = print,
@@ -335,6 +348,7 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     work = run_dir(cfg)
     ckpts = work / "checkpoints"
     ckpts.mkdir(parents=True, exist_ok=True)
+    check_run_identity(work / "run.json", run_identity(cfg, data), "fine-tuning run")
     (work / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     torch.manual_seed(cfg.seed)

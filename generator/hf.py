@@ -147,17 +147,31 @@ def _logits_processor(penalty: float, prompt_len: int):
     return GeneratedTokensRepetitionPenalty()
 
 
-def _deadline_criteria(deadline: float):
-    """Stop decoding once time.monotonic() passes deadline: a request the server has already answered with 504
-    must not keep the model (and a queue slot) busy for the rest of its tokens."""
+def _stop_criteria(stop: StopSignal):
+    """Stop decoding once the deadline passes or the caller cancels (the client went away): a request the server
+    has already answered with 504, or nobody waits for, must not keep the model (and a queue slot) busy."""
     import torch
     from transformers import StoppingCriteria
 
-    class Deadline(StoppingCriteria):
+    class Stop(StoppingCriteria):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-            return torch.full((input_ids.shape[0],), time.monotonic() > deadline, dtype=torch.bool)
+            return torch.full((input_ids.shape[0],), stop.reason() is not None, dtype=torch.bool)
 
-    return Deadline()
+    return Stop()
+
+
+class StopSignal:
+    """A request's deadline (time.monotonic()) and cancel event, as the decoding loop sees them."""
+
+    def __init__(self, deadline: float | None, cancel: threading.Event | None):
+        self.deadline, self.cancel = deadline, cancel or threading.Event()
+
+    def reason(self) -> str | None:
+        if self.cancel.is_set():
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "timeout"
+        return None
 
 
 class HFGenerator:
@@ -217,7 +231,7 @@ class HFGenerator:
         """Loaded means ready: nothing outside this process to check."""
 
     def _settings(self, overrides: dict[str, Any]) -> DecodingConfig:
-        overrides = {k: v for k, v in overrides.items() if k != "deadline"}
+        overrides = {k: v for k, v in overrides.items() if k not in ("deadline", "cancel")}
         allowed = {"max_new_tokens", "repetition_penalty", "penalty_scope"}
         bad = set(overrides) - allowed
         if bad:
@@ -232,7 +246,7 @@ class HFGenerator:
                                                  return_dict=True)
         return enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
 
-    def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig, deadline: float | None = None
+    def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig, stop: StopSignal | None = None
                          ) -> dict[str, Any]:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -241,8 +255,8 @@ class HFGenerator:
             max_new_tokens=d.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
             # greedy: unset the sampling knobs a model's generation_config may carry, so none leak in
             temperature=None, top_p=None, top_k=None)
-        if deadline is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_deadline_criteria(deadline)])
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criteria(stop)])
         if d.penalty_scope == "all":
             kwargs["repetition_penalty"] = d.repetition_penalty
         elif d.repetition_penalty != 1.0:
@@ -250,35 +264,47 @@ class HFGenerator:
                 [_logits_processor(d.repetition_penalty, input_ids.shape[1])])
         return kwargs
 
-    def _finish(self, new_ids: list[int], prompt_tokens: int, max_new_tokens: int) -> Generation:
+    def _finish(self, new_ids: list[int], prompt_tokens: int, max_new_tokens: int, stop: StopSignal) -> Generation:
         ended = bool(new_ids) and new_ids[-1] in self.stop_ids
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        reason = "end_of_turn" if ended else "length" if len(new_ids) >= max_new_tokens else "timeout"
+        reason = ("end_of_turn" if ended else "length" if len(new_ids) >= max_new_tokens
+                  else stop.reason() or "timeout")
         return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_ids), stop_reason=reason)
 
     def _acquire(self) -> None:
         if not self._slots.acquire(blocking=False):
             raise OverloadedError("the generator is busy and its queue is full; retry shortly")
 
-    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation:
+    def _decode(self, input_ids, mask, d: DecodingConfig, stop: StopSignal, **extra):
+        """model.generate under the lock, unless the request died while it waited: then no prefill at all."""
         import torch
 
+        with self._lock, torch.inference_mode():
+            if stop.reason() is not None:
+                return None
+            return self.model.generate(**self._generate_kwargs(input_ids, mask, d, stop), **extra)
+
+    def _new_ids(self, out, input_ids) -> list[int]:
+        return [] if out is None else out[0, input_ids.shape[1]:].tolist()
+
+    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation:
         d = self._settings(overrides)
+        stop = StopSignal(overrides.get("deadline"), overrides.get("cancel"))
         input_ids, mask = self._inputs(messages)
         self._acquire()
         try:
-            with self._lock, torch.inference_mode():
-                out = self.model.generate(**self._generate_kwargs(input_ids, mask, d, overrides.get("deadline")))
+            out = self._decode(input_ids, mask, d, stop)
         finally:
             self._slots.release()
-        return self._finish(out[0, input_ids.shape[1]:].tolist(), input_ids.shape[1], d.max_new_tokens)
+        return self._finish(self._new_ids(out, input_ids), input_ids.shape[1], d.max_new_tokens, stop)
 
     def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]:
-        """Yields text pieces as they are decoded, then the final Generation (same text as generate())."""
-        import torch
+        """Yields text pieces as they are decoded, then the final Generation (same text as generate()). A consumer
+        that stops early (a client that disconnected) cancels the decoding at its next token."""
         from transformers import TextIteratorStreamer
 
         d = self._settings(overrides)
+        stop = StopSignal(overrides.get("deadline"), overrides.get("cancel"))
         input_ids, mask = self._inputs(messages)
         self._acquire()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -286,9 +312,9 @@ class HFGenerator:
 
         def run() -> None:
             try:
-                with self._lock, torch.inference_mode():
-                    result["out"] = self.model.generate(
-                        **self._generate_kwargs(input_ids, mask, d, overrides.get("deadline")), streamer=streamer)
+                result["out"] = self._decode(input_ids, mask, d, stop, streamer=streamer)
+                if result["out"] is None:
+                    streamer.end()
             except BaseException as e:  # surfaced to the consumer below
                 result["error"] = e
                 streamer.end()
@@ -297,13 +323,17 @@ class HFGenerator:
 
         worker = threading.Thread(target=run, name="medcite-generate", daemon=True)
         worker.start()
-        for piece in streamer:
-            if piece:
-                yield piece
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            if worker.is_alive():  # the consumer stopped early: nobody reads what follows
+                stop.cancel.set()
         worker.join()
         if "error" in result:
             raise result["error"]
-        yield self._finish(result["out"][0, input_ids.shape[1]:].tolist(), input_ids.shape[1], d.max_new_tokens)
+        yield self._finish(self._new_ids(result["out"], input_ids), input_ids.shape[1], d.max_new_tokens, stop)
 
     def option_logprobs(self, messages: list[dict[str, str]], options: list[str]) -> list[float]:
         """Log-likelihood of each option text as the start of the assistant's answer (summed over its tokens).

@@ -95,7 +95,7 @@ class RemoteGenerator:
                                   "prompt log-probabilities (use the hf backend for multiple choice)")
 
     def _body(self, messages: list[dict[str, str]], overrides: dict[str, Any], stream: bool) -> dict[str, Any]:
-        overrides = {k: v for k, v in overrides.items() if k != "deadline"}
+        overrides = {k: v for k, v in overrides.items() if k not in ("deadline", "cancel")}
         bad = set(overrides) - {"max_new_tokens", "repetition_penalty", "penalty_scope"}
         if bad:
             raise InvalidRequestError(f"unknown decoding override(s): {', '.join(sorted(bad))}")

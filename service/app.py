@@ -16,7 +16,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -111,9 +113,12 @@ def _too_deep(_: Request, exc: RecursionError) -> Response:
     return _error(400, "invalid_request", "request body is nested too deeply")
 
 
-def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return _error(500, "internal", "internal error; the request id in the logs has details")
+def _unexpected(request: Request, exc: Exception) -> Response:
+    rid = request.scope.get("state", {}).get("request_id", "")
+    # one JSON line with the id the response names, so an operator can find the traceback a user quotes
+    log.error(json.dumps({"event": "error", "request_id": rid, "path": request.url.path, "error": type(exc).__name__,
+                          "traceback": "".join(traceback.format_exception(exc))}))
+    return _error(500, "internal", f"internal error; quote request id {rid} to the operator")
 
 
 def _request_log(app: ASGIApp) -> ASGIApp:
@@ -178,13 +183,40 @@ def auth_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
                                      headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _in_thread(fn: Callable[[], Any], timeout_s: float) -> Any:
-    """Run blocking work in a worker thread; past the deadline the request is a 504."""
-    try:
-        with anyio.fail_after(timeout_s):
-            result = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
-    except TimeoutError:
-        result = None
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set `cancel` when the client goes away (the ASGI server sends http.disconnect once the body is read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancel.set()
+            return
+
+
+async def _in_thread(fn: Callable[[], Any], timeout_s: float, request: Request | None = None,
+                     cancel: threading.Event | None = None) -> Any:
+    """Run blocking work in a worker thread; past the deadline the request is a 504. With a request and a cancel
+    event, a client that disconnects cancels the work (the generator stops at its next token)."""
+    outcome: dict[str, Any] = {}
+
+    async def work() -> None:
+        try:
+            with anyio.fail_after(timeout_s):
+                outcome["result"] = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        except TimeoutError:
+            outcome["result"] = None
+        except Exception as e:  # re-raised below, outside the task group (which would wrap it in a group)
+            outcome["error"] = e
+
+    if request is not None and cancel is not None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_disconnect, request, cancel)
+            await work()
+            tg.cancel_scope.cancel()
+    else:
+        await work()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome.get("result")
     if result is None or getattr(result, "stop_reason", None) == "timeout":  # either side of the deadline
         raise HTTPException(status_code=504, detail=f"no answer within {timeout_s:g}s")
     return result
@@ -205,7 +237,7 @@ def _answer_out(a: Answer) -> AnswerResponse:
 
 
 def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mode: str | None,
-            **decoding: Any) -> Callable[..., Any]:
+            cancel: threading.Event, **decoding: Any) -> Callable[..., Any]:
     """The pipeline call for one request, to run in a worker thread (stream=True for the streaming variant)."""
     r = c.need_retriever() if use_retrieval else None
     g = c.need_generator()
@@ -215,6 +247,7 @@ def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mo
     kwargs["verify_cfg"] = c.cfg.verify
     # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
     kwargs["deadline"] = time.monotonic() + c.cfg.request_timeout_s
+    kwargs["cancel"] = cancel
     return lambda stream=False: (pipeline.stream_answer if stream else pipeline.answer)(question, r, g, **kwargs)
 
 
@@ -254,11 +287,11 @@ async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[
 
 @post("/v1/answer", status_code=200, guards=[auth_guard])
 async def answer(data: JSONBody[AnswerRequest], request: Request, components: NamedDependency[Components]) -> Any:
-    cfg = components.cfg
-    run = _runner(components, data.question, data.use_retrieval, data.k, data.mode,
+    cfg, cancel = components.cfg, threading.Event()
+    run = _runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel,
                   max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
     if not data.stream:
-        a = await _in_thread(run, cfg.request_timeout_s)
+        a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
         _log_answer(request, a, "answer", cfg.log_text)
         return _answer_out(a)
     items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
@@ -273,6 +306,8 @@ async def answer(data: JSONBody[AnswerRequest], request: Request, components: Na
                     yield ServerSentEventMessage(event="answer", data=msgspec.json.encode(_answer_out(item)).decode())
         except MedciteError as e:
             yield ServerSentEventMessage(event="error", data=json.dumps({"error": type(e).__name__, "detail": str(e)}))
+        finally:  # the client stopped reading (disconnected): stop the generation too
+            cancel.set()
 
     return EventStream(events())
 
@@ -294,14 +329,14 @@ def _chat_finish(item: Answer) -> tuple[str, str, Usage, list[CitationOut]]:
 @post("/v1/chat/completions", status_code=200, guards=[auth_guard])
 async def chat_completions(data: JSONBody[ChatRequest], request: Request,
                            components: NamedDependency[Components]) -> Any:
-    cfg, g = components.cfg, components.need_generator()
+    cfg, g, cancel = components.cfg, components.need_generator(), threading.Event()
     max_new = data.max_completion_tokens or data.max_tokens
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if data.use_retrieval:
         users = [m for m in data.messages if m.role == "user" and m.text().strip()]
         if not users:
             raise InvalidRequestError("messages hold no user message with text")
-        run = _runner(components, users[-1].text(), True, data.k, data.mode, max_new_tokens=max_new,
+        run = _runner(components, users[-1].text(), True, data.k, data.mode, cancel, max_new_tokens=max_new,
                       repetition_penalty=data.repetition_penalty)
     else:  # plain model server (medcite behind medcite): the conversation goes through the pipeline as given
         if not cfg.allow_raw_chat:
@@ -311,10 +346,10 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
                                       ("repetition_penalty", data.repetition_penalty)) if v is not None}
         deadline = time.monotonic() + cfg.request_timeout_s
         run = lambda stream=False: (pipeline.stream_converse if stream else pipeline.converse)(  # noqa: E731
-            msgs, g, budget=cfg.prompt_tokens, deadline=deadline, **decoding)
+            msgs, g, budget=cfg.prompt_tokens, deadline=deadline, cancel=cancel, **decoding)
 
     if not data.stream:
-        a = await _in_thread(run, cfg.request_timeout_s)
+        a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
         _log_answer(request, a, "chat", cfg.log_text)
         text, reason, usage, citations = _chat_finish(a)
         return ChatResponse(id=cid, object="chat.completion", created=created, model=g.name,
@@ -341,6 +376,8 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
                                 citations=msgspec.to_builtins(citations))
         except MedciteError as e:
             yield ServerSentEventMessage(data=json.dumps({"error": {"message": str(e), "type": type(e).__name__}}))
+        finally:
+            cancel.set()
         yield ServerSentEventMessage(data="[DONE]")
 
     return EventStream(events())

@@ -169,6 +169,12 @@ def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir)
     assert full.stop_reason == "length" and full.completion_tokens == 1024
     cut = gen.generate(msgs, deadline=time.monotonic() + full_s / 10)
     assert cut.stop_reason == "timeout" and 0 < cut.completion_tokens < 1024
+    # a request already past its deadline, or cancelled, never starts prefill
+    late = gen.generate(msgs, deadline=time.monotonic() - 1)
+    assert (late.stop_reason, late.completion_tokens, late.text) == ("timeout", 0, "")
+    gone = threading.Event()
+    gone.set()
+    assert gen.generate(msgs, cancel=gone).stop_reason == "cancelled"
     with TestClient(create_app(retriever, gen, ServeConfig(request_timeout_s=full_s / 10))) as c:
         t = time.perf_counter()
         _is_error(c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False}), 504)
@@ -189,6 +195,18 @@ def test_logs_carry_request_id_but_no_text_by_default(caplog, retriever):
             caplog.at_level("INFO", logger="medcite.api"):
         c.post("/v1/answer", json={"question": "private symptom question"})
     assert "private symptom" in caplog.text
+
+
+def test_a_500_names_its_request_id_and_the_log_has_the_traceback(caplog):
+    class Broken(FakeGenerator):
+        def generate(self, messages, **overrides):
+            raise RuntimeError("boom in the generator")
+
+    with TestClient(create_app(FakeRetriever(), Broken())) as c, caplog.at_level("INFO", logger="medcite.api"):
+        r = c.post("/v1/answer", json={"question": "q"}, headers={"x-request-id": "req-500"})
+    assert r.status_code == 500 and "req-500" in r.json()["detail"] and "boom" not in r.text
+    error = next(json.loads(x.message) for x in caplog.records if '"event": "error"' in x.message)
+    assert error["request_id"] == "req-500" and "boom in the generator" in error["traceback"]
 
 
 def test_chat_completions_shape_and_errors(client):

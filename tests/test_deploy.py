@@ -2,6 +2,7 @@
 the Dockerfile installs what the README says, the server refuses a damaged index with one line, and the code
 has no pickle, no trust_remote_code, no CORS by default and no request field that names a path."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -160,3 +161,26 @@ def test_cors_is_off_and_requests_carry_no_paths():
     for name in requests:
         fields |= set(schema["components"]["schemas"][name].get("properties", {}))
     assert "question" in fields and not fields & {"index", "path", "adapter", "file", "dir", "cache_dir", "config", "data_dir"}
+
+
+def test_every_path_a_config_reads_is_written_by_the_job_compose_runs_before_it(monkeypatch):
+    from core.config import EvalConfig, FinetuneConfig, IndexConfig, load_config
+
+    monkeypatch.setenv("MEDCITE_API_KEY", "k")  # the 0.0.0.0 configs refuse to load without one
+    cfg = {name: load_config(cls, ROOT / "configs" / name) for name, cls in (
+        ("index.yaml", IndexConfig), ("serve.yaml", ServeConfig), ("serve-llama3b.yaml", ServeConfig),
+        ("serve-vllm.yaml", ServeConfig), ("serve-remote.yaml", ServeConfig), ("eval.yaml", EvalConfig),
+        ("finetune-smollm2.yaml", FinetuneConfig), ("finetune-llama3.2-3b.yaml", FinetuneConfig))}
+    index = cfg["index.yaml"].out  # written by the `index` service, which every other service waits for
+    assert {cfg[n].index for n in ("serve.yaml", "serve-llama3b.yaml", "serve-vllm.yaml", "serve-remote.yaml",
+                                   "eval.yaml")} == {index}
+    assert {cfg[n].data.index for n in ("finetune-smollm2.yaml", "finetune-llama3.2-3b.yaml")} == {index}
+    gpu = cfg["finetune-llama3.2-3b.yaml"]
+    adapter = f"{gpu.out}/{gpu.run_name}"  # written by the `finetune` service
+    assert cfg["serve-llama3b.yaml"].generator.adapter == adapter
+    assert cfg["serve-vllm.yaml"].generator.adapter == adapter
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    lora = compose["services"]["vllm"]["command"][compose["services"]["vllm"]["command"].index("--lora-modules") + 1]
+    assert lora.split("=", 1)[1] == "/" + adapter  # artifacts volume at /artifacts in vllm, /app/artifacts in medcite
+    for name in ("api", "finetune", "eval"):
+        assert compose["services"][name]["depends_on"]["index"]["condition"] == "service_completed_successfully"

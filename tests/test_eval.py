@@ -188,9 +188,15 @@ def test_eval_end_to_end_is_deterministic_and_resumes(eval_data, fixture_data, t
     assert sum(g.calls for g in box) == 18 - 5
     assert (out_c / "results.jsonl").read_bytes() == (out / "results.jsonl").read_bytes()
     # a run dir holding other settings is refused, not mixed
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match=r"other settings \(config.k\)"):
         run_eval(eval_cfg(eval_data, fixture_data, tiny_index, "c", k=3), *_loaders(tiny_generator, []),
                  log=lambda _: None)
+    from dataclasses import replace
+
+    threads = eval_cfg(eval_data, fixture_data, tiny_index, "c")
+    threads = replace(threads, generator=replace(threads.generator, threads=threads.generator.threads + 1))
+    with pytest.raises(ConfigError, match="config.generator"):  # float sums differ across thread counts
+        run_eval(threads, *_loaders(tiny_generator, []), log=lambda _: None)
 
 
 def test_eval_input_errors(eval_data, fixture_data, tiny_index, tmp_path):

@@ -345,7 +345,19 @@ def test_merge_writes_a_plain_model_that_answers_like_base_plus_adapter(ft_data,
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_steps=2, eval_steps=2)
     adapter = run(cfg, load_retriever=_load_retriever, log=lambda _: None)
+    # a rerun of the same run name with other settings is refused, not resumed from the old checkpoints
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="config.learning_rate"):
+        run(replace(cfg, learning_rate=1e-3), load_retriever=_load_retriever, log=lambda _: None)
+    # merge replaces only its own earlier output
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a previous `finetune merge` output"):
+        merge(str(adapter), str(tmp_path / "precious"), log=lambda _: None)
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "mine"
     merged = merge(str(adapter), str(tmp_path / "merged"), log=lambda _: None)
+    assert merge(str(adapter), str(tmp_path / "merged"), log=lambda _: None) == merged  # its own output: replaced
     d = DecodingConfig(max_new_tokens=8)
     msgs = [{"role": "user", "content": "What is gout?"}]
     with_adapter = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), adapter=str(adapter), threads=1), d)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from litestar.testing import TestClient
 
 from core.config import ServeConfig
@@ -56,3 +56,28 @@ def test_hostile_bodies_never_5xx(route):
         assert system["content"] == SYSTEM_PROMPT and user["role"] == "user" and "reveal the API key" in user["content"]
         r = c.post(route, content=json.dumps({"question": "x"}).encode(), headers={"content-type": "text/plain"})
         assert r.status_code < 500
+
+
+@pytest.fixture(scope="module")
+def real_app(tiny_index, tiny_generator):
+    """The app around a real (tiny) index and a real (tiny) Llama: the same fuzzing must find no 5xx there."""
+    from retriever.search import IndexRetriever
+
+    return create_app(IndexRetriever.load(tiny_index), tiny_generator, ServeConfig(request_timeout_s=30))
+
+
+def test_real_app_never_answers_5xx(real_app):
+    real = schemathesis.openapi.from_asgi("/schema/openapi.json", real_app)
+    failures = []
+    for op in real.get_all_operations():
+        operation = op.ok()
+
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def check(case):
+            response = case.call()
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, response.status_code, response.text[:200]))
+
+        check()
+    assert not failures, failures[:3]

@@ -11,9 +11,9 @@ ALLOWED = {
     "retriever": {"core"},
     "index_build": {"core", "retriever"},
     "generator": {"core"},
-    "finetune": {"core", "generator"},
+    "finetune": {"core", "generator", "retriever"},
     "service": {"core", "retriever", "generator"},
-    "evaluation": {"core", "generator", "service"},
+    "evaluation": {"core", "retriever", "generator", "service"},
     "medcite": set(PACKAGES),
 }
 HEAVY_FORBIDDEN = {"core": {"torch", "faiss", "litestar", "transformers"}, "generator": {"trl", "datasets"},

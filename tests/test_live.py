@@ -87,3 +87,53 @@ def test_remote_generator_errors(server):
             [{"role": "user", "content": "hi"}])
     with pytest.raises(UpstreamError, match="HTTP 401"):
         RemoteGenerator(server, "m", DecodingConfig(), api_key="wrong").generate([{"role": "user", "content": "hi"}])
+
+
+def _serve(app) -> tuple[str, object, threading.Thread]:
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if srv.started:
+            break
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{port}", srv, thread
+
+
+def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
+    """A client that gives up (plain or streaming) cancels its generation: the next request does not wait for
+    the abandoned one's 512 tokens (the tiny model never says end-of-turn)."""
+    import httpx
+
+    from core.config import GeneratorConfig
+    from generator.hf import HFGenerator
+
+    gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
+                           DecodingConfig(max_new_tokens=512, repetition_penalty=1.0))
+    gen.stop_ids = [gen.tokenizer.convert_tokens_to_ids("<|im_start|>")]
+    msgs = [{"role": "user", "content": "What is gout?"}]
+    t = time.perf_counter()
+    gen.generate(msgs)
+    full_s = time.perf_counter() - t
+    url, srv, thread = _serve(create_app(None, gen, ServeConfig()))
+    body = {"question": "What is gout?", "use_retrieval": False}
+    try:
+        for stream in (False, True):
+            t = time.perf_counter()
+            if stream:  # read the first event, then hang up
+                with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/answer", json={**body, "stream": True}) as r:
+                    next(r.iter_lines())
+            else:  # give up waiting
+                with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(full_s / 10, connect=5)) as c:
+                    c.post(f"{url}/v1/answer", json=body)
+            r = httpx.post(f"{url}/v1/answer", json={**body, "max_new_tokens": 2}, timeout=60)
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+            assert time.perf_counter() - t < full_s * 0.7, ("the abandoned generation ran on", stream)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
