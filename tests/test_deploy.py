@@ -2,7 +2,6 @@
 the Dockerfile installs what the README says, the server refuses a damaged index with one line, and the code
 has no pickle, no trust_remote_code, no CORS by default and no request field that names a path."""
 
-import os
 import re
 import shlex
 import subprocess
