@@ -11,7 +11,8 @@ TRIGGERS = {
     "stroke_signs": ["my face is drooping and my speech is slurred", "my mother suddenly went numb on one side of her body",
                      "I think I am having a stroke"],
     "anaphylaxis": ["my throat is swelling after a bee sting", "his tongue is swollen after eating peanuts",
-                    "I think my son is having anaphylaxis"],
+                    "I think my son is having anaphylaxis",
+                    "I'm having a reaction to a medication: my skin is itchy and I have difficulty breathing"],
     "breathing": ["my son can't breathe", "her lips are blue"],
     "suicide_self_harm": ["I want to kill myself", "I have been thinking about suicide", "I keep hurting myself"],
     "severe_bleeding": ["the bleeding won't stop after the cut", "I am vomiting blood"],
@@ -26,6 +27,9 @@ NEAR_MISSES = [
     "What causes anaphylaxis?", "What is an overdose of vitamin D?", "What are the symptoms of lead poisoning?",
     "When should my baby get vaccines?", "How is epilepsy treated?", "What is the outlook for Ewing sarcoma?",
     "Is suicide risk higher with depression?", "What causes a stiff neck?", "How do I stop a nosebleed?",
+    # reviewed false alarms from GenMedGPT (benchmarks/triage.py): symptom lists without a red flag
+    "I have been having a headache, coryza, vomiting, chest tightness and nasal congestion",
+    "I have sharp abdominal and back pain and pain on one side of my body",
 ]
 
 
