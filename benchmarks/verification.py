@@ -179,12 +179,12 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
     from core.types import Generation
     from evaluation.metrics import open_metrics
     from generator.prompt import build_messages
-    from service.pipeline import _assemble
+    from service.pipeline import assemble
 
     out = []
 
-    class Counter:  # the shown passages were built with the generator's tokenizer; the fake only needs a name
-        name, context_window = "draft", None
+    class DraftSource:  # stands in for the generator that wrote the cached drafts: assemble() reads its name
+        name, context_window = "cached-draft", None
 
     for it in items:
         r = rows[it.id]
@@ -193,7 +193,7 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
             assert [h.passage.id for h in hits] == r["passages"], "retrieval changed since the drafts"
         _, shown = build_messages(it.question, hits, count_tokens=COUNT, budget=1536)
         gen = Generation(r["draft"], 0, r["completion_tokens"], r["stop_reason"])
-        a = _assemble(it.question, gen, shown, retriever if hits is not None else None, Counter, "hybrid", 0.0,
+        a = assemble(it.question, gen, shown, retriever if hits is not None else None, DraftSource, "hybrid", 0.0,
                       r["generate_ms"], cfg)
         m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
                          retriever.knows if hits is not None else None)
@@ -224,7 +224,8 @@ def main() -> None:
     ap.add_argument("--index", default="artifacts/index")
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--adapter", default="")
-    ap.add_argument("--skip-calibration", action="store_true")
+    ap.add_argument("--skip-calibration", action="store_true", help="keep the calibration of the last results file")
+    ap.add_argument("--no-grid", action="store_true", help="keep the grid of the last results file")
     args = ap.parse_args()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from evaluation.run import load_open_questions
@@ -234,7 +235,11 @@ def main() -> None:
 
     items = load_open_questions(EvalConfig(limit=args.limit), log)
     retriever = IndexRetriever.load(args.index)
-    result: dict = {"questions": len(items), "index": retriever.fingerprint}
+    tag = "-tuned" if args.adapter else ""
+    last = RESULTS / f"verification{tag}.json"
+    previous = json.loads(last.read_text()) if last.is_file() else {}
+    result: dict = {"questions": len(items), "index": retriever.fingerprint,
+                    **{k: previous[k] for k in ("calibration", "grid") if k in previous}}
     if not args.skip_calibration:
         t = time.perf_counter()
         result["calibration"] = calibrate(retriever, items, log)
@@ -242,7 +247,6 @@ def main() -> None:
     generator = load_generator(ServeConfig(generator=GeneratorConfig(adapter=args.adapter)), log=log)
     global COUNT
     COUNT = generator.count_tokens
-    tag = "-tuned" if args.adapter else ""
     rows = {arm: drafts(items, retriever, generator, arm, RESULTS / f"verification_drafts{tag}-{arm}.jsonl", log)
             for arm in ("hybrid", "none")}
     before = score(items, rows["hybrid"], retriever, None)
@@ -250,7 +254,7 @@ def main() -> None:
     result["before"] = summarize(before)
     base = VerifyConfig()
     grid = []
-    for thr in (0.45, 0.5, 0.55, 0.6, 0.65):
+    for thr in () if args.no_grid else (0.45, 0.5, 0.55, 0.6, 0.65):
         for keep in (0.0, 0.34, 0.5, 0.67):
             cfg = replace(base, support_threshold=thr, min_kept_share=keep)
             s = summarize(score(items, rows["hybrid"], retriever, cfg))
@@ -260,7 +264,8 @@ def main() -> None:
                                                       "invented_terms", "mode_generated", "mode_extractive",
                                                       "mode_no_answer")}})
             log(json.dumps(grid[-1]))
-    result["grid"] = grid
+    if grid:
+        result["grid"] = grid
     after = score(items, rows["hybrid"], retriever, base)
     result["after"] = summarize(after)
     result["baseline_none"] = summarize(baseline)
@@ -277,8 +282,8 @@ def main() -> None:
         "after_vs_before_rouge_l": paired_bootstrap([rl[i] for i in ids], [rl_before[i] for i in ids]),
     }
     result["config"] = {"verify": base.__dict__, "adapter": args.adapter or None}
-    result["examples"] = [{"id": a["id"], "before": rows["hybrid"][a["id"]]["draft"][:400], "after": a["answer"][:400],
-                           "mode": a["mode"]} for a in after[:8]]
+    for a in after[:5]:  # to the terminal only: answers quote the corpus, whose text stays out of the repository
+        log(f"{a['id']} {a['mode']}: {rows['hybrid'][a['id']]['draft'][:200]!r}\n  -> {a['answer'][:300]!r}")
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / f"verification{tag}.json", result)
     print(json.dumps({k: result[k] for k in ("before", "after", "paired")}, indent=1))

@@ -222,7 +222,8 @@ class VerifyConfig:
     """Verify answers. Off only for measuring what verification changes (the eval's `draft` metrics do that too)."""
     support_threshold: float = 0.55
     """A passage supports a sentence when its score reaches this (score = lexical_weight x content-word overlap +
-    the rest x embedder cosine)."""
+    the rest x embedder cosine). Measured on 200 dev drafts: the lowest threshold whose cited sentences pass the
+    evaluation's independent lexical check >= 95% of the time (0.45: 89%, 0.50: 94%, 0.55: 98%, 0.60: 99%)."""
     lexical_weight: float = 0.5
     """Weight of content-word overlap in the support score; the rest is the index embedder's cosine."""
     unsupported: str = "remove"
@@ -230,10 +231,13 @@ class VerifyConfig:
     unsupported."""
     min_kept_share: float = 0.5
     """Below this share of the generated sentences surviving, the answer becomes extractive (quoted passage
-    sentences with their markers)."""
-    min_relevance: float = 0.35
+    sentences with their markers). Measured on 200 dev drafts (threshold 0.55): token F1 0.263 at 0, 0.294 at 0.34,
+    0.295 at 0.5 (53% extractive), 0.342 at 0.67 (87% extractive: quotes match MedQuAD's gold wording); 0.5 keeps
+    the model's answer whenever most of it is supported."""
+    min_relevance: float = 0.45
     """Below this cosine between the question and its best passage, the sources do not answer the question
-    (answer_mode no_answer)."""
+    (answer_mode no_answer). Measured: the dev questions' 1st percentile is 0.481, the highest of 40 questions the
+    corpus cannot answer 0.423 (all refused; 99.5% of dev kept)."""
     extractive_sentences: int = 3
     """Passage sentences quoted in an extractive answer."""
     disclaimer: str = ("General information from the cited sources, not medical advice: ask a clinician about "

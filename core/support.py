@@ -100,18 +100,20 @@ class SentenceVerdict:
     """A sentence fragment (copied from a passage's cut start, or under four words), not an answer sentence."""
 
 
-_LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer"})
+_LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer", "provided", "given",
+                     "following", "here", "below", "above"})
 
 
 def is_header(sentence: str, titles: Sequence[str]) -> bool:
-    """A line that only repeats a passage's title ("[4] Ewing Sarcoma: treatment", "Passage: Gout treatment")."""
+    """A line that only repeats a passage's title ("[4] Ewing Sarcoma: treatment", "Passage: Gout treatment",
+    "The passage you provided is: Lip and Oral Cavity Cancer: susceptibility")."""
     bare = strip_markers(sentence).strip(" :.-*#")
     if not bare:
         return True
     if re.search(r"[.!?]$", sentence.strip()) and len(bare.split()) > 6:
         return False
-    words = set(re.findall(r"[a-z0-9]+", bare.lower())) - _LABELS
-    return any(words and words <= set(re.findall(r"[a-z0-9]+", t.lower())) for t in titles)
+    words = content_words(bare) - _LABELS
+    return any(words and words <= content_words(t) for t in titles)
 
 
 def is_fragment(sentence: str) -> bool:

@@ -47,10 +47,11 @@ def _prepare(question: str, retriever: Retriever | None, generator: Generator, k
     return messages, shown, retrieve_ms
 
 
-def _assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
+def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
               generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
               verify_cfg: VerifyConfig | None) -> Answer:
-    """Verify the draft against the passages shown, then cite what survived."""
+    """Verify the draft against the passages shown, then cite what survived. Public for one more caller:
+    benchmarks/verification.py re-verifies cached drafts under other settings without generating again."""
     if verify_cfg is not None and verify_cfg.enabled:
         v = verify(question, gen.text, shown, retriever, verify_cfg)
         text, sentences, answer_mode, warnings, verify_ms = v.text, v.sentences, v.mode, v.warnings, v.verify_ms
@@ -82,7 +83,7 @@ def answer(question: str, retriever: Retriever | None, generator: Generator, k: 
                                             decoding.get("max_new_tokens") or 256)
     t = time.perf_counter()
     gen = generator.generate(messages, **decoding)
-    return _assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
+    return assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
                      (time.perf_counter() - t) * 1000, verify_cfg)
 
 
@@ -95,7 +96,7 @@ def stream_answer(question: str, retriever: Retriever | None, generator: Generat
     t = time.perf_counter()
     for piece in generator.stream(messages, **decoding):
         if isinstance(piece, Generation):
-            yield _assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
+            yield assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
                             (time.perf_counter() - t) * 1000, verify_cfg)
         else:
             yield piece
@@ -121,7 +122,7 @@ def converse(messages: list[dict[str, str]], generator: Generator, budget: int =
     question = _check_conversation(messages, generator, budget, decoding.get("max_new_tokens") or 256)
     t = time.perf_counter()
     gen = generator.generate(messages, **decoding)
-    return _assemble(question, gen, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000, None)
+    return assemble(question, gen, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000, None)
 
 
 def stream_converse(messages: list[dict[str, str]], generator: Generator, budget: int = 1536,
@@ -130,7 +131,7 @@ def stream_converse(messages: list[dict[str, str]], generator: Generator, budget
     t = time.perf_counter()
     for piece in generator.stream(messages, **decoding):
         if isinstance(piece, Generation):
-            yield _assemble(question, piece, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000,
+            yield assemble(question, piece, [], None, generator, "none", 0.0, (time.perf_counter() - t) * 1000,
                             None)
         else:
             yield piece

@@ -64,7 +64,23 @@ def test_smollm2_answers_from_the_real_index_deterministically(real_index, smoll
     assert {c.hit.passage.id for c in a1.citations} <= {h.passage.id for h in a1.passages}
     assert a1.usage["prompt_tokens"] <= 1536 + 64
     baseline = answer(q, None, smollm2)
-    assert baseline.passages == [] and baseline.text
+    assert baseline.passages == [] and baseline.text and baseline.answer_mode == "unsourced"
+
+
+def test_smollm2_answers_are_verified_against_the_real_index(real_index, smollm2):
+    """Whatever SmolLM2 writes, what comes back is cited, supported, and free of words the sources lack."""
+    from core.terms import term_problems
+
+    dev = [json.loads(line) for line in (SHARED_DATA / "splits" / "medquad_dev.jsonl").open()][:6]
+    for d in dev:
+        a = answer(d["question"], real_index, smollm2, k=3, max_new_tokens=60)
+        assert a.answer_mode in ("generated", "extractive", "no_answer") and a.disclaimer
+        assert a.invalid_markers == [] and a.draft
+        if a.answer_mode == "no_answer":
+            continue
+        assert a.citations and all(s.supported and s.citations for s in a.sentences)
+        evidence = " ".join([d["question"], *(h.passage.text for h in a.passages)])
+        assert not any(term_problems(s.text, evidence, real_index.knows) for s in a.sentences), a.text
 
 
 def test_ask_cli_json(real_index, capsys):

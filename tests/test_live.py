@@ -18,16 +18,12 @@ from tests.fakes import FakeRetriever
 QUESTION = "How is Ewing sarcoma treated?"
 
 
-@pytest.fixture(scope="module")
-def server(tiny_index, tiny_generator):
+def _serve(app) -> tuple[str, object, threading.Thread]:
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(IndexRetriever.load(tiny_index), tiny_generator,
-                     ServeConfig(k=2, api_key="test-key", allow_raw_chat=True,
-                                 decoding=DecodingConfig(max_new_tokens=12)))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -35,7 +31,15 @@ def server(tiny_index, tiny_generator):
         if srv.started:
             break
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{port}", srv, thread
+
+
+@pytest.fixture(scope="module")
+def server(tiny_index, tiny_generator):
+    url, srv, thread = _serve(create_app(IndexRetriever.load(tiny_index), tiny_generator,
+                                         ServeConfig(k=2, api_key="test-key", allow_raw_chat=True,
+                                                     decoding=DecodingConfig(max_new_tokens=12))))
+    yield f"{url}/v1"
     srv.should_exit = True
     thread.join(10)
 
@@ -87,22 +91,6 @@ def test_remote_generator_errors(server):
             [{"role": "user", "content": "hi"}])
     with pytest.raises(UpstreamError, match="HTTP 401"):
         RemoteGenerator(server, "m", DecodingConfig(), api_key="wrong").generate([{"role": "user", "content": "hi"}])
-
-
-def _serve(app) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if srv.started:
-            break
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", srv, thread
 
 
 def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
