@@ -14,7 +14,8 @@
    verification off (cached in benchmarks/results/verification_drafts*.jsonl; a rerun reuses them).
 3. Verification over the same drafts, over a grid of support_threshold x min_kept_share: answers citing, cited
    sentences supported (the shared definition and the evaluation's independent lexical check), invented terms,
-   out-of-range markers, answer modes, token F1 / ROUGE-L against gold, verification time / generation time.
+   out-of-range markers, answer modes, token F1 / ROUGE-L against gold.
+4. Time: verification / generation, both measured in the same live `answer` calls (--timing questions).
    Before (the drafts) and after, with bootstrap intervals; the RAG arm vs the no-retrieval baseline (paired).
 
 Writes benchmarks/results/verification.json.
@@ -226,6 +227,8 @@ def main() -> None:
     ap.add_argument("--adapter", default="")
     ap.add_argument("--skip-calibration", action="store_true", help="keep the calibration of the last results file")
     ap.add_argument("--no-grid", action="store_true", help="keep the grid of the last results file")
+    ap.add_argument("--timing", type=int, default=30, help="questions answered live to time verification / "
+                    "generation side by side in the same calls (0: skip)")
     args = ap.parse_args()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from evaluation.run import load_open_questions
@@ -281,6 +284,17 @@ def main() -> None:
         "after_vs_before_token_f1": paired_bootstrap([f1[i] for i in ids], [f1_before[i] for i in ids]),
         "after_vs_before_rouge_l": paired_bootstrap([rl[i] for i in ids], [rl_before[i] for i in ids]),
     }
+    if args.timing:  # generation and verification timed in the same calls: the ratio is side by side
+        from service.pipeline import answer
+
+        ratios = []
+        for it in items[:args.timing]:
+            a = answer(it.question, retriever, generator, k=3, verify_cfg=base)
+            ratios.append(a.timings["verify_ms"] / a.timings["generate_ms"])
+        result["timing"] = {"n": len(ratios), "verify_over_generate_median": round(statistics.median(ratios), 4),
+                            "verify_over_generate_mean": round(statistics.fmean(ratios), 4),
+                            "verify_over_generate_max": round(max(ratios), 4)}
+        log(f"verify / generate: median {result['timing']['verify_over_generate_median']}")
     result["config"] = {"verify": base.__dict__, "adapter": args.adapter or None}
     for a in after[:5]:  # to the terminal only: answers quote the corpus, whose text stays out of the repository
         log(f"{a['id']} {a['mode']}: {rows['hybrid'][a['id']]['draft'][:200]!r}\n  -> {a['answer'][:300]!r}")
