@@ -199,7 +199,6 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
         m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
                          retriever.knows if hits is not None else None)
         m["out_of_range_markers"] = float(bool(a.invalid_markers))
-        m["verify_share"] = a.timings["verify_ms"] / max(r["generate_ms"], 1e-9)
         out.append({"id": it.id, "mode": a.answer_mode, "metrics": m, "answer": a.text})
     return out
 
@@ -210,7 +209,7 @@ COUNT = None  # the generator's token counter, set in main (prompts must match w
 def summarize(scored: list[dict]) -> dict:
     keys = ("token_f1", "rouge_l", "cites", "citation_validity", "citation_support", "lexical_support",
             "invented_terms", "out_of_range_markers", "mode_generated", "mode_extractive", "mode_no_answer",
-            "triage", "verify_share")
+            "triage")
     answered = [r for r in scored if r["mode"] != "no_answer"]
     s = {k: _bootstrap([r["metrics"][k] for r in scored if k in r["metrics"]]) for k in keys
          if any(k in r["metrics"] for r in scored)}
