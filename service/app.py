@@ -65,6 +65,7 @@ from service.schemas import (
     RetrieveResponse,
     Usage,
 )
+from service.triage import triage
 
 log = logging.getLogger("medcite.api")
 MAX_BODY_BYTES = 64 * 1024
@@ -295,8 +296,11 @@ async def answer(data: JSONBody[AnswerRequest], request: Request, components: Na
         _log_answer(request, a, "answer", cfg.log_text)
         return _answer_out(a)
     items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
+    alarm = triage(data.question)  # the urgent-care notice goes ahead of the draft, not only in the final answer
 
     def events() -> Iterator[ServerSentEventMessage]:
+        if alarm is not None:
+            yield ServerSentEventMessage(event="triage", data=json.dumps(alarm.to_dict()))
         try:
             for item in items:
                 if isinstance(item, str):

@@ -48,8 +48,8 @@ def _prepare(question: str, retriever: Retriever | None, generator: Generator, k
 
 
 def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
-              generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
-              verify_cfg: VerifyConfig | None) -> Answer:
+             generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
+             verify_cfg: VerifyConfig | None) -> Answer:
     """Verify the draft against the passages shown, then cite what survived. Public for one more caller:
     benchmarks/verification.py re-verifies cached drafts under other settings without generating again."""
     if verify_cfg is not None and verify_cfg.enabled:
@@ -84,7 +84,7 @@ def answer(question: str, retriever: Retriever | None, generator: Generator, k: 
     t = time.perf_counter()
     gen = generator.generate(messages, **decoding)
     return assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
-                     (time.perf_counter() - t) * 1000, verify_cfg)
+                    (time.perf_counter() - t) * 1000, verify_cfg)
 
 
 def stream_answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3,
@@ -97,7 +97,7 @@ def stream_answer(question: str, retriever: Retriever | None, generator: Generat
     for piece in generator.stream(messages, **decoding):
         if isinstance(piece, Generation):
             yield assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
-                            (time.perf_counter() - t) * 1000, verify_cfg)
+                           (time.perf_counter() - t) * 1000, verify_cfg)
         else:
             yield piece
 

@@ -261,6 +261,11 @@ def test_stream_sends_the_draft_then_the_verified_answer(verified_client):
     assert "Allopurruvolizide" in tokens  # the draft streams as generated ...
     final = json.loads(events[-1][1])
     assert events[-1][0] == "answer" and final["answer"] == VERIFIED  # ... and the verified answer replaces it
+    with verified_client.stream("POST", "/v1/answer", json={"question": "my throat is swelling after a bee sting",
+                                                           "stream": True}) as r:
+        urgent = _sse(r.iter_lines())
+    assert urgent[0][0] == "triage" and json.loads(urgent[0][1])["rule"] == "anaphylaxis"  # ahead of the draft
+    assert json.loads(urgent[-1][1])["triage"]["rule"] == "anaphylaxis"
 
 
 def test_openai_content_is_the_verified_text(verified_client):
