@@ -69,7 +69,8 @@ def term_problems(sentence: str, evidence: str, knows: Callable[[str], bool] | N
     vocab = evidence_vocab if evidence_vocab is not None else evidence_words(evidence)
     problems: list[str] = []
     for token in _WORD.findall(sentence):
-        for word in {token.lower(), *token.lower().split("-")}:
+        # a hyphenated compound ("chest-related") is judged by its parts, each of which must be backed
+        for word in {w for w in token.lower().split("-") if w}:
             if len(word) < 4 or word in vocab or word.rstrip("s") in vocab or word + "s" in vocab:
                 continue
             if is_drug_name(word):

@@ -106,5 +106,8 @@ def test_term_guard_passes_what_the_evidence_says():
     evidence = "Colchicine 0.6 mg and pegloticase treat gout; allopurinol lowers uric acid."
     assert term_problems("Colchicine 0.6 mg treats gout flares.", evidence, lambda w: True) == []
     assert term_problems("Pegloticase lowers uric acid.", evidence, lambda w: False) == []
+    known = {"chest", "related", "pain"}.__contains__
+    assert term_problems("Chest-related pain.", "", known) == []  # a compound of known words
+    assert term_problems("Chest-frobnicated pain.", "", known) == ["term absent from the sources and the corpus: frobnicated"]
     assert is_drug_name("atorvastatin") and is_drug_name("adalimumab") and not is_drug_name("disease")
     assert not is_drug_name("cholesterol") and not is_drug_name("concept")
