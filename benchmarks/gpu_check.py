@@ -169,7 +169,14 @@ def _passages_from(data: Path) -> list[tuple[str, str]]:
 def run(shape: str, steps: int, batch: int) -> dict:
     import torch
 
-    from core.config import DecodingConfig, FinetuneConfig, GeneratorConfig, VerifyConfig, load_config
+    from core.config import (
+        DecodingConfig,
+        FinetuneConfig,
+        GeneratorConfig,
+        VerifyConfig,
+        config_to_dict,
+        load_config,
+    )
     from finetune.train import run as finetune
     from generator.hf import HFGenerator
     from service.pipeline import answer
@@ -192,7 +199,7 @@ def run(shape: str, steps: int, batch: int) -> dict:
     data.parent.mkdir(parents=True)
     shutil.copytree(BUNDLE / "data", data)
     report = json.loads((data / "data_report.json").read_text())  # reuse the bundled preparation as is
-    report["config"] = json.loads(json.dumps(__import__("dataclasses").asdict(cfg.data)))
+    report["config"] = config_to_dict(cfg.data)
     (data / "data_report.json").write_text(json.dumps(report))
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -11,11 +11,11 @@ adapters, eval reports and API responses, and a mismatching adapter is refused a
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.support import markers_in
 from core.types import Hit
 
 PROMPT_VERSION = "medcite-prompt-v2"
@@ -144,19 +144,13 @@ def build_choice_messages(question: str, options: dict[str, str], hits: Sequence
     return [{"role": "system", "content": CHOICE_SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
 
 
-_MARKER_GROUP = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
-
-
 def extract_citations(text: str, n_passages: int) -> tuple[list[int], list[int]]:
     """Marker numbers cited in text, in order of first appearance, and the out-of-range ones (flagged).
 
-    Accepts [1], [1, 2] and [1][2]; a number outside 1..n_passages is not a citation of anything shown."""
+    Accepts [1], [1, 2] and [1][2] (core.support.markers_in); a number outside 1..n_passages is not a citation of
+    anything shown."""
     valid: list[int] = []
     invalid: list[int] = []
-    for group in _MARKER_GROUP.finditer(text):
-        for num in re.split(r"\s*[,;]\s*", group.group(1)):
-            n = int(num)
-            target = valid if 1 <= n <= n_passages else invalid
-            if n not in target:
-                target.append(n)
+    for n in markers_in(text):
+        (valid if 1 <= n <= n_passages else invalid).append(n)
     return valid, invalid
