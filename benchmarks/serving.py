@@ -184,7 +184,7 @@ DEMO_QUESTION = "What are the treatments for gout?"  # the Makefile's QUESTION
 BACKENDS = {  # name -> GeneratorConfig fields (torchao: the fp32 model quantized after loading)
     "transformers-fp32": {},
     "transformers-torchao-int8wo": {},
-    "llamacpp-q4_1 (packaged, as-is)": {"backend": "llamacpp"},
+    "llamacpp-q4_1-packaged": {"backend": "llamacpp"},
     "llamacpp-q4_0": {"backend": "llamacpp", "gguf_quant": "q4_0"},
     "llamacpp-q8_0": {"backend": "llamacpp", "gguf_quant": "q8_0"},
 }
