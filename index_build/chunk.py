@@ -55,8 +55,3 @@ def chunk_records(records: list[Record], tokenizer, size: int = 200, overlap: in
             passages.append(Passage(id=f"{rec.id}#{n}", record_id=rec.id, title=rec.title,
                                     text=rec.text[a:b].strip(), source=rec.source, url=rec.url))
     return passages
-
-
-def embed_text(p: Passage) -> str:
-    """What gets embedded and BM25-indexed: title, then the passage (never the MedQuAD question)."""
-    return f"{p.title}\n{p.text}"

@@ -7,6 +7,7 @@
     medcite serve [--config configs/serve.yaml] [--host 127.0.0.1] [--port 8000]
     medcite eval [--quick] [--config configs/eval.yaml] [--questions F.jsonl] [--arms base:none,base:hybrid] [--limit N]
     medcite finetune [prepare|train|merge] [--config configs/finetune-smollm2.yaml] [--set key=value ...]
+    medcite train-retriever [embedder|reranker|all] [--config configs/retriever.yaml] [--set key=value ...]
 
 Heavy libraries (torch, faiss, transformers, litestar) are imported inside the verb that needs them, so
 `medcite --help` is instant. User errors print one line, `medcite: error: ...`, and exit with status 2.
@@ -22,18 +23,19 @@ import typing
 from typing import Any
 
 from core.config import (
+    DEFAULT_INDEX,
     FAISS_KINDS,
     EvalConfig,
     FinetuneConfig,
     IndexConfig,
+    RetrieverTrainConfig,
     ServeConfig,
     field_docs,
     load_config,
+    resolve_index,
 )
 from core.errors import InvalidRequestError, MedciteError
 from core.types import SEARCH_MODES
-
-DEFAULT_INDEX = "artifacts/index"
 
 
 def _quiet_libraries() -> None:
@@ -75,9 +77,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from retriever.search import IndexRetriever
 
-    retriever = IndexRetriever.load(args.index, threads=args.threads)
+    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads)
     for qid, question in batch:
-        hits = retriever.search(question, k=args.k, mode=args.mode, source=args.source)
+        hits = retriever.search(question, k=args.k, mode=args.mode, source=args.source,
+                                per_record=not args.all_passages)
         if args.json:
             row = {"id": qid, "hits": [h.to_dict() for h in hits]} if args.queries else {
                 "query": question, "hits": [h.to_dict(with_text=True) for h in hits]}
@@ -191,6 +194,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_retriever(args: argparse.Namespace) -> int:
+    cfg = load_config(RetrieverTrainConfig, args.config, **overrides(args))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    _quiet_libraries()
+    from retriever.search import IndexRetriever
+    from retriever_train.train import train_embedder, train_reranker
+
+    retriever = IndexRetriever.load(cfg.index)
+    for stage in ("embedder", "reranker") if args.action == "all" else (args.action,):
+        print((train_embedder if stage == "embedder" else train_reranker)(cfg, retriever, log))
+    return 0
+
+
 QUICK = {"run_name": "quick", "limit": 50, "mirage_limit": 100, "arms": "base:none,base:hybrid"}
 
 
@@ -260,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="passages to return (default 5)")
     p.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="ranker (default hybrid)")
     p.add_argument("--source", help="only passages of this source, e.g. medquad/CancerGov or wikidoc")
+    p.add_argument("--all-passages", action="store_true",
+                   help="the top-k passages themselves (default: k distinct records, each by its best passage)")
     p.add_argument("--index", default=DEFAULT_INDEX, help=f"index directory (default {DEFAULT_INDEX})")
     p.add_argument("--threads", type=int, default=0, help="torch threads for the query embedder (0 = all)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
@@ -299,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="merge: the adapter directory")
     p.add_argument("--out", help="merge: where to write the merged model")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("train-retriever", help="train the domain-tuned embedder and/or the cross-encoder reranker",
+                       description="embedder: fine-tune the index's embedder on (question -> answer passage) pairs "
+                                   "with mined hard negatives; reranker: train a cross-encoder on the same pairs. "
+                                   "Then `medcite index --embedder <out>/embedder --out artifacts/index-tuned`.")
+    p.add_argument("action", nargs="?", choices=("embedder", "reranker", "all"), default="embedder")
+    p.add_argument("--config", help="YAML config (configs/retriever.yaml); flags override it")
+    config_flags(p, RetrieverTrainConfig, ("index", "data_dir", "out", "max_pairs", "seed"))
+    p.set_defaults(func=cmd_train_retriever)
     return parser
 
 

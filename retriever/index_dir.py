@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import IndexCorruptError, IndexNotFoundError
+from core.types import Passage
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,3 +68,8 @@ def check_index_dir(root: str | Path) -> dict[str, Any]:
             raise IndexCorruptError(f"{root}/{name} has {p.stat().st_size} bytes, manifest says {size}; "
                                     f"rebuild with `medcite index --out {root}`")
     return manifest
+
+
+def embed_text(p: Passage) -> str:
+    """What gets embedded, BM25-indexed and reranked: title, then the passage (never the MedQuAD question)."""
+    return f"{p.title}\n{p.text}"

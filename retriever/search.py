@@ -27,13 +27,15 @@ class IndexRetriever:
     """Loaded once (at start-up), then `search` is called per query. Thread-safe for concurrent reads."""
 
     def __init__(self, root: Path, manifest: dict, passages: list[Passage], dense, bm25, embedder,
-                 duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100):
+                 duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100, reranker=None):
         import numpy as np
 
         self.root, self.manifest, self.passages = root, manifest, passages
         self.dense, self.bm25, self.embedder = dense, bm25, embedder
         self.duplicates = duplicates
         self.rrf_k, self.candidates = rrf_k, candidates
+        self.reranker = reranker
+        """A retriever.rerank.Reranker rescoring the top hybrid candidates, or None."""
         self.fingerprint: str = manifest["fingerprint"]
         self.sources = sorted({p.source for p in passages})
         self._by_record: dict[str, list[Passage]] = {}
@@ -137,8 +139,11 @@ class IndexRetriever:
                 fused[i] = fused.get(i, 0.0) + 1.0 / (self.rrf_k + rank)
         return sorted(fused.items(), key=lambda t: (-t[1], t[0]))
 
-    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None) -> list[Hit]:
-        """Top-k passages for a query. Bad arguments raise InvalidRequestError with a one-line message."""
+    def search(self, query: str, k: int = 5, mode: SearchMode = "hybrid", source: str | None = None,
+               per_record: bool = True) -> list[Hit]:
+        """Top-k results for a query: by default k distinct records, each by its best passage (a long record's
+        neighbouring chunks no longer crowd out other records: top-10 passages held 8-9 records); per_record=False
+        returns the top-k passages themselves. Bad arguments raise InvalidRequestError with a one-line message."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError("query is empty")
         if not 1 <= k <= MAX_K:
@@ -147,10 +152,28 @@ class IndexRetriever:
             raise InvalidRequestError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if source is not None and source not in self._source_ids:
             raise InvalidRequestError(f"unknown source {source!r}; this index has {', '.join(self.sources)}")
+        # Collapsing needs more passages than records asked for: 4 per record covers the longest records' runs.
+        fetch = k * 4 if per_record else k
         if mode == "dense":
-            ranked = self._dense(query, k, source)
+            ranked = self._dense(query, fetch, source)
         elif mode == "bm25":
-            ranked = self._bm25(query, k, source)
+            ranked = self._bm25(query, fetch, source)
         else:
-            ranked = self._hybrid(query, max(k, self.candidates), source)
+            ranked = self._hybrid(query, max(fetch, self.candidates), source)
+        if per_record:
+            ranked = best_per_record(ranked, self.passages)
+        if self.reranker is not None and mode == "hybrid":
+            ranked = self.reranker.rerank(query, ranked, self.passages)
         return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]
+
+
+def best_per_record(ranked: list[tuple[int, float]], passages: list[Passage]) -> list[tuple[int, float]]:
+    """The ranked list with each record's later passages dropped (its best one keeps the record's place)."""
+    seen: set[str] = set()
+    out = []
+    for i, score in ranked:
+        rid = passages[i].record_id
+        if rid not in seen:
+            seen.add(rid)
+            out.append((i, score))
+    return out

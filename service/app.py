@@ -281,7 +281,7 @@ async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[
     r, cfg = components.need_retriever(), components.cfg
     t = time.perf_counter()
     hits = await _in_thread(lambda: r.search(data.query, k=data.k or cfg.k, mode=data.mode or cfg.mode,
-                                             source=data.source), cfg.request_timeout_s)
+                                             source=data.source, per_record=data.per_record), cfg.request_timeout_s)
     return RetrieveResponse(hits=[msgspec.convert(h.to_dict(with_text=True), PassageOut) for h in hits],
                             index=r.fingerprint, timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
 

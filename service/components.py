@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import sys
 
-from core.config import ServeConfig
+from core.config import ServeConfig, resolve_index
 from core.types import Generator, Retriever
 
 
 def load_retriever(cfg: ServeConfig) -> Retriever:
     from retriever.search import IndexRetriever
 
-    return IndexRetriever.load(cfg.index)
+    reranker = None
+    if cfg.rerank.model:
+        from retriever.rerank import Reranker
+
+        reranker = Reranker.load(cfg.rerank.model, cfg.rerank.top_n)
+    return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker)
 
 
 def load_generator(cfg: ServeConfig, log=lambda msg: print(msg, file=sys.stderr)) -> Generator:

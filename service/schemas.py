@@ -31,6 +31,8 @@ class RetrieveRequest(msgspec.Struct, forbid_unknown_fields=True):
     k: K | None = None
     mode: Mode | None = None
     source: str | None = None
+    per_record: bool = True
+    """k distinct records, each by its best passage (default); false: the top-k passages themselves."""
 
 
 class PassageOut(msgspec.Struct):

@@ -18,7 +18,8 @@ class FakeRetriever:
                          for i, (title, text) in enumerate(docs)]
         self.calls: list[tuple[str, int, str]] = []
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", source: str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", source: str | None = None,
+               per_record: bool = True) -> list[Hit]:
         self.calls.append((query, k, mode))
         return [Hit(p, 1.0 / (i + 1), i + 1) for i, p in enumerate(self.passages[:k])]
 

@@ -5,11 +5,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "retriever", "index_build", "generator", "finetune", "service", "evaluation", "medcite")
+PACKAGES = ("core", "retriever", "retriever_train", "index_build", "generator", "finetune", "service", "evaluation",
+            "medcite")
 ALLOWED = {
     "core": set(),
     "retriever": {"core"},
     "index_build": {"core", "retriever"},
+    "retriever_train": {"core", "retriever"},
     "generator": {"core"},
     "finetune": {"core", "generator", "retriever"},
     "service": {"core", "retriever", "generator"},

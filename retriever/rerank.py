@@ -1,0 +1,52 @@
+"""A cross-encoder reranking stage: rescores the top-N hybrid results for a query, jointly reading query and passage.
+
+    from retriever.rerank import Reranker
+    r = IndexRetriever.load("artifacts/index", reranker=Reranker.load("artifacts/retriever/reranker", top_n=20))
+
+Trained by `medcite train-retriever reranker` (retriever_train/). On by config (`rerank.model` in serve.yaml);
+its latency and gain are in benchmarks/results/retrieval.json. Only hybrid results are reranked: dense and BM25
+stay the plain rankers they are named after.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ModelLoadError
+from core.types import Passage
+from retriever.index_dir import embed_text
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder over (query, passage title + text)."""
+
+    def __init__(self, model, top_n: int = 20):
+        self.model, self.top_n = model, top_n
+
+    @classmethod
+    def load(cls, path: str, top_n: int = 20, threads: int = 0) -> Reranker:
+        if not (Path(path) / "config.json").is_file():
+            raise ModelLoadError(f"reranker {path} is not a model directory (train one with "
+                                 "`medcite train-retriever reranker`, or turn rerank.model off)")
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        return cls(CrossEncoder(path, device="cpu", local_files_only=True), top_n)
+
+    def scores(self, query: str, texts: list[str]) -> list[float]:
+        return [float(s) for s in self.model.predict([(query, t) for t in texts], batch_size=32,
+                                                     show_progress_bar=False)]
+
+    def rerank(self, query: str, ranked: list[tuple[int, float]], passages: list[Passage]
+               ) -> list[tuple[int, float]]:
+        """The top_n of `ranked` reordered by the cross-encoder's score (which becomes their score); the rest
+        keep their order below them."""
+        head, tail = ranked[:self.top_n], ranked[self.top_n:]
+        if not head:
+            return ranked
+        scores = self.scores(query, [embed_text(passages[i]) for i, _ in head])
+        order = sorted(zip(head, scores, strict=True), key=lambda t: (-t[1], t[0][0]))
+        floor = min(scores)
+        return [(i, s) for (i, _), s in order] + [(i, floor - 1.0 - n) for n, (i, _) in enumerate(tail)]

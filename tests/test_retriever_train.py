@@ -1,0 +1,175 @@
+"""Record-level results, the reranker stage, and the retriever training job on tiny models built in code:
+reserved documents excluded, consumer-style rewrites, resume after a kill, the index manifest naming its run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import IndexConfig, RerankConfig, RetrieverTrainConfig
+from core.errors import ConfigError, MedciteError, ModelLoadError
+from tests.conftest import ROOT, _doc, _qa
+
+QTYPES = [("information", "What is (are) {f} ?", "{f} is a condition of the {organ} with {w1} and {w2}."),
+          ("symptoms", "What are the symptoms of {f} ?", "People with {f} notice {w1}, {w2} and tiredness."),
+          ("treatment", "What are the treatments for {f} ?", "Doctors treat {f} with {w1} therapy and {w2}.")]
+WORDS = ["fever", "rash", "cough", "swelling", "pain", "itching", "bleeding", "nausea", "dizziness", "cramps",
+         "surgery", "insulin", "steroids", "antibiotics", "rest", "diet", "heart", "lung", "liver", "kidney"]
+
+
+@pytest.fixture(scope="module")
+def qa_data(tmp_path_factory) -> Path:
+    """40 self-written MedQuAD-style documents of 3 QA pairs; documents 0-7 reserved, dev from them."""
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("qa")
+    sub = root / "medquad" / "2_GARD_QA"
+    sub.mkdir(parents=True)
+    dev = []
+    for d in range(40):
+        f = f"Zorbitis type {d}"
+        pairs = []
+        for qtype, q, a in QTYPES:
+            pairs.append(_qa(qtype, q.format(f=f), a.format(f=f, organ=rng.choice(WORDS[16:]),
+                                                             w1=rng.choice(WORDS), w2=rng.choice(WORDS))))
+        (sub / f"{d:07d}.xml").write_text(_doc("GARD", f"https://example.org/{d}", f, pairs))
+        if d < 8:
+            dev.append({"id": f"dev-{d}", "question": QTYPES[d % 3][1].format(f=f),
+                        "gold_medquad_id": f"2:{d:07d}:{d % 3 + 1}"})
+    (root / "splits").mkdir()
+    (root / "splits" / "medquad_reserved_documents.txt").write_text("".join(f"2:{d:07d}\n" for d in range(8)))
+    (root / "splits" / "medquad_dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
+    return root
+
+
+@pytest.fixture(scope="module")
+def qa_index(qa_data, tiny_embedder, tmp_path_factory) -> Path:
+    from index_build.build import build_index
+
+    out = tmp_path_factory.mktemp("qa_index") / "index"
+    build_index(IndexConfig(data_dir=str(qa_data), corpora=("medquad:medquad",), out=str(out),
+                            embedder=str(tiny_embedder), chunk_tokens=32, chunk_overlap=8, threads=1),
+                log=lambda _: None)
+    return out
+
+
+def _cfg(qa_data, qa_index, out, **kw) -> RetrieverTrainConfig:
+    base = dict(index=str(qa_index), data_dir=str(qa_data), out=str(out), sources=("medquad:medquad",),
+                max_pairs=64, batch_size=4, mini_batch_size=2, eval_steps=2, max_seq_length=64,
+                reranker_queries=16, reranker_negatives=2, reranker_batch_size=4, reranker_max_length=64, threads=1)
+    base.update(kw)
+    return RetrieverTrainConfig(**base)
+
+
+def test_search_returns_distinct_records_by_default(tiny_index):
+    from retriever.search import IndexRetriever
+
+    r = IndexRetriever.load(tiny_index)
+    q = "aspirin dosing and bleeding risk in adults"
+    passages = r.search(q, k=6, mode="hybrid", per_record=False)
+    records = r.search(q, k=6, mode="hybrid")
+    assert len({h.passage.record_id for h in passages}) < len(passages)  # the long aspirin record repeats
+    ids = [h.passage.record_id for h in records]
+    assert len(ids) == len(set(ids)) and [h.rank for h in records] == list(range(1, len(records) + 1))
+    assert records[0].passage.id == passages[0].passage.id  # the best passage stands for its record
+    for mode in ("dense", "bm25"):
+        got = [h.passage.record_id for h in r.search(q, k=4, mode=mode)]
+        assert len(got) == len(set(got))
+
+
+def test_consumer_rewrites_keep_the_focus_and_change_the_shape():
+    from retriever_train.data import consumerize
+
+    rng = random.Random(3)
+    outs = [consumerize("What are the treatments for Gout ?", "Gout", rng, "What causes Gout ?") for _ in range(20)]
+    assert all(o != "What are the treatments for Gout ?" for o in outs)
+    assert sum("gout" in o.lower() for o in outs) >= 18  # a typo may land on the focus word itself, rarely
+    assert any("causes" in o for o in outs) and len({o.split()[0] for o in outs}) >= 3
+
+
+def test_pairs_exclude_reserved_documents_and_mine_other_records(qa_data, qa_index, tmp_path):
+    from retriever.search import IndexRetriever
+    from retriever_train.data import consumer_eval_set, read_reserved, training_pairs
+
+    cfg = _cfg(qa_data, qa_index, tmp_path, max_pairs=200, consumer_share=0.5)
+    r = IndexRetriever.load(qa_index)
+    pairs = training_pairs(cfg, r, log=lambda _: None)
+    reserved = read_reserved(cfg)
+    assert len(pairs) == 32 * 3  # every non-reserved QA pair, none of the 8 reserved documents
+    assert not any(":".join(p["record_id"].split(":")[:2]) in reserved for p in pairs)
+    assert all(p["positive"] != p["negative"] for p in pairs)
+    assert 0.3 < sum(p["consumer"] for p in pairs) / len(pairs) < 0.7
+    held = consumer_eval_set(cfg, n=50)
+    dev_ids = {json.loads(line)["gold_medquad_id"] for line in (qa_data / "splits" / "medquad_dev.jsonl").open()}
+    assert held and all(":".join(h["gold_medquad_id"].split(":")[:2]) in reserved for h in held)
+    assert not {h["gold_medquad_id"] for h in held} & dev_ids
+
+
+def test_embedder_training_resumes_after_a_kill_and_the_index_names_its_run(qa_data, qa_index, tmp_path):
+    from index_build.build import build_index
+    from retriever.search import IndexRetriever
+    from retriever_train.train import RUN_FILE, train_embedder
+
+    out = tmp_path / "run"
+    flags = ["--index", str(qa_index), "--data-dir", str(qa_data), "--out", str(out), "--max-pairs", "64",
+             "--set", "sources=medquad:medquad", "--set", "batch_size=4", "--set", "mini_batch_size=2",
+             "--set", "eval_steps=2", "--set", "max_seq_length=64", "--set", "threads=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "medcite", "train-retriever", "embedder", *flags], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    ckpts = out / "embedder-run" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]  # still training after its first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "embedder").exists()
+    logs: list[str] = []
+    cfg = _cfg(qa_data, qa_index, out)
+    model_dir = train_embedder(cfg, IndexRetriever.load(qa_index), log=logs.append)
+    assert any(m.startswith("resuming from") for m in logs), logs
+    card = json.loads((model_dir / RUN_FILE).read_text())
+    assert card["pairs"] == 64 and card["dev_after"] and card["peak_rss_mib"] > 0
+    with pytest.raises(MedciteError, match="seed"):  # another config in the same run directory is refused
+        train_embedder(_cfg(qa_data, qa_index, out, seed=1), IndexRetriever.load(qa_index), log=lambda _: None)
+    tuned = tmp_path / "tuned-index"
+    build_index(IndexConfig(data_dir=str(qa_data), corpora=("medquad:medquad",), out=str(tuned),
+                            embedder=str(model_dir), chunk_tokens=32, chunk_overlap=8, threads=1), log=lambda _: None)
+    run = json.loads((tuned / "manifest.json").read_text())["embedder"]["training_run"]
+    assert run["stage"] == "embedder" and run["pairs"] == 64 and len(run["sha256"]) == 64
+    base = json.loads((qa_index / "manifest.json").read_text())["embedder"]["training_run"]
+    assert base is None
+
+
+def test_reranker_trains_and_reorders_hybrid_results(qa_data, qa_index, tmp_path):
+    from retriever.rerank import Reranker
+    from retriever.search import IndexRetriever
+    from retriever_train.train import train_reranker
+
+    base = IndexRetriever.load(qa_index)
+    out = train_reranker(_cfg(qa_data, qa_index, tmp_path), base, log=lambda _: None)
+    reranker = Reranker.load(str(out), top_n=5)
+    r = IndexRetriever.load(qa_index, reranker=reranker)
+    q = "What are the symptoms of Zorbitis type 12 ?"
+    plain, reranked = base.search(q, k=5), r.search(q, k=5)
+    assert {h.passage.id for h in plain} == {h.passage.id for h in reranked}  # the same top 5, reordered
+    scores = reranker.scores(q, [f"{h.passage.title}\n{h.passage.text}" for h in reranked])
+    assert scores == sorted(scores, reverse=True) and [h.score for h in reranked] == pytest.approx(scores)
+    assert r.search(q, k=5, mode="dense") == base.search(q, k=5, mode="dense")  # dense stays dense
+
+
+def test_reranker_refusals(tmp_path):
+    from retriever.rerank import Reranker
+
+    with pytest.raises(ModelLoadError, match="reranker"):
+        Reranker.load(str(tmp_path))
+    with pytest.raises(ConfigError, match="top_n"):
+        RerankConfig(top_n=0)
+    with pytest.raises(ConfigError, match="consumer_share"):
+        RetrieverTrainConfig(consumer_share=2)
