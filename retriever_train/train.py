@@ -52,7 +52,7 @@ def load_pairs(cfg: RetrieverTrainConfig, retriever: IndexRetriever, work: Path,
     return pairs
 
 
-def dev_corpus(retriever: IndexRetriever, dev: list[dict], per_query: int = 20) -> tuple[dict, dict, dict]:
+def dev_corpus(retriever: IndexRetriever, dev: list[dict], per_query: int = 10) -> tuple[dict, dict, dict]:
     """The IR evaluator's inputs: dev queries, a corpus of every dev gold record's passages plus each query's top
     hybrid candidates from the current index (the passages a ranker must tell apart), and the relevant passages."""
     queries, corpus, relevant = {}, {}, {}

@@ -7,12 +7,17 @@
 #
 # Why not GGML_NATIVE: -march=native turns on llama.cpp's AMX int8 kernels where the CPU lists AMX, and they
 # crash (SIGSEGV in ggml_backend_amx_mul_mat) on this machine's virtual CPU. The ISA flags below are read from
-# /proc/cpuinfo instead, with AMX left off.
+# /proc/cpuinfo instead, with AMX left off. LLAMA_CPU=x86-64-v3 builds a portable AVX2 wheel instead (the Docker
+# image: it must run on other hosts than the one that built it).
 set -euo pipefail
 PIP=${1:?usage: llama-cpp-wheel.sh PIP [WHEEL_DIR]}
 DIR=${2:-${MEDCITE_WHEELS:-$HOME/.cache/medcite/wheels}}
 VERSION=0.3.36
-flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+if [[ "${LLAMA_CPU:-native}" == "x86-64-v3" ]]; then
+  flags="avx avx2 fma f16c bmi2"
+else
+  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+fi
 has() { [[ " $flags " == *" $1 "* ]] && echo ON || echo OFF; }
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)"
 CMAKE_ARGS+=" -DGGML_BMI2=$(has bmi2) -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AVX512=$(has avx512f)"
