@@ -78,7 +78,7 @@ def _training_run(embedder_dir: Path) -> dict | None:
     if not card.is_file():
         return None
     c = json.loads(card.read_text())
-    return {k: c.get(k) for k in ("stage", "base", "index", "pairs", "consumer_pairs", "dev_before", "dev_after",
+    return {k: c.get(k) for k in ("stage", "base", "index", "pairs", "consumer_pairs", "dev_after",
                                   "train_seconds", "best_checkpoint")} | {"sha256": hashlib.sha256(card.read_bytes()
                                                                                                     ).hexdigest()}
 

@@ -88,6 +88,12 @@ def _trainer_args(cls, work: Path, cfg: RetrieverTrainConfig, metric: str, batch
                disable_tqdm=True, **extra)
 
 
+def _evals(trainer, metric: str) -> list[dict]:
+    """The dev evaluations the trainer ran (the checkpoint kept is the best of them by `metric`)."""
+    return [{"step": e["step"], **{k: round(v, 4) for k, v in e.items() if k.startswith("eval_dev_")}}
+            for e in trainer.state.log_history if metric in e]
+
+
 def _publish(model, out: Path, card: dict) -> None:
     with staging_dir(out) as tmp:
         model.save(str(tmp)) if hasattr(model, "save") else model.save_pretrained(str(tmp))
@@ -100,7 +106,10 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Args
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -122,26 +131,24 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     base = str(Path(retriever.root) / EMBEDDER_DIR)
     model = SentenceTransformer(base, device="cpu", local_files_only=True)
     model.max_seq_length = cfg.max_seq_length
-    loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    # The cached variant trades an extra forward pass for memory: only worth it when the batch does not fit.
+    loss = (CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+            if cfg.mini_batch_size < cfg.batch_size else MultipleNegativesRankingLoss(model))
     # accuracy@k of the dev query = the gold record among the top k passages: recall@k at record level
     args = _trainer_args(Args, work, cfg, "eval_dev_cosine_accuracy@5", cfg.batch_size, cfg.learning_rate,
                          batch_sampler=BatchSamplers.NO_DUPLICATES)
-    before = evaluator(model)
-    log(f"dev before training: record recall@1 {before['dev_cosine_accuracy@1']:.3f}, "
-        f"@5 {before['dev_cosine_accuracy@5']:.3f}")
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator)
     resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    after = evaluator(trainer.model)
-    log(f"dev after training (best checkpoint): record recall@1 {after['dev_cosine_accuracy@1']:.3f}, "
-        f"@5 {after['dev_cosine_accuracy@5']:.3f}")
+    evals = _evals(trainer, "eval_dev_cosine_accuracy@5")
+    steps = ", ".join(f"{e['step']}: {e['eval_dev_cosine_accuracy@5']:.3f}" for e in evals)
+    log(f"dev record recall@5 by step: {steps}")
     card = {"stage": "embedder", "base": base, "config": config_to_dict(cfg), "index": retriever.fingerprint,
             "pairs": len(pairs), "consumer_pairs": sum(p["consumer"] for p in pairs),
-            "sources": sorted({p["record_id"].split(":")[0] for p in pairs}),
-            "dev_before": {k: round(v, 4) for k, v in before.items() if "accuracy" in k or "mrr" in k},
-            "dev_after": {k: round(v, 4) for k, v in after.items() if "accuracy" in k or "mrr" in k},
+            "sources": sorted({p["record_id"].split(":")[0] for p in pairs}), "dev_evals": evals,
+            "dev_after": max(evals, key=lambda e: e["eval_dev_cosine_accuracy@5"]) if evals else {},
             "train_seconds": round(time.time() - started, 1), "peak_rss_mib": _peak_rss_mib(),
             "best_checkpoint": trainer.state.best_model_checkpoint}
     out = Path(cfg.out) / "embedder"
@@ -197,9 +204,10 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    after = evaluator(trainer.model)
+    evals = _evals(trainer, "eval_dev_ndcg@5")
     card = {"stage": "reranker", "base": base, "config": config_to_dict(cfg), "index": retriever.fingerprint,
-            "queries": len(pairs), "rows": len(rows), "dev_after": {k: round(v, 4) for k, v in after.items()},
+            "queries": len(pairs), "rows": len(rows), "dev_evals": evals,
+            "dev_after": max(evals, key=lambda e: e["eval_dev_ndcg@5"]) if evals else {},
             "train_seconds": round(time.time() - started, 1), "peak_rss_mib": _peak_rss_mib(),
             "best_checkpoint": trainer.state.best_model_checkpoint}
     out = Path(cfg.out) / "reranker"
