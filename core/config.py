@@ -369,11 +369,13 @@ class RetrieverTrainConfig:
     consumer_share: float = 0.3
     """Share of training questions rewritten in the consumer style (patient context, typos, two questions)."""
     epochs: int = 1
+    """Passes over the pairs."""
     batch_size: int = 32
     """In-batch negatives per step for MultipleNegativesRankingLoss (plus one mined hard negative per pair)."""
     mini_batch_size: int = 8
     """CachedMultipleNegativesRankingLoss' forward chunk: a batch of 32 in the memory of 8."""
     learning_rate: float = 3e-5
+    """AdamW learning rate for the embedder (10% warm-up, linear decay)."""
     max_seq_length: int = 256
     """Embedder tokens per text in training (the index's passages are 200 tokens + title)."""
     eval_steps: int = 60
@@ -381,11 +383,15 @@ class RetrieverTrainConfig:
     reranker_queries: int = 3000
     """Queries for the cross-encoder: each with its positive and `reranker_negatives` mined negatives."""
     reranker_negatives: int = 3
+    """Mined negatives per query for the cross-encoder."""
     reranker_batch_size: int = 16
+    """(query, passage) pairs per cross-encoder step."""
     reranker_learning_rate: float = 5e-5
+    """AdamW learning rate for the cross-encoder."""
     reranker_max_length: int = 320
     """Cross-encoder tokens per (query, passage) pair."""
     seed: int = 0
+    """Seeds the draw of pairs, the consumer rewrites and training."""
     threads: int = 0
     """torch threads; 0 = all cores."""
 
@@ -740,9 +746,11 @@ CONFIG_TABLES: tuple[tuple[type, str, str], ...] = (
     (GeneratorConfig, "generator.", " (`generator:` block)"),
     (DecodingConfig, "decoding.", " (`decoding:` block)"),
     (VerifyConfig, "verify.", " (`verify:` block of serve and eval configs; `data.verify` of the finetune configs)"),
+    (RerankConfig, "rerank.", " (`rerank:` block of serve configs)"),
     (FinetuneConfig, "", " (configs/finetune-smollm2.yaml, configs/finetune-llama3.2-3b.yaml)"),
     (FinetuneDataConfig, "data.", " (`data:` block of the finetune configs)"),
     (EvalConfig, "", " (configs/eval.yaml)"),
+    (RetrieverTrainConfig, "", " (configs/retriever.yaml)"),
 )
 
 
@@ -754,7 +762,7 @@ def _shown_default(f: dataclasses.Field) -> str:
     else:
         value = f.default_factory()  # type: ignore[misc]
         if dataclasses.is_dataclass(value):
-            return "see below" if type(value) is not VerifyConfig else "see VerifyConfig"
+            return "see below" if type(value) not in (VerifyConfig, RerankConfig) else f"see {type(value).__name__}"
     if f.name == "api_key":
         return ""
     if isinstance(value, tuple):
