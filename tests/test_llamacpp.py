@@ -136,7 +136,7 @@ def test_adapter_is_merged_quantized_and_its_prompt_version_checked(tmp_path, hf
                           context_tokens=512)
     tuned = LlamaCppGenerator.load(cfg, DecodingConfig(max_new_tokens=12), log=lambda _: None)
     merged = list((tmp_path / "c" / "models").glob("*.q8_0.gguf"))
-    assert len(merged) == 1 and tuned.name.endswith("+adapter")
+    assert len(merged) == 1 and "+adapter [llama.cpp q8_0]" in tuned.name
     base_answer = hf_base.generate(MSGS, max_new_tokens=12).text
     assert tuned.generate(MSGS).text != base_answer
     (adapter / ADAPTER_STAMP).write_text(json.dumps({"prompt_version": "medcite-prompt-v0"}))
