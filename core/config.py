@@ -364,23 +364,26 @@ class RetrieverTrainConfig:
     """Dev questions for the information-retrieval evaluator that picks the checkpoint."""
     sources: tuple[str, ...] = ("medquad:medquad", "wikidoc:wikidoc/medical_meadow_wikidoc_patient_information.json")
     """Question-answer corpora the (question -> answer passage) pairs come from."""
-    max_pairs: int = 6000
-    """Training pairs drawn (seeded). 6,000 x 1 epoch fits about 20 min on 2 cores."""
+    max_pairs: int = 4000
+    """Training pairs drawn (seeded). Mining 4,000 hard negatives and one epoch took 44 min here (2 cores, shared
+    with another job for most of it); dev record recall@1 on the evaluator's corpus was 0.925 after 40 steps."""
     consumer_share: float = 0.3
     """Share of training questions rewritten in the consumer style (patient context, typos, two questions)."""
     epochs: int = 1
     """Passes over the pairs."""
     batch_size: int = 32
     """In-batch negatives per step for MultipleNegativesRankingLoss (plus one mined hard negative per pair)."""
-    mini_batch_size: int = 8
-    """CachedMultipleNegativesRankingLoss' forward chunk: a batch of 32 in the memory of 8."""
+    mini_batch_size: int = 32
+    """Below batch_size: CachedMultipleNegativesRankingLoss computes the batch this many at a time (memory of the
+    small batch, one extra forward pass). Equal: plain MultipleNegativesRankingLoss (peak 6.2 GB here at 32)."""
     learning_rate: float = 3e-5
     """AdamW learning rate for the embedder (10% warm-up, linear decay)."""
-    max_seq_length: int = 256
-    """Embedder tokens per text in training (the index's passages are 200 tokens + title)."""
-    eval_steps: int = 60
-    """Steps between dev evaluations (and checkpoints: the best by dev recall@5 is kept)."""
-    reranker_queries: int = 3000
+    max_seq_length: int = 160
+    """Embedder tokens per text in training (the index's passages are 200 tokens + title; the first 160 carry the
+    title and the answer's opening, and cost 0.6x)."""
+    eval_steps: int = 40
+    """Steps between dev evaluations (and checkpoints: the best by dev record recall@1 is kept)."""
+    reranker_queries: int = 2000
     """Queries for the cross-encoder: each with its positive and `reranker_negatives` mined negatives."""
     reranker_negatives: int = 3
     """Mined negatives per query for the cross-encoder."""
@@ -390,6 +393,8 @@ class RetrieverTrainConfig:
     """AdamW learning rate for the cross-encoder."""
     reranker_max_length: int = 320
     """Cross-encoder tokens per (query, passage) pair."""
+    reranker_eval_steps: int = 170
+    """Cross-encoder steps between dev evaluations (each scores 200 x 20 pairs: about 2 min here)."""
     seed: int = 0
     """Seeds the draw of pairs, the consumer rewrites and training."""
     threads: int = 0
@@ -402,7 +407,7 @@ class RetrieverTrainConfig:
             raise ConfigError(f"consumer_share must be in [0, 1], got {self.consumer_share}")
         if self.mini_batch_size < 1 or self.batch_size < 2 or self.epochs < 1 or self.reranker_batch_size < 2:
             raise ConfigError("batch sizes must be >= 2 (mini_batch_size >= 1) and epochs >= 1")
-        if self.eval_steps < 1 or self.reranker_negatives < 1:
+        if self.eval_steps < 1 or self.reranker_eval_steps < 1 or self.reranker_negatives < 1:
             raise ConfigError("eval_steps and reranker_negatives must be >= 1")
 
 

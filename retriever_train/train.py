@@ -79,12 +79,13 @@ def _identity(cfg: RetrieverTrainConfig, retriever: IndexRetriever, stage: str) 
     return {"stage": stage, "index": retriever.fingerprint, **c}
 
 
-def _trainer_args(cls, work: Path, cfg: RetrieverTrainConfig, metric: str, batch: int, lr: float, **extra):
+def _trainer_args(cls, work: Path, cfg: RetrieverTrainConfig, metric: str, batch: int, lr: float, every: int,
+                  **extra):
     return cls(output_dir=str(work / "checkpoints"), num_train_epochs=cfg.epochs, per_device_train_batch_size=batch,
                learning_rate=lr, warmup_ratio=0.1, seed=cfg.seed, data_seed=cfg.seed, eval_strategy="steps",
-               eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.eval_steps, save_total_limit=2,
+               eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
                load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=True,
-               logging_steps=max(1, cfg.eval_steps // 3), report_to="none", use_cpu=True, dataloader_num_workers=0,
+               logging_steps=max(1, every // 3), report_to="none", use_cpu=True, dataloader_num_workers=0,
                disable_tqdm=True, **extra)
 
 
@@ -137,7 +138,7 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     # accuracy@k of a dev query = its gold record among the top k passages: record-level recall@k. recall@1 picks:
     # recall@5 is 1.0 on the evaluator's corpus from step 40 on, so it cannot tell checkpoints apart (measured).
     args = _trainer_args(Args, work, cfg, "eval_dev_cosine_accuracy@1", cfg.batch_size, cfg.learning_rate,
-                         batch_sampler=BatchSamplers.NO_DUPLICATES)
+                         cfg.eval_steps, batch_sampler=BatchSamplers.NO_DUPLICATES)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator)
     resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
     if resume:
@@ -198,7 +199,8 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     base = str(Path(retriever.root) / EMBEDDER_DIR)
     model = CrossEncoder(base, num_labels=1, max_length=cfg.reranker_max_length, device="cpu",
                          local_files_only=True)
-    args = _trainer_args(Args, work, cfg, "eval_dev_ndcg@5", cfg.reranker_batch_size, cfg.reranker_learning_rate)
+    args = _trainer_args(Args, work, cfg, "eval_dev_ndcg@5", cfg.reranker_batch_size, cfg.reranker_learning_rate,
+                         cfg.reranker_eval_steps)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model),
                                   evaluator=evaluator)
     resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
