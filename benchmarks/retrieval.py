@@ -130,9 +130,8 @@ def int8_queries(r: IndexRetriever, dev: list[dict]) -> dict:
     import torch
 
     fp32 = r.embedder
-    int8 = copy.deepcopy(fp32)
-    int8[0].auto_model = torch.ao.quantization.quantize_dynamic(int8[0].auto_model, {torch.nn.Linear},
-                                                                 dtype=torch.qint8)
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    assert any("quantized" in type(m).__module__ for m in int8.modules()), "no Linear layer was quantized"
     out, times = {}, {"fp32": [], "int8": []}
     for name, model in (("fp32", fp32), ("int8", int8)):
         r.embedder = model
