@@ -423,7 +423,11 @@ def main() -> None:
                                    args.quality_backends.split(","), reps=4)
         out_file.write_text(json.dumps(res, indent=2) + "\n")  # kept if a later part fails
     if "served" in parts:
-        streamed = res.get("backends", {}).get("speed", {}).get("llamacpp-q4_0", {}).get("weight_bytes", 0)
+        quant = next((f.split("=", 1)[1] for f in args.served_backend.split() if f.startswith("generator.gguf_quant=")),
+                     "q4_1-packaged")
+        streamed = res.get("backends", {}).get("speed", {}).get(f"llamacpp-{quant}", {}).get("weight_bytes", 0)
+        if not streamed:
+            raise SystemExit(f"run part 5 with llamacpp-{quant} first: part 6 needs its weight size")
         res["served"] = served(args.index, retriever, dev[:args.served_questions],
                                tuple(args.served_backend.split()), streamed)
         print("served", json.dumps(res["served"]), flush=True)
