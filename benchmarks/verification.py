@@ -246,7 +246,8 @@ def main() -> None:
         t = time.perf_counter()
         result["calibration"] = calibrate(retriever, items, log)
         result["calibration"]["seconds"] = round(time.perf_counter() - t, 1)
-    generator = load_generator(ServeConfig(generator=GeneratorConfig(adapter=args.adapter)), log=log)
+    # the recorded numbers are the transformers fp32 path (drafts cached from it)
+    generator = load_generator(ServeConfig(generator=GeneratorConfig(backend="hf", adapter=args.adapter)), log=log)
     global COUNT
     COUNT = generator.count_tokens
     rows = {arm: drafts(items, retriever, generator, arm, RESULTS / f"verification_drafts{tag}-{arm}.jsonl", log)

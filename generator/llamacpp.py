@@ -193,8 +193,8 @@ class LlamaCppGenerator(LocalGenerator):
         else:
             name = str(gguf)
         if gguf.suffix != ".gguf" or not gguf.is_file():
-            raise ModelLoadError(f"generator.backend llamacpp needs a .gguf file; {gguf} is not one "
-                                 "(convert a merged model with `medcite finetune merge --gguf`)")
+            raise ModelLoadError(f"generator.backend llamacpp needs a .gguf file; {gguf} is not one (for a "
+                                 "transformers model directory set generator.backend: hf)")
         tokenizer = cached_tokenizer(gguf, cache)
         if tokenizer.chat_template is None:
             raise ModelLoadError(f"{gguf} has no chat template; medcite needs an instruct/chat model")

@@ -13,6 +13,7 @@ from core.config import (
     FinetuneDataConfig,
     GeneratorConfig,
     IndexConfig,
+    RetrieverTrainConfig,
     ServeConfig,
     field_docs,
     load_config,
@@ -25,8 +26,8 @@ CLASSES = (IndexConfig, ServeConfig, GeneratorConfig, DecodingConfig, FinetuneCo
 
 
 def _class_for(name: str) -> type:
-    return {"index": IndexConfig, "finetune": FinetuneConfig, "eval": EvalConfig}.get(name.split("-")[0].split(".")[0],
-                                                                                     ServeConfig)
+    return {"index": IndexConfig, "finetune": FinetuneConfig, "eval": EvalConfig,
+            "retriever": RetrieverTrainConfig}.get(name.split("-")[0].split(".")[0], ServeConfig)
 
 
 def test_every_yaml_loads(monkeypatch):
