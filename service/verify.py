@@ -69,9 +69,14 @@ def _cut(text: str, n: int = 60) -> str:
 def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int) -> list[SentenceVerdict]:
     """The passage sentences closest to the question (embedder cosine), quoted, each with its marker."""
     titles = [p.hit.passage.title for p in shown]
-    cands = [(p.marker, s) for p in shown for s in split_sentences(p.text)
-             if len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s)
-             and not s.rstrip().endswith(("...", ":"))]  # cut passage ends and list lead-ins say nothing alone
+    cands, seen = [], set()
+    for p in shown:
+        for s in split_sentences(p.text):
+            key = " ".join(s.lower().split())
+            if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
+                    and not s.rstrip().endswith(("...", ":"))):  # cut passage ends and list lead-ins say nothing alone
+                seen.add(key)  # a sentence a source repeats is quoted once
+                cands.append((p.marker, s))
     if not cands:
         return []
     vecs = embed([question] + [s for _, s in cands])

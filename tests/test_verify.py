@@ -55,6 +55,15 @@ def test_too_little_supported_becomes_extractive_with_quoted_markers():
     assert "colchicine" in a.text  # the passage sentence closest to the question is among the quotes
 
 
+def test_extractive_quotes_a_sentence_its_source_repeats_once():
+    repeated = "Doctors try to learn which gout treatments work best and at which doses."
+    docs = [("Gout: research", f"{repeated} Colchicine treats gout flares in many adults. {repeated}"), *GOUT[1:]]
+    a = _answer("The moon is made of cheese. Jupiter has many storms.", docs=docs)
+    assert a.answer_mode == "extractive"
+    quotes = [s.text for s in a.sentences]
+    assert len(quotes) == len(set(quotes)) and sum(repeated in q for q in quotes) <= 1
+
+
 def test_irrelevant_retrieval_is_no_answer_with_closest_passages():
     a = _answer("Paris is the capital of France.", cfg=VerifyConfig(min_relevance=0.5),
                 question="What is the capital of France?")
