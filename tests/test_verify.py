@@ -56,7 +56,7 @@ def test_too_little_supported_becomes_extractive_with_quoted_markers():
 
 
 def test_extractive_quotes_a_sentence_its_source_repeats_once():
-    repeated = "Doctors try to learn which gout treatments work best and at which doses."
+    repeated = "Researchers compare what the treatments for gout are."
     docs = [("Gout: research", f"{repeated} Colchicine treats gout flares in many adults. {repeated}"), *GOUT[1:]]
     a = _answer("The moon is made of cheese. Jupiter has many storms.", docs=docs)
     assert a.answer_mode == "extractive"
