@@ -17,9 +17,10 @@ MSGS = [{"role": "user", "content": "List three common symptoms of the flu."}]
 
 @pytest.fixture(scope="module")
 def lc():
+    """The packaged Q4_1 file as is: the very weights transformers dequantizes, so the two can be compared."""
     from generator.llamacpp import LlamaCppGenerator
 
-    return LlamaCppGenerator.load(GeneratorConfig(backend="llamacpp", context_tokens=1024),
+    return LlamaCppGenerator.load(GeneratorConfig(backend="llamacpp", gguf_quant="as-is", context_tokens=1024),
                                   DecodingConfig(max_new_tokens=48), log=lambda _: None)
 
 
@@ -142,6 +143,19 @@ def test_adapter_is_merged_quantized_and_its_prompt_version_checked(tmp_path, hf
     (adapter / ADAPTER_STAMP).write_text(json.dumps({"prompt_version": "medcite-prompt-v0"}))
     with pytest.raises(ModelLoadError, match="prompt"):
         LlamaCppGenerator.load(cfg, DecodingConfig(), log=lambda _: None)
+
+
+def test_default_serves_the_packaged_model_requantized_once(tmp_path):
+    """The default (q4_0): llama.cpp re-encodes the packaged Q4_1 once into the cache; answers stay deterministic."""
+    from generator.llamacpp import LlamaCppGenerator, file_type
+
+    cfg = GeneratorConfig(backend="llamacpp", cache_dir=str(tmp_path), context_tokens=1024)
+    assert GeneratorConfig().backend == "llamacpp" and cfg.gguf_quant == "q4_0"
+    gen = LlamaCppGenerator.load(cfg, DecodingConfig(max_new_tokens=16), log=lambda _: None)
+    made = list((tmp_path / "models").glob("*.q4_0.gguf"))
+    assert len(made) == 1 and file_type(made[0]) == "q4_0" and gen.name.endswith("[llama.cpp q4_0]")
+    a, b = gen.generate(MSGS), gen.generate(MSGS)
+    assert a.text and a == b and a.prefill_ms is not None
 
 
 def test_config_refusals():
