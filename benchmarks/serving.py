@@ -252,12 +252,9 @@ def backend_quality(gens: dict, retriever, dev: list[dict], gold_text: dict[str,
             "verified_token_f1": mean_ci([r["f1"] for r in rs]),
             "draft_f1_minus_fp32": paired_bootstrap([r["draft_f1"] for r in rs], [r["draft_f1"] for r in ref]),
             "verified_f1_minus_fp32": paired_bootstrap([r["f1"] for r in rs], [r["f1"] for r in ref]),
-            "end_of_turn_share": round(statistics.mean(r["eot"] for r in rs), 3),
-            "hit_cap_share": round(statistics.mean(r["cap"] for r in rs), 3),
-            "repeated_4gram_rate": round(statistics.mean(r["rep4"] for r in rs), 4),
-            "runaway_list_share": round(statistics.mean(r["runaway"] for r in rs), 3),
-            "generated_mode_share": round(statistics.mean(r["generated"] for r in rs), 3),
-            "mean_completion_tokens": round(statistics.mean(r["tokens"] for r in rs), 1)}
+            **means(rs, {"end_of_turn_share": ("eot", 3), "hit_cap_share": ("cap", 3),
+                         "repeated_4gram_rate": ("rep4", 4), "runaway_list_share": ("runaway", 3),
+                         "generated_mode_share": ("generated", 3), "mean_completion_tokens": ("tokens", 1)})}
         print(name, json.dumps(out[name]), flush=True)
     return out
 
@@ -342,6 +339,11 @@ def served(index: str, retriever, dev: list[dict], backend_args: tuple[str, ...]
             "demo_answer_mode": demo_body["answer_mode"]}
 
 
+def means(rows: list[dict], spec: dict[str, tuple[str, int]]) -> dict[str, float]:
+    """{output name: (row key, decimals)} -> the rounded mean of that key over the rows."""
+    return {name: round(statistics.mean(r[key] for r in rows), nd) for name, (key, nd) in spec.items()}
+
+
 def quality(retriever, gen, dev: list[dict], gold_text: dict[str, str], k: int) -> dict:
     from service.pipeline import answer
 
@@ -355,12 +357,9 @@ def quality(retriever, gen, dev: list[dict], gold_text: dict[str, str], k: int) 
                          "cites": bool(a.citations), "runaway": runaway_list(a.text),
                          "tokens": a.usage["completion_tokens"]})
         out[scope] = {"questions": len(rows),
-                      "token_f1": round(statistics.mean(r["f1"] for r in rows), 4),
-                      "end_of_turn_share": round(statistics.mean(r["eot"] for r in rows), 3),
-                      "repeated_4gram_rate": round(statistics.mean(r["rep4"] for r in rows), 4),
-                      "citing_share": round(statistics.mean(r["cites"] for r in rows), 3),
-                      "runaway_list_share": round(statistics.mean(r["runaway"] for r in rows), 3),
-                      "mean_completion_tokens": round(statistics.mean(r["tokens"] for r in rows), 1)}
+                      **means(rows, {"token_f1": ("f1", 4), "end_of_turn_share": ("eot", 3),
+                                     "repeated_4gram_rate": ("rep4", 4), "citing_share": ("cites", 3),
+                                     "runaway_list_share": ("runaway", 3), "mean_completion_tokens": ("tokens", 1)})}
         print(scope, json.dumps(out[scope]), flush=True)
     return out
 

@@ -216,6 +216,16 @@ _KEY_POINTS = re.compile(r"\s*Key Points\s*\n.*?\n[ \t]*\n", re.S)
 _LEADING_QUESTION = re.compile(r"\s*((?:What|How|Is|Are|Who|Do|Does|Can|When|Where|Why|Which)\b[^?\n]{0,300}\?)\s+")
 
 
+def read_reserved(data_dir: str | Path, reserved: str, setting: str = "reserved") -> set[str]:
+    """MedQuAD documents (`<subset>:<file stem>`) kept for evaluation: no training job may use their QA pairs.
+    `setting` names the config key in the error (the fine-tune's `data.reserved`, the retriever job's `reserved`)."""
+    path = Path(data_dir) / reserved
+    if not path.is_file():
+        raise DataError(f"reserved-documents list {path} does not exist; it keeps evaluation documents out of "
+                        f"training (set {setting})")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
 def strip_key_points(text: str) -> str:
     """CancerGov answers open with a "Key Points" bullet block that the section then repeats: drop the block."""
     m = _KEY_POINTS.match(text)

@@ -26,7 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.config import FinetuneDataConfig, config_to_dict
-from core.corpus import normalise_whitespace, read_corpus, strip_key_points, strip_restated_question
+from core.corpus import (
+    normalise_whitespace,
+    read_corpus,
+    read_reserved,
+    strip_key_points,
+    strip_restated_question,
+)
 from core.errors import DataError
 from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from core.quality import split_sentences
@@ -191,14 +197,6 @@ class PrepareReport:
     answer_tokens: dict[str, float] = field(default_factory=dict)
 
 
-def read_reserved(cfg: FinetuneDataConfig) -> set[str]:
-    path = Path(cfg.data_dir) / cfg.reserved
-    if not path.is_file():
-        raise DataError(f"reserved-documents list {path} does not exist; it keeps evaluation documents out of "
-                        "training (set data.reserved)")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
-
-
 def _count_rule(report: dict[str, dict], rule: str, before: str, after: str) -> None:
     """Count a touched row; keep two examples, each cut around where the rule changed the text."""
     entry = report.setdefault(rule, {"rows": 0, "examples": []})
@@ -347,7 +345,7 @@ def to_example(cand: Candidate, retriever, cfg: FinetuneDataConfig, rng: random.
 def prepare(cfg: FinetuneDataConfig, retriever, count_tokens: Callable[[str], int], out_dir: Path,
             log: Callable[[str], None] = print) -> PrepareReport:
     """Build train.jsonl / eval.jsonl / data_report.json / data_card.md in out_dir (atomically, files last)."""
-    reserved = read_reserved(cfg)
+    reserved = read_reserved(cfg.data_dir, cfg.reserved, "data.reserved")
     report = PrepareReport()
     log(f"reading {len(cfg.sources)} source(s) from {cfg.data_dir}")
     cands = load_candidates(cfg, reserved, report, log)

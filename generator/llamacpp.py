@@ -74,21 +74,26 @@ def _quantize(src: Path, out: Path, quant: str, requantize: bool) -> Path:
     return out
 
 
-def requantized_gguf(base: Path, quant: str, cache_dir: Path, log=print) -> Path:
+def base_key(gguf: Path) -> str:
+    """`<stem>-<sha256 prefix>`: names everything cached for a GGUF. Hashed once per load (a 3B GGUF is 2 GB)."""
+    return f"{gguf.stem}-{_sha256(gguf)[:12]}"
+
+
+def requantized_gguf(base: Path, key: str, quant: str, cache_dir: Path, log=print) -> Path:
     """`base` converted to another weight format by llama.cpp itself; built once per (base, format)."""
-    out = cache_dir / "models" / f"{base.stem}-{_sha256(base)[:12]}.{quant}.gguf"
+    out = cache_dir / "models" / f"{key}.{quant}.gguf"
     if not out.is_file():
         log(f"first run with gguf_quant={quant}: converting {base.name} once ({out})")
         _quantize(base, out, quant, requantize=True)
     return out
 
 
-def cached_tokenizer(gguf: Path, cache_dir: Path):
+def cached_tokenizer(gguf: Path, key: str, cache_dir: Path):
     """The transformers tokenizer stored in a GGUF, read once (about 10 s here) and saved beside the converted
     models; later loads take a fraction of a second."""
     from transformers import AutoTokenizer
 
-    target = cache_dir / "tokenizers" / f"{gguf.stem}-{_sha256(gguf)[:12]}"
+    target = cache_dir / "tokenizers" / key
     if not (target / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         with staging_dir(target) as tmp:
@@ -153,7 +158,7 @@ def export_gguf(base: Path, state_dict: dict, out: Path, quant: str) -> Path:
     return out
 
 
-def merged_gguf(base: Path, adapter: str, quant: str, cache_dir: Path, log=print) -> Path:
+def merged_gguf(base: Path, key: str, adapter: str, quant: str, cache_dir: Path, log=print) -> Path:
     """The base GGUF with a LoRA adapter merged in, quantized; built once per (base, adapter, quant)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -161,7 +166,7 @@ def merged_gguf(base: Path, adapter: str, quant: str, cache_dir: Path, log=print
     from generator.hf import apply_adapter, convert_gguf
 
     adapter_dir = check_adapter(adapter)  # a wrong prompt version is refused before any work
-    digest = hashlib.sha256(_sha256(base).encode())
+    digest = hashlib.sha256(key.encode())
     for f in sorted(adapter_dir.glob("*")):
         if f.is_file():
             digest.update(f.name.encode() + _sha256(f).encode())
@@ -179,7 +184,9 @@ class LlamaCppGenerator(LocalGenerator):
 
     def __init__(self, llm, tokenizer, name: str, decoding: DecodingConfig, queue_size: int = 8):
         super().__init__(tokenizer, name, decoding, stop_token_ids(tokenizer, llm.token_eos()), queue_size)
-        self.llm = llm
+        from llama_cpp import llama_get_logits_ith
+
+        self.llm, self._logits_ith = llm, llama_get_logits_ith
         self.context_window = int(llm.n_ctx())
         self.n_vocab = int(llm.n_vocab())
 
@@ -195,18 +202,20 @@ class LlamaCppGenerator(LocalGenerator):
         if gguf.suffix != ".gguf" or not gguf.is_file():
             raise ModelLoadError(f"generator.backend llamacpp needs a .gguf file; {gguf} is not one (for a "
                                  "transformers model directory set generator.backend: hf)")
-        tokenizer = cached_tokenizer(gguf, cache)
+        key = base_key(gguf)
+        tokenizer = cached_tokenizer(gguf, key, cache)
         if tokenizer.chat_template is None:
             raise ModelLoadError(f"{gguf} has no chat template; medcite needs an instruct/chat model")
-        quant = file_type(gguf) if cfg.gguf_quant == "as-is" else cfg.gguf_quant
+        current = file_type(gguf)
+        quant = current if cfg.gguf_quant == "as-is" else cfg.gguf_quant
         if cfg.adapter:
             if quant not in LLAMA_FTYPES:
                 raise ModelLoadError(f"{gguf.name} has a weight format medcite cannot produce after merging an "
                                      "adapter; set generator.gguf_quant")
-            weights = merged_gguf(gguf, cfg.adapter, quant, cache, log)
+            weights = merged_gguf(gguf, key, cfg.adapter, quant, cache, log)
             name = f"{name}+{Path(cfg.adapter).name}"
-        elif cfg.gguf_quant != "as-is" and file_type(gguf) != quant:
-            weights = requantized_gguf(gguf, quant, cache, log)
+        elif quant != current:
+            weights = requantized_gguf(gguf, key, quant, cache, log)
         else:
             weights = gguf
         name = f"{name} [llama.cpp {quant}]"
@@ -223,9 +232,8 @@ class LlamaCppGenerator(LocalGenerator):
     def _logits(self):
         """Logits after the last evaluated token, as a float32 copy the penalty may edit."""
         import numpy as np
-        from llama_cpp import llama_get_logits_ith
 
-        return np.ctypeslib.as_array(llama_get_logits_ith(self.llm.ctx, -1), shape=(self.n_vocab,)).copy()
+        return np.ctypeslib.as_array(self._logits_ith(self.llm.ctx, -1), shape=(self.n_vocab,)).copy()
 
     def _prefill(self, ids: list[int], budget: int) -> None:
         if len(ids) + budget > self.context_window:

@@ -152,23 +152,20 @@ class IndexRetriever:
             raise InvalidRequestError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if source is not None and source not in self._source_ids:
             raise InvalidRequestError(f"unknown source {source!r}; this index has {', '.join(self.sources)}")
-        # Collapsing needs more passages than records asked for: 4 per record first, more while a long record's
-        # chunks still crowd the list (the whole index at most).
+        # Collapsing needs more passages than records asked for: 4 per record first (hybrid fuses at least its
+        # `candidates`), more while a long record's chunks still crowd the list (the whole index at most).
+        rank = {"dense": self._dense, "bm25": self._bm25, "hybrid": self._hybrid}[mode]
         fetch = k * 4 if per_record else k
-        while True:
-            if mode == "dense":
-                ranked = self._dense(query, fetch, source)
-            elif mode == "bm25":
-                ranked = self._bm25(query, fetch, source)
-            else:
-                ranked = self._hybrid(query, max(fetch, self.candidates), source)
-            if not per_record:
-                break
+        if mode == "hybrid":
+            fetch = max(fetch, self.candidates)
+        ranked = rank(query, fetch, source)
+        while per_record:
             collapsed = best_per_record(ranked, self.passages)
             if len(collapsed) >= k or len(ranked) < fetch or fetch >= len(self.passages):
                 ranked = collapsed
                 break
             fetch *= 4
+            ranked = rank(query, fetch, source)
         if self.reranker is not None and mode == "hybrid":
             ranked = self.reranker.rerank(query, ranked, self.passages)
         return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from core.config import RetrieverTrainConfig
-from core.corpus import clean_records, read_corpus
+from core.corpus import clean_records, read_corpus, read_reserved
 from core.errors import DataError
 from core.types import Record, Retriever
 from retriever.index_dir import embed_text
@@ -35,14 +35,6 @@ _CONTEXTS = (
 _WHO = (("mother", "she"), ("father", "he"), ("son", "he"), ("daughter", "she"), ("husband", "he"), ("wife", "she"))
 _FOLLOW_UPS = ("Also, {q}", "And {q}", "Another thing: {q}")
 _TEMPLATE = re.compile(r"^(what (is|are) (\(are\) )?|how (to|can|is|are|do) |who is |what (causes|are the) )", re.I)
-
-
-def read_reserved(cfg: RetrieverTrainConfig) -> set[str]:
-    path = Path(cfg.data_dir) / cfg.reserved
-    if not path.is_file():
-        raise DataError(f"reserved-documents list {path} does not exist; it keeps evaluation documents out of "
-                        "training (set reserved)")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
 def read_dev(cfg: RetrieverTrainConfig) -> list[dict]:
@@ -119,7 +111,7 @@ def hard_negative(retriever: Retriever, query: str, positive_record: str) -> str
 
 
 def training_pairs(cfg: RetrieverTrainConfig, retriever: Retriever, log=print) -> list[dict]:
-    reserved = read_reserved(cfg)
+    reserved = read_reserved(cfg.data_dir, cfg.reserved)
     records = qa_records(cfg, reserved, want_reserved=False)
     leaked = sorted({r.meta["document"] for r in records if r.meta.get("document") in reserved})
     if leaked:  # qa_records already drops them; this guards the rule against a future edit
@@ -154,7 +146,7 @@ def training_pairs(cfg: RetrieverTrainConfig, retriever: Retriever, log=print) -
 def consumer_eval_set(cfg: RetrieverTrainConfig, n: int = 200, seed: int = 1234) -> list[dict]:
     """Held-out consumer-style questions: reserved documents only (never trained on), dev questions excluded.
     Rows: {question, gold_medquad_id, template_question}. Built on the fly (it holds corpus text)."""
-    reserved = read_reserved(cfg)
+    reserved = read_reserved(cfg.data_dir, cfg.reserved)
     dev_ids = {d["gold_medquad_id"] for d in read_dev(cfg)}
     records = [r for r in qa_records(cfg, reserved, want_reserved=True) if r.id not in dev_ids]
     rng = random.Random(seed)

@@ -95,14 +95,35 @@ def _evals(trainer, metric: str) -> list[dict]:
             for e in trainer.state.log_history if metric in e]
 
 
+def _run_dir(cfg: RetrieverTrainConfig, retriever: IndexRetriever, stage: str) -> Path:
+    """The stage's run directory, claimed for these settings (a rerun with others is refused)."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Path(cfg.out) / f"{stage}-run"
+    work.mkdir(parents=True, exist_ok=True)
+    check_run_identity(work / "run.json", _identity(cfg, retriever, stage), "retriever training run")
+    return work
+
+
+def _fit(trainer, work: Path, log) -> None:
+    """Train, resuming from the run's last checkpoint when a killed run left one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
+    if resume:
+        log(f"resuming from {resume}")
+    trainer.train(resume_from_checkpoint=resume)
+
+
 def _publish(model, out: Path, card: dict) -> None:
     with staging_dir(out) as tmp:
-        model.save(str(tmp)) if hasattr(model, "save") else model.save_pretrained(str(tmp))
+        model.save(str(tmp))  # SentenceTransformer and CrossEncoder alike
         atomic_write_json(tmp / RUN_FILE, card)
 
 
 def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=print) -> Path:
-    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Args
@@ -112,13 +133,8 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
         MultipleNegativesRankingLoss,
     )
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-    from transformers.trainer_utils import get_last_checkpoint
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work = Path(cfg.out) / "embedder-run"
-    work.mkdir(parents=True, exist_ok=True)
-    check_run_identity(work / "run.json", _identity(cfg, retriever, "embedder"), "retriever training run")
+    work = _run_dir(cfg, retriever, "embedder")
     started = time.time()
     pairs = load_pairs(cfg, retriever, work, log)
     data = Dataset.from_list([{"anchor": p["anchor"], "positive": p["positive"], "negative": p["negative"]}
@@ -140,10 +156,7 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     args = _trainer_args(Args, work, cfg, "eval_dev_cosine_accuracy@1", cfg.batch_size, cfg.learning_rate,
                          cfg.eval_steps, batch_sampler=BatchSamplers.NO_DUPLICATES)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator)
-    resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
-    if resume:
-        log(f"resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    _fit(trainer, work, log)
     evals = _evals(trainer, "eval_dev_cosine_accuracy@1")
     steps = ", ".join(f"{e['step']}: {e['eval_dev_cosine_accuracy@1']:.3f}" for e in evals)
     log(f"dev record recall@1 by step: {steps}")
@@ -161,19 +174,13 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
 
 
 def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=print) -> Path:
-    import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers.trainer_utils import get_last_checkpoint
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work = Path(cfg.out) / "reranker-run"
-    work.mkdir(parents=True, exist_ok=True)
-    check_run_identity(work / "run.json", _identity(cfg, retriever, "reranker"), "retriever training run")
+    work = _run_dir(cfg, retriever, "reranker")
     started = time.time()
     pairs = load_pairs(cfg, retriever, Path(cfg.out) / "embedder-run", log)[: cfg.reranker_queries]
     rows = []
@@ -203,10 +210,7 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
                          cfg.reranker_eval_steps)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model),
                                   evaluator=evaluator)
-    resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
-    if resume:
-        log(f"resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    _fit(trainer, work, log)
     evals = _evals(trainer, "eval_dev_ndcg@5")
     card = {"stage": "reranker", "base": base, "config": config_to_dict(cfg), "index": retriever.fingerprint,
             "queries": len(pairs), "rows": len(rows), "dev_evals": evals,

@@ -93,13 +93,14 @@ def test_consumer_rewrites_keep_the_focus_and_change_the_shape():
 
 
 def test_pairs_exclude_reserved_documents_and_mine_other_records(qa_data, qa_index, tmp_path):
+    from core.corpus import read_reserved
     from retriever.search import IndexRetriever
-    from retriever_train.data import consumer_eval_set, read_reserved, training_pairs
+    from retriever_train.data import consumer_eval_set, training_pairs
 
     cfg = _cfg(qa_data, qa_index, tmp_path, max_pairs=200, consumer_share=0.5)
     r = IndexRetriever.load(qa_index)
     pairs = training_pairs(cfg, r, log=lambda _: None)
-    reserved = read_reserved(cfg)
+    reserved = read_reserved(cfg.data_dir, cfg.reserved)
     assert len(pairs) == 32 * 3  # every non-reserved QA pair, none of the 8 reserved documents
     assert not any(":".join(p["record_id"].split(":")[:2]) in reserved for p in pairs)
     assert all(p["positive"] != p["negative"] for p in pairs)
