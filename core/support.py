@@ -98,6 +98,15 @@ class SentenceVerdict:
     """A copied passage header (title line), not an answer sentence."""
     fragment: bool = False
     """A sentence fragment (copied from a passage's cut start, or under four words), not an answer sentence."""
+    restatement: bool = False
+    """A sentence that only restates the question or talks about the answer ("The answer for the question 'What
+    are treatments for gout?' would be [1]."): nothing in it for a passage to support."""
+
+    @property
+    def not_answer(self) -> str:
+        """What this sentence is when it is not an answer sentence (for the removal warning), else ""."""
+        return ("copied passage header" if self.header else "sentence fragment" if self.fragment
+                else "sentence that only restates the question" if self.restatement else "")
 
 
 _LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer", "provided", "given",
@@ -123,11 +132,34 @@ def is_fragment(sentence: str) -> bool:
     return len(bare.split()) < 4 or bare[:1].islower()
 
 
+_META = frozenset(_stem(w) for w in """question questions asked ask asking answer answers answered response
+passage passages source sources text document documents context provided given following based information
+regarding according mentioned mentions says said states stated listed found refer refers see here below above
+topic relevant""".split())  # noqa: SIM905
+_YES_NO = frozenset("is are was were can could do does did should will would has have had may might must".split())  # noqa: SIM905
+
+
+def restates_question(sentence: str, question: str) -> bool:
+    """A sentence with no content word beyond the question's and talk about questions, answers and passages
+    ("The answer for the question 'What are treatments for gout?' would be [1]."). Its overlap with the question
+    lets it pass as supported, and it says nothing. For yes/no questions only a sentence with no content of its
+    own counts: "Gout can be cured." answers "Can gout be cured?" with the question's own words."""
+    words = stems(sentence) - _META
+    if not words:
+        return bool(question)
+    asks = question.strip().split(maxsplit=1)
+    if not asks or asks[0].lower() in _YES_NO:
+        return False
+    return words <= stems(question)
+
+
 def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: SupportJudge,
-              threshold: float) -> list[SentenceVerdict]:
-    """Split text into sentences and attribute each to the shown passages (markers 1..len(passages))."""
+              threshold: float, question: str = "") -> list[SentenceVerdict]:
+    """Split text into sentences and attribute each to the shown passages (markers 1..len(passages)). With the
+    question, sentences that only restate it are marked as such (not answer sentences)."""
     raw = split_sentences(text)
-    kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s) else "" for s in raw]
+    kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s)
+             else "restatement" if question and restates_question(s, question) else "" for s in raw]
     body = [s for s, k in zip(raw, kinds, strict=True) if not k]
     scores = judge.scores(body, passages) if passages else [[] for _ in body]
     out: list[SentenceVerdict] = []
@@ -135,7 +167,7 @@ def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: 
     for s, kind in zip(raw, kinds, strict=True):
         if kind:
             out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), header=kind == "header",
-                                       fragment=kind == "fragment"))
+                                       fragment=kind == "fragment", restatement=kind == "restatement"))
             continue
         _, row = next(it)
         cited = markers_in(s)

@@ -9,10 +9,10 @@ passages it saw support it. Independent of the model (135M on a CPU, a tuned 3B,
 
 Steps: (1) abstain when no passage is relevant to the question (embedder cosine below `min_relevance`):
 no_answer; (2) attribute every sentence to the shown passages (core.support: the definition training and
-evaluation use too); copied passage headers go; (3) the term guard (core.terms) removes sentences with invented
-words, drug names or doses the evidence does not hold; (4) unsupported sentences are removed (or marked);
-(5) when less than `min_kept_share` of the sentences survive, the answer becomes extractive: the passage
-sentences closest to the question, quoted, each with its marker.
+evaluation use too); copied passage headers, fragments and sentences that only restate the question go; (3) the
+term guard (core.terms) removes sentences with invented words, drug names or doses the evidence does not hold;
+(4) unsupported sentences are removed (or marked); (5) when less than `min_kept_share` of the sentences survive,
+the answer becomes extractive: the passage sentences closest to the question, quoted, each with its marker.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int)
         for s in split_sentences(p.text):
             key = " ".join(s.lower().split())
             if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
-                    and not s.rstrip().endswith(("...", ":"))):  # cut passage ends and list lead-ins say nothing alone
+                    and not s.rstrip().endswith(("...", ":", "?"))):  # cut ends, list lead-ins and the passage's
+                # own question ("What are the treatments for gout?" opens MedQuAD answers) say nothing alone
                 seen.add(key)  # a sentence a source repeats is quoted once
                 cands.append((p.marker, s))
     if not cands:
@@ -104,15 +105,16 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
                         verify_ms=round((time.perf_counter() - t) * 1000, 2))
 
     judge = SupportJudge(embed=embed, lexical_weight=cfg.lexical_weight)
-    verdicts = attribute(draft, texts, [p.hit.passage.title for p in shown], judge, cfg.support_threshold)
+    verdicts = attribute(draft, texts, [p.hit.passage.title for p in shown], judge, cfg.support_threshold,
+                         question)
     evidence = " ".join([question, *texts])
     vocab = evidence_words(evidence)
     warnings: list[str] = []
     kept: list[SentenceVerdict] = []
-    body = [v for v in verdicts if not (v.header or v.fragment)]
+    body = [v for v in verdicts if not v.not_answer]
     for v in verdicts:
-        if v.header or v.fragment:
-            warnings.append(f"removed a {'copied passage header' if v.header else 'sentence fragment'}: {_cut(v.text)}")
+        if v.not_answer:
+            warnings.append(f"removed a {v.not_answer}: {_cut(v.text)}")
             continue
         problems = term_problems(v.text, evidence, retriever.knows, vocab)
         if problems:

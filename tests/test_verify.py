@@ -5,7 +5,7 @@ honest no-answer; each answer mode; the term guard and the shared support defini
 import pytest
 
 from core.config import VerifyConfig
-from core.support import SupportJudge, attribute, is_header, markers_in, strip_markers
+from core.support import SupportJudge, attribute, is_header, markers_in, restates_question, strip_markers
 from core.terms import is_drug_name, term_problems
 from service.pipeline import answer
 from tests.fakes import FakeGenerator, FakeRetriever
@@ -99,6 +99,34 @@ def test_support_definition_headers_and_markers():
                          ["Colchicine treats gout flares quickly.", "Aspirin thins blood."], ["A", "B"],
                          SupportJudge(), threshold=0.6)
     assert [(v.citations, v.supported, v.cited_before) for v in verdicts] == [([1], True, [2]), ([], False, [])]
+
+
+def test_sentence_that_restates_the_question_is_not_a_sourced_answer():
+    # the fresh demo's answer. MedQuAD passages open with their question, so it shares the passage's words and
+    # passed as supported with the real embedder; the extractive fallback then quoted that question.
+    docs = [(GOUT[0][0], f"{QUESTION} {GOUT[0][1]}"), *GOUT[1:]]
+    draft = "The answer for the question 'What are the treatments for gout?' would be [1]."
+    texts, judge = [d[1] for d in docs], SupportJudge(embed=FakeRetriever(docs=docs).embed)
+    assert attribute(draft, texts, [], judge, 0.5)[0].supported  # on the support score alone (0.54 here)
+    restated = attribute(draft, texts, [], judge, 0.5, question=QUESTION)[0]
+    assert restated.restatement and not restated.supported and restated.not_answer
+    a = _answer(draft, docs=docs)
+    assert a.answer_mode == "extractive" and "would be" not in a.text and "?" not in a.text
+    assert any("only restates the question" in w for w in a.warnings)
+    kept = _answer("The treatments for gout are given in the passage [1]. Gout flares are treated with colchicine "
+                   "or NSAIDs [1].")
+    assert kept.answer_mode == "generated" and kept.text == "Gout flares are treated with colchicine or NSAIDs [1]."
+
+
+@pytest.mark.parametrize(("sentence", "question", "restates"), [
+    ("There are treatments for gout.", QUESTION, True),
+    ("The answer is in passage [2].", "Can gout be cured?", True),
+    ("Gout is treated with colchicine.", QUESTION, False),
+    ("Gout can be cured.", "Can gout be cured?", False),  # a yes/no answer in the question's own words
+    ("Weill-Marchesani syndrome is inherited [1].", "Is Weill-Marchesani syndrome inherited ?", False),
+])
+def test_restates_question(sentence, question, restates):
+    assert restates_question(sentence, question) is restates
 
 
 @pytest.mark.parametrize(("sentence", "problem"), [
