@@ -13,8 +13,9 @@
 4. With `--tuned-index` (and `--reranker`): the domain-tuned retriever side by side with the base index, on the
    200 dev questions and on a consumer-style set built from reserved documents (never trained on, dev excluded;
    retriever_train.data.consumer_eval_set): record-level recall@1/5/10 and MRR@10 of hybrid retrieval for base,
-   tuned, and tuned + reranker; retrieve latency p50 of each, interleaved query by query (target: tuned without
-   the reranker <= 1.5x base; the reranker's added latency is reported); and the training cards (time, peak memory).
+   tuned, tuned + reranker (its order, and its order fused with the hybrid one: rerank.fuse); retrieve latency p50
+   of each, interleaved query by query (target: tuned without the reranker <= 1.5x base; the reranker's added
+   latency is reported); and the training cards (time, peak memory).
    Targets on dev: hybrid recall@5 >= 0.95 and recall@1 >= 0.70; no loss on the consumer set.
 
 Timings on this machine swing 3-8x, so only ratios of side-by-side measurements are reported.
@@ -158,6 +159,8 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     if reranker_dir:
         arms["tuned+rerank"] = IndexRetriever.load(tuned_index, reranker=Reranker.load(reranker_dir, top_n=top_n))
         arms["base+rerank"] = IndexRetriever.load(base.root, reranker=arms["tuned+rerank"].reranker)
+        arms["tuned+rerank-fused"] = IndexRetriever.load(tuned_index, reranker=Reranker(
+            arms["tuned+rerank"].reranker.model, top_n=top_n, fuse=True))
     out: dict = {"dev": {}, "consumer": {}}
     for name, r in arms.items():
         out["dev"][name] = recall(gold_ranks(r, dev, "hybrid"))
@@ -174,8 +177,10 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     out["latency_ratio_tuned_over_base"] = round(p50["tuned"] / p50["base"], 3)
     if reranker_dir:
         out["reranker"] = {"top_n": top_n, "added_ms_p50": round(p50["tuned+rerank"] - p50["tuned"], 2),
-                           "gain_dev_recall@1": round(out["dev"]["tuned+rerank"]["recall@1"]
-                                                      - out["dev"]["tuned"]["recall@1"], 4)}
+                           **{f"gain_{split}_{m}_{arm}": round(out[split][f"tuned+rerank{arm}"][m]
+                                                              - out[split]["tuned"][m], 4)
+                              for split in ("dev", "consumer") for m in ("recall@1", "recall@5")
+                              for arm in ("", "-fused")}}
     cards = {}
     for name, path in (("embedder", Path(tuned_index) / "embedder" / "training_run.json"),
                        ("reranker", Path(reranker_dir or "-") / "training_run.json")):

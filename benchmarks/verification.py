@@ -2,6 +2,7 @@
 200 dev questions (reserved MedQuAD documents: never trained on), side by side in one run.
 
     .venv/bin/python benchmarks/verification.py [--index artifacts/index] [--limit 200] [--adapter DIR]
+        [--backend hf|llamacpp]
 
 1. Calibration without generation. Support: each dev question's shown passages (hybrid, k=3); the sentences of a
    passage scored against their own passage (supported) and against the other passages shown for the same
@@ -199,6 +200,7 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
         m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
                          retriever.knows if hits is not None else None)
         m["out_of_range_markers"] = float(bool(a.invalid_markers))
+        m["restatement_removed"] = float(any("only restates the question" in w for w in a.warnings))
         out.append({"id": it.id, "mode": a.answer_mode, "metrics": m, "answer": a.text})
     return out
 
@@ -208,7 +210,7 @@ COUNT = None  # the generator's token counter, set in main (prompts must match w
 
 def summarize(scored: list[dict]) -> dict:
     keys = ("token_f1", "rouge_l", "cites", "citation_validity", "citation_support", "lexical_support",
-            "invented_terms", "out_of_range_markers", "mode_generated", "mode_extractive", "mode_no_answer",
+            "invented_terms", "out_of_range_markers", "restatement_removed", "mode_generated", "mode_extractive", "mode_no_answer",
             "triage")
     answered = [r for r in scored if r["mode"] != "no_answer"]
     s = {k: _bootstrap([r["metrics"][k] for r in scored if k in r["metrics"]]) for k in keys
@@ -224,6 +226,9 @@ def main() -> None:
     ap.add_argument("--index", default="artifacts/index")
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--adapter", default="")
+    ap.add_argument("--backend", default="hf", choices=("hf", "llamacpp"),
+                    help="the drafts' generator: hf (the recorded numbers) or the served llama.cpp default "
+                         "(writes verification-llamacpp.json)")
     ap.add_argument("--skip-calibration", action="store_true", help="keep the calibration of the last results file")
     ap.add_argument("--no-grid", action="store_true", help="keep the grid of the last results file")
     ap.add_argument("--timing", type=int, default=30, help="questions answered live to time verification / "
@@ -237,7 +242,7 @@ def main() -> None:
 
     items = load_open_questions(EvalConfig(limit=args.limit), log)
     retriever = IndexRetriever.load(args.index)
-    tag = "-tuned" if args.adapter else ""
+    tag = ("-tuned" if args.adapter else "") + ("" if args.backend == "hf" else f"-{args.backend}")
     last = RESULTS / f"verification{tag}.json"
     previous = json.loads(last.read_text()) if last.is_file() else {}
     result: dict = {"questions": len(items), "index": retriever.fingerprint,
@@ -246,8 +251,9 @@ def main() -> None:
         t = time.perf_counter()
         result["calibration"] = calibrate(retriever, items, log)
         result["calibration"]["seconds"] = round(time.perf_counter() - t, 1)
-    # the recorded numbers are the transformers fp32 path (drafts cached from it)
-    generator = load_generator(ServeConfig(generator=GeneratorConfig(backend="hf", adapter=args.adapter)), log=log)
+    # verification.json is the transformers fp32 path (drafts cached from it); --backend llamacpp the served default
+    generator = load_generator(ServeConfig(generator=GeneratorConfig(backend=args.backend, adapter=args.adapter)),
+                               log=log)
     global COUNT
     COUNT = generator.count_tokens
     rows = {arm: drafts(items, retriever, generator, arm, RESULTS / f"verification_drafts{tag}-{arm}.jsonl", log)
@@ -295,7 +301,7 @@ def main() -> None:
                             "verify_over_generate_mean": round(statistics.fmean(ratios), 4),
                             "verify_over_generate_max": round(max(ratios), 4)}
         log(f"verify / generate: median {result['timing']['verify_over_generate_median']}")
-    result["config"] = {"verify": base.__dict__, "adapter": args.adapter or None}
+    result["config"] = {"verify": base.__dict__, "adapter": args.adapter or None, "backend": args.backend}
     for a in after[:5]:  # to the terminal only: answers quote the corpus, whose text stays out of the repository
         log(f"{a['id']} {a['mode']}: {rows['hybrid'][a['id']]['draft'][:200]!r}\n  -> {a['answer'][:300]!r}")
     RESULTS.mkdir(exist_ok=True)

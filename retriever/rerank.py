@@ -20,11 +20,11 @@ from retriever.index_dir import embed_text
 class Reranker:
     """A sentence-transformers CrossEncoder over (query, passage title + text)."""
 
-    def __init__(self, model, top_n: int = 20):
-        self.model, self.top_n = model, top_n
+    def __init__(self, model, top_n: int = 20, fuse: bool = False, rrf_k: int = 60):
+        self.model, self.top_n, self.fuse, self.rrf_k = model, top_n, fuse, rrf_k
 
     @classmethod
-    def load(cls, path: str, top_n: int = 20, threads: int = 0) -> Reranker:
+    def load(cls, path: str, top_n: int = 20, threads: int = 0, fuse: bool = False) -> Reranker:
         if not (Path(path) / "config.json").is_file():
             raise ModelLoadError(f"reranker {path} is not a model directory (train one with "
                                  "`medcite train-retriever reranker`, or turn rerank.model off)")
@@ -33,7 +33,7 @@ class Reranker:
 
         if threads:
             torch.set_num_threads(threads)
-        return cls(CrossEncoder(path, device="cpu", local_files_only=True), top_n)
+        return cls(CrossEncoder(path, device="cpu", local_files_only=True), top_n, fuse)
 
     def scores(self, query: str, texts: list[str]) -> list[float]:
         return [float(s) for s in self.model.predict([(query, t) for t in texts], batch_size=32,
@@ -41,12 +41,17 @@ class Reranker:
 
     def rerank(self, query: str, ranked: list[tuple[int, float]], passages: list[Passage]
                ) -> list[tuple[int, float]]:
-        """The top_n of `ranked` reordered by the cross-encoder's score (which becomes their score); the rest
-        keep their order below them."""
+        """The top_n of `ranked` reordered by the cross-encoder's score (which becomes their score), or with
+        `fuse` by reciprocal rank fusion of its order and the hybrid order (1/(k + rank) summed, as hybrid fuses
+        dense and BM25); the rest keep their order below them."""
         head, tail = ranked[:self.top_n], ranked[self.top_n:]
         if not head:
             return ranked
         scores = self.scores(query, [embed_text(passages[i]) for i, _ in head])
-        order = sorted(zip(head, scores, strict=True), key=lambda t: (-t[1], t[0][0]))
+        if self.fuse:
+            by_ce = sorted(range(len(head)), key=lambda n: (-scores[n], n))
+            ce_rank = {n: r for r, n in enumerate(by_ce, 1)}
+            scores = [1 / (self.rrf_k + ce_rank[n]) + 1 / (self.rrf_k + n + 1) for n in range(len(head))]
+        order = sorted(range(len(head)), key=lambda n: (-scores[n], n))  # ties keep the hybrid order
         floor = min(scores)
-        return [(i, s) for (i, _), s in order] + [(i, floor - 1.0 - n) for n, (i, _) in enumerate(tail)]
+        return [(head[n][0], scores[n]) for n in order] + [(i, floor - 1.0 - n) for n, (i, _) in enumerate(tail)]

@@ -110,6 +110,19 @@ def hard_negative(retriever: Retriever, query: str, positive_record: str) -> str
     return None
 
 
+def _title_key(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.split("\n", 1)[0].casefold()).split())
+
+
+def same_question(text: str, positive: str, anchor: str) -> bool:
+    """Whether a mined negative is titled as the positive or as the question itself: another source answering the
+    same question ("Essential tremor: treatment" from MedlinePlus and from GHR), so not a negative. In the 4,000
+    mined pairs such false negatives were common, and a cross-encoder trained with them stayed at the label
+    prior."""
+    key = _title_key(text)
+    return key in (_title_key(positive), _title_key(anchor))
+
+
 def training_pairs(cfg: RetrieverTrainConfig, retriever: Retriever, log=print) -> list[dict]:
     reserved = read_reserved(cfg.data_dir, cfg.reserved)
     records = qa_records(cfg, reserved, want_reserved=False)

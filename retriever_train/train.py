@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 
 from core.config import RetrieverTrainConfig, config_to_dict
+from core.errors import ModelLoadError
 from core.files import atomic_write_json, atomic_write_jsonl, check_run_identity, staging_dir
 from retriever.index_dir import EMBEDDER_DIR, embed_text
 from retriever.search import IndexRetriever
-from retriever_train.data import read_dev, training_pairs
+from retriever_train.data import read_dev, same_question, training_pairs
 
 RUN_FILE = "training_run.json"
 """Written into every trained model directory; the index manifest copies it (which run built this embedder)."""
@@ -173,27 +174,54 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     return out
 
 
+def _pooler_to_identity(model) -> bool:
+    """Starting a cross-encoder from a bi-encoder (mean pooling) whose BERT pooler was never trained: its dense
+    layer is small noise (weight std 0.009, bias 0 in MiniLM-L6), and with the new head's 0.02 init the gradient
+    barely reaches the encoder: two runs stayed at the label prior for 170 steps, and 96 rows could not be fit in
+    24 steps. Set to identity (pooler = tanh(CLS)) the same 24 steps ranked every positive above its negative."""
+    import torch
+
+    hf = model.model
+    pooler = getattr(hf.base_model, "pooler", None)
+    if pooler is None or any(a.endswith("ForSequenceClassification") for a in hf.config.architectures or []):
+        return False  # already a cross-encoder: its pooler was trained with its head
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(pooler.dense.weight.shape[0]))
+        pooler.dense.bias.zero_()
+    return True
+
+
 def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=print) -> Path:
+    import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
+    base = cfg.reranker_base or str(Path(retriever.root) / EMBEDDER_DIR)
+    if not (Path(base) / "config.json").is_file():
+        raise ModelLoadError(f"reranker_base {base} is not a model directory (train the embedder first: "
+                             "`medcite train-retriever embedder`)")
     work = _run_dir(cfg, retriever, "reranker")
     started = time.time()
     pairs = load_pairs(cfg, retriever, Path(cfg.out) / "embedder-run", log)[: cfg.reranker_queries]
-    rows = []
+    rows, dropped = [], 0
     for p in pairs:
         rows.append({"query": p["anchor"], "passage": p["positive"], "label": 1.0})
-        rows.append({"query": p["anchor"], "passage": p["negative"], "label": 0.0})
-        seen = {p["negative"], p["positive"]}
-        for h in retriever.search(p["anchor"], k=cfg.reranker_negatives + 4, mode="hybrid"):
-            text = embed_text(h.passage)
-            if retriever.resolve_record(h.passage.record_id) != p["record_id"] and text not in seen \
-                    and len(seen) < cfg.reranker_negatives + 1:
-                seen.add(text)
-                rows.append({"query": p["anchor"], "passage": text, "label": 0.0})
+        negatives: list[str] = []
+        for text in [p["negative"]] + [embed_text(h.passage) for h in retriever.search(
+                p["anchor"], k=cfg.reranker_negatives + 8, mode="hybrid")
+                if retriever.resolve_record(h.passage.record_id) != p["record_id"]]:
+            if len(negatives) == cfg.reranker_negatives or text == p["positive"] or text in negatives:
+                continue
+            if same_question(text, p["positive"], p["anchor"]):
+                dropped += 1
+                continue
+            negatives.append(text)
+        rows += [{"query": p["anchor"], "passage": t, "label": 0.0} for t in negatives]
+    log(f"  reranker rows: {len(rows)} from {len(pairs)} queries; {dropped} mined negatives dropped as the same "
+        "question from another source")
     data = Dataset.from_list(rows).shuffle(seed=cfg.seed)
     samples = []
     for d in read_dev(cfg):
@@ -203,17 +231,20 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
                         "documents": [embed_text(h.passage) for h in hits]})
     evaluator = CrossEncoderRerankingEvaluator(samples, at_k=5, name="dev", show_progress_bar=False,
                                                always_rerank_positives=False, write_csv=False)
-    base = str(Path(retriever.root) / EMBEDDER_DIR)
     model = CrossEncoder(base, num_labels=1, max_length=cfg.reranker_max_length, device="cpu",
                          local_files_only=True)
+    if _pooler_to_identity(model):
+        log("  the base's untrained BERT pooler starts as identity")
     args = _trainer_args(Args, work, cfg, "eval_dev_ndcg@5", cfg.reranker_batch_size, cfg.reranker_learning_rate,
                          cfg.reranker_eval_steps)
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model),
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(
+        # positives are 1 in (1 + negatives) rows: weighting them so keeps the loss off the label prior
+        model, pos_weight=torch.tensor(float(cfg.reranker_negatives))),
                                   evaluator=evaluator)
     _fit(trainer, work, log)
     evals = _evals(trainer, "eval_dev_ndcg@5")
     card = {"stage": "reranker", "base": base, "config": config_to_dict(cfg), "index": retriever.fingerprint,
-            "queries": len(pairs), "rows": len(rows), "dev_evals": evals,
+            "queries": len(pairs), "rows": len(rows), "false_negatives_dropped": dropped, "dev_evals": evals,
             "dev_after": max(evals, key=lambda e: e["eval_dev_ndcg@5"]) if evals else {},
             "train_seconds": round(time.time() - started, 1), "peak_rss_mib": _peak_rss_mib(),
             "best_checkpoint": trainer.state.best_model_checkpoint}

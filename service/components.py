@@ -16,7 +16,7 @@ def load_retriever(cfg: ServeConfig) -> Retriever:
     if cfg.rerank.model:
         from retriever.rerank import Reranker
 
-        reranker = Reranker.load(cfg.rerank.model, cfg.rerank.top_n)
+        reranker = Reranker.load(cfg.rerank.model, cfg.rerank.top_n, fuse=cfg.rerank.fuse)
     return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker)
 
 

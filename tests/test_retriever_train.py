@@ -163,6 +163,12 @@ def test_reranker_trains_and_reorders_hybrid_results(qa_data, qa_index, tmp_path
     scores = reranker.scores(q, [f"{h.passage.title}\n{h.passage.text}" for h in reranked])
     assert scores == sorted(scores, reverse=True) and [h.score for h in reranked] == pytest.approx(scores)
     assert r.search(q, k=5, mode="dense") == base.search(q, k=5, mode="dense")  # dense stays dense
+    # fused: reciprocal ranks of the cross-encoder's order and the hybrid order, summed
+    fused = IndexRetriever.load(qa_index, reranker=Reranker(reranker.model, top_n=5, fuse=True)).search(q, k=5)
+    ce_rank = {h.passage.id: n for n, h in enumerate(reranked, 1)}
+    rrf = {h.passage.id: 1 / (60 + ce_rank[h.passage.id]) + 1 / (60 + n) for n, h in enumerate(plain, 1)}
+    assert [h.passage.id for h in fused] == sorted(rrf, key=lambda i: (-rrf[i], [h.passage.id for h in plain].index(i)))
+    assert [h.score for h in fused] == pytest.approx(sorted(rrf.values(), reverse=True))
 
 
 def test_reranker_refusals(tmp_path):
