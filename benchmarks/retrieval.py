@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import IndexConfig, default_data_dir  # noqa: E402
+from core.files import atomic_write_json  # noqa: E402
 from index_build.build import embed_in_shards  # noqa: E402
 from retriever.index_dir import embed_text  # noqa: E402
 from retriever.search import IndexRetriever  # noqa: E402
@@ -150,6 +151,15 @@ def int8_queries(r: IndexRetriever, dev: list[dict]) -> dict:
             "hybrid_recall@5_drop_points": drop, "adopt": drop <= 0.5 and p50["int8"] < p50["fp32"]}
 
 
+def reranker_summary(out: dict, top_n: int) -> dict:
+    """The reranker's added latency and its gain over the tuned index alone, replacing or fused with its order."""
+    p50 = out["latency_p50_ms"]
+    return {"top_n": top_n, "added_ms_p50": round(p50["tuned+rerank"] - p50["tuned"], 2),
+            **{f"gain_{how}": {f"{split}_{m}": round(out[split][arm][m] - out[split]["tuned"][m], 4)
+                               for split in ("dev", "consumer") for m in ("recall@1", "recall@5")}
+               for how, arm in (("replace", "tuned+rerank"), ("fused", "tuned+rerank-fused"))}}
+
+
 def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, dev: list[dict],
                      consumer: list[dict], top_n: int) -> dict:
     from retriever.rerank import Reranker
@@ -176,11 +186,7 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     out["latency_p50_ms"] = p50
     out["latency_ratio_tuned_over_base"] = round(p50["tuned"] / p50["base"], 3)
     if reranker_dir:
-        out["reranker"] = {"top_n": top_n, "added_ms_p50": round(p50["tuned+rerank"] - p50["tuned"], 2),
-                           **{f"gain_{split}_{m}_{arm}": round(out[split][f"tuned+rerank{arm}"][m]
-                                                              - out[split]["tuned"][m], 4)
-                              for split in ("dev", "consumer") for m in ("recall@1", "recall@5")
-                              for arm in ("", "-fused")}}
+        out["reranker"] = reranker_summary(out, top_n)
     cards = {}
     for name, path in (("embedder", Path(tuned_index) / "embedder" / "training_run.json"),
                        ("reranker", Path(reranker_dir or "-") / "training_run.json")):
@@ -201,7 +207,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--tuned-index", default="", help="an index built with the tuned embedder (part 4)")
     ap.add_argument("--reranker", default="", help="a trained cross-encoder directory (part 4)")
-    ap.add_argument("--top-n", type=int, default=20, help="results the reranker rescores")
+    ap.add_argument("--top-n", type=int, default=20, help="results the reranker rescores (20 is recorded as `tuned`, "
+                    "others as `tuned_top<n>`)")
     ap.add_argument("--parts", default="quality,latency,throughput,tuned,int8")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -228,7 +235,9 @@ def main() -> None:
         from retriever_train.data import consumer_eval_set
 
         consumer = consumer_eval_set(RetrieverTrainConfig(data_dir=args.data_dir), n=200)
-        res["tuned"] = tuned_comparison(r, args.tuned_index, args.reranker, dev, consumer, args.top_n)
+        # top_n 20 is the recorded default; other values are kept beside it
+        res["tuned" if args.top_n == 20 else f"tuned_top{args.top_n}"] = tuned_comparison(
+            r, args.tuned_index, args.reranker, dev, consumer, args.top_n)
     res["targets_met"] = {
         "hybrid_recall@5 >= 1.05 x bm25": res["quality"]["ratios"]["hybrid_over_bm25_recall@5"] >= 1.05,
         "dense_recall@5 >= 0.95 x bm25": res["quality"]["ratios"]["dense_over_bm25_recall@5"] >= 0.95,
@@ -237,15 +246,16 @@ def main() -> None:
     }
     if "tuned" in res:
         t = res["tuned"]
-        best = "tuned+rerank" if "tuned+rerank" in t["dev"] else "tuned"
-        res["targets_met"].update({
-            f"{best} dev hybrid recall@5 >= 0.95": t["dev"][best]["recall@5"] >= 0.95,
-            f"{best} dev hybrid recall@1 >= 0.70": t["dev"][best]["recall@1"] >= 0.70,
-            f"{best} consumer recall@5 >= base": t["consumer"][best]["recall@5"] >= t["consumer"]["base"]["recall@5"],
-            "tuned retrieve latency p50 <= 1.5 x base": t["latency_ratio_tuned_over_base"] <= 1.5})
+        for arm in [a for a in ("tuned", "tuned+rerank-fused") if a in t["dev"]]:  # embedder alone; the default
+            res["targets_met"].update({
+                f"{arm} dev hybrid recall@5 >= 0.95": t["dev"][arm]["recall@5"] >= 0.95,
+                f"{arm} dev hybrid recall@1 >= 0.70": t["dev"][arm]["recall@1"] >= 0.70,
+                f"{arm} consumer recall@1 and @5 >= base": all(
+                    t["consumer"][arm][m] >= t["consumer"]["base"][m] for m in ("recall@1", "recall@5"))})
+        res["targets_met"]["tuned retrieve latency p50 <= 1.5 x base"] = t["latency_ratio_tuned_over_base"] <= 1.5
     print(json.dumps(res["targets_met"], indent=1))
     RESULTS.mkdir(exist_ok=True)
-    out_file.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_json(out_file, res)
     print(f"wrote {out_file}")
 
 

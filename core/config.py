@@ -275,11 +275,14 @@ class RerankConfig:
     """The cross-encoder stage over hybrid results (the `rerank:` block of serve/eval configs)."""
 
     model: str = ""
-    """Cross-encoder directory from `medcite train-retriever reranker` (artifacts/retriever/reranker). Empty: off."""
-    top_n: int = 20
-    """Hybrid results (distinct records) the cross-encoder rescores per query; its latency grows linearly."""
-    fuse: bool = False
-    """Fuse the cross-encoder's order with the hybrid order (reciprocal rank) instead of replacing it."""
+    """Cross-encoder directory from `medcite train-retriever reranker`. Empty: artifacts/retriever/reranker when
+    `make retriever` built it and the tuned index is in use (see `resolve_reranker`), else off; `off`: never."""
+    top_n: int = 10
+    """Hybrid results (distinct records) the cross-encoder rescores per query; its latency grows linearly (fused,
+    10 gained as much as 20 on dev and more on consumer questions, for +308 ms p50 instead of +509 here)."""
+    fuse: bool = True
+    """Fuse the cross-encoder's order with the hybrid order (reciprocal rank) instead of replacing it: replacing
+    it lost 0.205 consumer-set R@1, fused gains on dev and consumer questions (benchmarks/results/retrieval.json)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_n <= 100:
@@ -341,6 +344,7 @@ class ServeConfig:
 
 
 DEFAULT_INDEX, TUNED_INDEX = "artifacts/index", "artifacts/index-tuned"
+TUNED_RERANKER = "artifacts/retriever/reranker"
 
 
 def resolve_index(index: str) -> str:
@@ -349,6 +353,17 @@ def resolve_index(index: str) -> str:
     if index == DEFAULT_INDEX and (Path(TUNED_INDEX) / "manifest.json").is_file():
         return TUNED_INDEX
     return index
+
+
+def resolve_reranker(index: str, model: str) -> str:
+    """The cross-encoder to load ("" = none): `model` as configured, `off` for none; unset, the tuned reranker
+    goes with the tuned index that `resolve_index` picks up (both come from `make retriever`)."""
+    if model == "off":
+        return ""
+    if model:
+        return model
+    tuned = resolve_index(index) == TUNED_INDEX and index == DEFAULT_INDEX
+    return TUNED_RERANKER if tuned and (Path(TUNED_RERANKER) / "config.json").is_file() else ""
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def is_fragment(sentence: str) -> bool:
 _META = frozenset(_stem(w) for w in """question questions asked ask asking answer answers answered response
 passage passages source sources text document documents context provided given following based information
 regarding according mentioned mentions says said states stated listed found refer refers see here below above
-topic relevant""".split())  # noqa: SIM905
+topic relevant summary summaries about""".split())  # noqa: SIM905
 _YES_NO = frozenset("is are was were can could do does did should will would has have had may might must".split())  # noqa: SIM905
 
 

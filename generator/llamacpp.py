@@ -23,6 +23,7 @@ What stays exactly as in the transformers path (generator.local holds the shared
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import tempfile
@@ -227,6 +228,9 @@ class LlamaCppGenerator(LocalGenerator):
                                   verbose=False)
         except ValueError as e:
             raise ModelLoadError(f"llama.cpp could not load {weights}: {str(e).splitlines()[0]}") from None
+        # freed before interpreter teardown: left to Llama.__del__, the free runs after llama_cpp's bindings are
+        # gone and prints "Exception ignored ... TypeError: 'NoneType' object is not callable" at every exit
+        atexit.register(llm.close)
         return cls(llm, tokenizer, name, decoding, cfg.queue_size)
 
     def _logits(self):

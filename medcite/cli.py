@@ -28,11 +28,13 @@ from core.config import (
     EvalConfig,
     FinetuneConfig,
     IndexConfig,
+    RerankConfig,
     RetrieverTrainConfig,
     ServeConfig,
     field_docs,
     load_config,
     resolve_index,
+    resolve_reranker,
 )
 from core.errors import InvalidRequestError, MedciteError
 from core.types import SEARCH_MODES
@@ -77,7 +79,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from retriever.search import IndexRetriever
 
-    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads)
+    rerank, reranker = RerankConfig(), None
+    model = resolve_reranker(args.index, rerank.model)  # as serve retrieves: the tuned reranker goes with its index
+    if model:
+        from retriever.rerank import Reranker
+
+        reranker = Reranker.load(model, rerank.top_n, threads=args.threads, fuse=rerank.fuse)
+    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads, reranker=reranker)
     for qid, question in batch:
         hits = retriever.search(question, k=args.k, mode=args.mode, source=args.source,
                                 per_record=not args.all_passages)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from core.config import ServeConfig, resolve_index
+from core.config import ServeConfig, resolve_index, resolve_reranker
 from core.types import Generator, Retriever
 
 
@@ -13,10 +13,11 @@ def load_retriever(cfg: ServeConfig) -> Retriever:
     from retriever.search import IndexRetriever
 
     reranker = None
-    if cfg.rerank.model:
+    model = resolve_reranker(cfg.index, cfg.rerank.model)
+    if model:
         from retriever.rerank import Reranker
 
-        reranker = Reranker.load(cfg.rerank.model, cfg.rerank.top_n, fuse=cfg.rerank.fuse)
+        reranker = Reranker.load(model, cfg.rerank.top_n, fuse=cfg.rerank.fuse)
     return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from core.config import VerifyConfig
 from core.quality import split_sentences
-from core.support import SentenceVerdict, SupportJudge, attribute, is_fragment, is_header
+from core.support import SentenceVerdict, SupportJudge, attribute, is_fragment, is_header, restates_question
 from core.terms import evidence_words, term_problems
 from core.types import Retriever
 from generator.prompt import PromptPassage
@@ -74,6 +74,7 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int)
         for s in split_sentences(p.text):
             key = " ".join(s.lower().split())
             if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
+                    and not restates_question(s, question)  # "This summary is about adult leukemia."
                     and not s.rstrip().endswith(("...", ":", "?"))):  # cut ends, list lead-ins and the passage's
                 # own question ("What are the treatments for gout?" opens MedQuAD answers) say nothing alone
                 seen.add(key)  # a sentence a source repeats is quoted once

@@ -171,12 +171,59 @@ def test_reranker_trains_and_reorders_hybrid_results(qa_data, qa_index, tmp_path
     assert [h.score for h in fused] == pytest.approx(sorted(rrf.values(), reverse=True))
 
 
+def test_mined_negatives_that_are_the_same_question_from_another_source_are_not_negatives():
+    from retriever_train.data import same_question
+
+    pos = "Essential tremor: treatment\nTreatment may not be necessary unless the tremors interfere."
+    q = "What are the treatments for Essential tremor ?"
+    assert same_question("essential tremor: treatment\nThese resources address the management.", pos, q)
+    assert same_question("What are the treatments for essential tremor?\nBeta blockers are used.", pos, q)
+    assert not same_question("Essential tremor: overview\nA nervous system disorder.", pos, q)
+
+
+def test_a_bi_encoder_base_gets_an_identity_pooler_a_cross_encoder_keeps_its_own(qa_index, tmp_path):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from retriever_train.train import _pooler_to_identity
+
+    ce = CrossEncoder(str(qa_index / "embedder"), num_labels=1, device="cpu", local_files_only=True)
+    assert _pooler_to_identity(ce)
+    dense = ce.model.base_model.pooler.dense
+    assert torch.equal(dense.weight, torch.eye(dense.weight.shape[0])) and not dense.bias.any()
+    ce.save_pretrained(str(tmp_path / "ce"))  # a cross-encoder now: its pooler was trained with its head
+    again = CrossEncoder(str(tmp_path / "ce"), device="cpu", local_files_only=True)
+    with torch.no_grad():
+        again.model.base_model.pooler.dense.weight.mul_(2)
+    assert not _pooler_to_identity(again)
+    assert torch.equal(again.model.base_model.pooler.dense.weight, 2 * torch.eye(dense.weight.shape[0]))
+
+
 def test_reranker_refusals(tmp_path):
     from retriever.rerank import Reranker
 
     with pytest.raises(ModelLoadError, match="reranker"):
         Reranker.load(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="reranker_base"):
+        from retriever_train.train import train_reranker
+        train_reranker(RetrieverTrainConfig(reranker_base=str(tmp_path / "none")), None, log=lambda _: None)
     with pytest.raises(ConfigError, match="top_n"):
         RerankConfig(top_n=0)
     with pytest.raises(ConfigError, match="consumer_share"):
         RetrieverTrainConfig(consumer_share=2)
+
+
+def test_the_tuned_index_and_its_reranker_are_picked_up_only_for_the_default_index(tmp_path, monkeypatch):
+    from core.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER, resolve_index, resolve_reranker
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_index(DEFAULT_INDEX) == DEFAULT_INDEX and resolve_reranker(DEFAULT_INDEX, "") == ""
+    (tmp_path / TUNED_INDEX).mkdir(parents=True)
+    (tmp_path / TUNED_INDEX / "manifest.json").write_text("{}")
+    assert resolve_index(DEFAULT_INDEX) == TUNED_INDEX and resolve_reranker(DEFAULT_INDEX, "") == ""
+    (tmp_path / TUNED_RERANKER).mkdir(parents=True)
+    (tmp_path / TUNED_RERANKER / "config.json").write_text("{}")
+    assert resolve_reranker(DEFAULT_INDEX, "") == TUNED_RERANKER
+    assert resolve_reranker(DEFAULT_INDEX, "off") == ""  # turned off by config
+    assert resolve_reranker("elsewhere/index", "") == "" and resolve_index("elsewhere/index") == "elsewhere/index"
+    assert resolve_reranker("elsewhere/index", "my/ce") == "my/ce"

@@ -120,6 +120,7 @@ def test_sentence_that_restates_the_question_is_not_a_sourced_answer():
 
 @pytest.mark.parametrize(("sentence", "question", "restates"), [
     ("There are treatments for gout.", QUESTION, True),
+    ("This summary is about gout.", QUESTION, True),  # a PDQ passage's opening, quoted by the fallback before
     ("The answer is in passage [2].", "Can gout be cured?", True),
     ("Gout is treated with colchicine.", QUESTION, False),
     ("Gout can be cured.", "Can gout be cured?", False),  # a yes/no answer in the question's own words
