@@ -167,7 +167,8 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     tuned = IndexRetriever.load(tuned_index)
     arms = {"base": base, "tuned": tuned}
     if reranker_dir:
-        arms["tuned+rerank"] = IndexRetriever.load(tuned_index, reranker=Reranker.load(reranker_dir, top_n=top_n))
+        arms["tuned+rerank"] = IndexRetriever.load(tuned_index, reranker=Reranker.load(reranker_dir, top_n=top_n,
+                                                                                      fuse=False))
         arms["base+rerank"] = IndexRetriever.load(base.root, reranker=arms["tuned+rerank"].reranker)
         arms["tuned+rerank-fused"] = IndexRetriever.load(tuned_index, reranker=Reranker(
             arms["tuned+rerank"].reranker.model, top_n=top_n, fuse=True))

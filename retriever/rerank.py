@@ -1,10 +1,11 @@
 """A cross-encoder reranking stage: rescores the top-N hybrid results for a query, jointly reading query and passage.
 
     from retriever.rerank import Reranker
-    r = IndexRetriever.load("artifacts/index", reranker=Reranker.load("artifacts/retriever/reranker", top_n=20))
+    r = IndexRetriever.load("artifacts/index-tuned", reranker=Reranker.load("artifacts/retriever/reranker"))
 
-Trained by `medcite train-retriever reranker` (retriever_train/). On by config (`rerank.model` in serve.yaml);
-its latency and gain are in benchmarks/results/retrieval.json. Only hybrid results are reranked: dense and BM25
+Trained by `medcite train-retriever reranker` (retriever_train/). On with the tuned index that `make retriever`
+builds, or by config (`rerank:` in serve.yaml; core.config.resolve_reranker); fused with the hybrid order by
+default. Its latency and gain are in benchmarks/results/retrieval.json. Only hybrid results are reranked: dense and BM25
 stay the plain rankers they are named after.
 """
 
@@ -20,20 +21,26 @@ from retriever.index_dir import embed_text
 class Reranker:
     """A sentence-transformers CrossEncoder over (query, passage title + text)."""
 
-    def __init__(self, model, top_n: int = 20, fuse: bool = False, rrf_k: int = 60):
+    def __init__(self, model, top_n: int = 10, fuse: bool = True, rrf_k: int = 60):
         self.model, self.top_n, self.fuse, self.rrf_k = model, top_n, fuse, rrf_k
 
     @classmethod
-    def load(cls, path: str, top_n: int = 20, threads: int = 0, fuse: bool = False) -> Reranker:
+    def load(cls, path: str, top_n: int = 10, threads: int = 0, fuse: bool = True) -> Reranker:
+        """Defaults as RerankConfig's."""
         if not (Path(path) / "config.json").is_file():
             raise ModelLoadError(f"reranker {path} is not a model directory (train one with "
-                                 "`medcite train-retriever reranker`, or turn rerank.model off)")
+                                 "`medcite train-retriever reranker`, or set rerank.model: off)")
         import torch
         from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # the per-load "Loading weights" bar, as for the embedder
         if threads:
             torch.set_num_threads(threads)
-        return cls(CrossEncoder(path, device="cpu", local_files_only=True), top_n, fuse)
+        try:
+            return cls(CrossEncoder(path, device="cpu", local_files_only=True), top_n, fuse)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"reranker {path} could not be loaded: {str(e).splitlines()[0]}") from None
 
     def scores(self, query: str, texts: list[str]) -> list[float]:
         return [float(s) for s in self.model.predict([(query, t) for t in texts], batch_size=32,
