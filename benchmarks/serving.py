@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import DecodingConfig, GeneratorConfig, default_data_dir  # noqa: E402
 from core.corpus import clean_records, read_corpus  # noqa: E402
+from core.files import atomic_write_json  # noqa: E402
 from core.quality import repeated_ngram_rate, runaway_list, token_f1  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -420,7 +421,7 @@ def main() -> None:
     if "backends" in parts:
         res["backends"] = backends(retriever, dev[:args.backend_questions], gold_text, args.backends.split(","),
                                    args.quality_backends.split(","), reps=4)
-        out_file.write_text(json.dumps(res, indent=2) + "\n")  # kept if a later part fails
+        atomic_write_json(out_file, res)  # kept if a later part fails
     if "served" in parts:
         quant = next((f.split("=", 1)[1] for f in args.served_backend.split() if f.startswith("generator.gguf_quant=")),
                      "q4_1-packaged")
@@ -437,7 +438,7 @@ def main() -> None:
                           "demo end to end <= 2 s": res.get("served", {}).get("demo_e2e_median_s", 9) <= 2}
     print(json.dumps(res["targets_met"], indent=1))
     RESULTS.mkdir(exist_ok=True)
-    out_file.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_json(out_file, res)
     print(f"wrote {out_file}")
 
 

@@ -43,6 +43,7 @@ from core import journal  # noqa: E402
 from core.config import EvalConfig, GeneratorConfig, ServeConfig, VerifyConfig  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
 from core.quality import split_sentences  # noqa: E402
+from core.support import NOT_ANSWER  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -200,7 +201,7 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
         m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
                          retriever.knows if hits is not None else None)
         m["out_of_range_markers"] = float(bool(a.invalid_markers))
-        m["restatement_removed"] = float(any("only restates the question" in w for w in a.warnings))
+        m["restatement_removed"] = float(any(NOT_ANSWER["restatement"] in w for w in a.warnings))
         out.append({"id": it.id, "mode": a.answer_mode, "metrics": m, "answer": a.text})
     return out
 
@@ -210,8 +211,8 @@ COUNT = None  # the generator's token counter, set in main (prompts must match w
 
 def summarize(scored: list[dict]) -> dict:
     keys = ("token_f1", "rouge_l", "cites", "citation_validity", "citation_support", "lexical_support",
-            "invented_terms", "out_of_range_markers", "restatement_removed", "mode_generated", "mode_extractive", "mode_no_answer",
-            "triage")
+            "invented_terms", "out_of_range_markers", "restatement_removed", "mode_generated", "mode_extractive",
+            "mode_no_answer", "triage")
     answered = [r for r in scored if r["mode"] != "no_answer"]
     s = {k: _bootstrap([r["metrics"][k] for r in scored if k in r["metrics"]]) for k in keys
          if any(k in r["metrics"] for r in scored)}

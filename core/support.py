@@ -94,19 +94,20 @@ class SentenceVerdict:
     """The best passage's score."""
     cited_before: list[int] = field(default_factory=list)
     """The markers the model wrote (for reports: kept, moved or dropped)."""
-    header: bool = False
-    """A copied passage header (title line), not an answer sentence."""
-    fragment: bool = False
-    """A sentence fragment (copied from a passage's cut start, or under four words), not an answer sentence."""
-    restatement: bool = False
-    """A sentence that only restates the question or talks about the answer ("The answer for the question 'What
-    are treatments for gout?' would be [1]."): nothing in it for a passage to support."""
+    kind: str = ""
+    """Why this is not an answer sentence ("" for an answer sentence): one of NOT_ANSWER's keys."""
 
     @property
     def not_answer(self) -> str:
         """What this sentence is when it is not an answer sentence (for the removal warning), else ""."""
-        return ("copied passage header" if self.header else "sentence fragment" if self.fragment
-                else "sentence that only restates the question" if self.restatement else "")
+        return NOT_ANSWER.get(self.kind, "")
+
+
+NOT_ANSWER = {
+    "header": "copied passage header",  # a passage's title line
+    "fragment": "sentence fragment",  # copied from a passage's cut start, or under four words
+    "restatement": "sentence that only restates the question",  # restates_question: nothing a passage supports
+}
 
 
 _LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer", "provided", "given",
@@ -132,10 +133,9 @@ def is_fragment(sentence: str) -> bool:
     return len(bare.split()) < 4 or bare[:1].islower()
 
 
-_META = frozenset(_stem(w) for w in """question questions asked ask asking answer answers answered response
-passage passages source sources text document documents context provided given following based information
-regarding according mentioned mentions says said states stated listed found refer refers see here below above
-topic relevant summary summaries about""".split())  # noqa: SIM905
+_META = frozenset(_stem(w) for w in _LABELS | set("""question questions asked ask asking answers answered response
+text document documents context based information regarding according mentioned mentions says said states stated
+listed found refer refers see topic relevant summary summaries about""".split()))  # noqa: SIM905
 _YES_NO = frozenset("is are was were can could do does did should will would has have had may might must".split())  # noqa: SIM905
 
 
@@ -166,8 +166,7 @@ def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: 
     it = iter(zip(body, scores, strict=True))
     for s, kind in zip(raw, kinds, strict=True):
         if kind:
-            out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), header=kind == "header",
-                                       fragment=kind == "fragment", restatement=kind == "restatement"))
+            out.append(SentenceVerdict(strip_markers(s), [], False, 0.0, markers_in(s), kind))
             continue
         _, row = next(it)
         cited = markers_in(s)

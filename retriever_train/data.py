@@ -123,6 +123,24 @@ def same_question(text: str, positive: str, anchor: str) -> bool:
     return key in (_title_key(positive), _title_key(anchor))
 
 
+def reranker_negatives(retriever: Retriever, pair: dict, n: int) -> tuple[list[str], int]:
+    """Up to n negatives for a training pair's query: its mined hard negative first, then the next hybrid hits from
+    other records, without the same question from another source. Returns them and how many were dropped as such
+    (the embedder's single hard negative is not filtered: its pairs were mined, trained and measured before)."""
+    hits = [embed_text(h.passage) for h in retriever.search(pair["anchor"], k=n + 8, mode="hybrid")
+            if retriever.resolve_record(h.passage.record_id) != pair["record_id"]]
+    negatives: list[str] = []
+    dropped = 0
+    for text in [pair["negative"], *hits]:
+        if len(negatives) == n or text == pair["positive"] or text in negatives:
+            continue
+        if same_question(text, pair["positive"], pair["anchor"]):
+            dropped += 1
+        else:
+            negatives.append(text)
+    return negatives, dropped
+
+
 def training_pairs(cfg: RetrieverTrainConfig, retriever: Retriever, log=print) -> list[dict]:
     reserved = read_reserved(cfg.data_dir, cfg.reserved)
     records = qa_records(cfg, reserved, want_reserved=False)

@@ -32,7 +32,7 @@ from core.errors import ModelLoadError
 from core.files import atomic_write_json, atomic_write_jsonl, check_run_identity, staging_dir
 from retriever.index_dir import EMBEDDER_DIR, embed_text
 from retriever.search import IndexRetriever
-from retriever_train.data import read_dev, same_question, training_pairs
+from retriever_train.data import read_dev, reranker_negatives, training_pairs
 
 RUN_FILE = "training_run.json"
 """Written into every trained model directory; the index manifest copies it (which run built this embedder)."""
@@ -209,16 +209,8 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     rows, dropped = [], 0
     for p in pairs:
         rows.append({"query": p["anchor"], "passage": p["positive"], "label": 1.0})
-        negatives: list[str] = []
-        for text in [p["negative"]] + [embed_text(h.passage) for h in retriever.search(
-                p["anchor"], k=cfg.reranker_negatives + 8, mode="hybrid")
-                if retriever.resolve_record(h.passage.record_id) != p["record_id"]]:
-            if len(negatives) == cfg.reranker_negatives or text == p["positive"] or text in negatives:
-                continue
-            if same_question(text, p["positive"], p["anchor"]):
-                dropped += 1
-                continue
-            negatives.append(text)
+        negatives, same = reranker_negatives(retriever, p, cfg.reranker_negatives)
+        dropped += same
         rows += [{"query": p["anchor"], "passage": t, "label": 0.0} for t in negatives]
     log(f"  reranker rows: {len(rows)} from {len(pairs)} queries; {dropped} mined negatives dropped as the same "
         "question from another source")

@@ -109,7 +109,7 @@ def test_sentence_that_restates_the_question_is_not_a_sourced_answer():
     texts, judge = [d[1] for d in docs], SupportJudge(embed=FakeRetriever(docs=docs).embed)
     assert attribute(draft, texts, [], judge, 0.5)[0].supported  # on the support score alone (0.54 here)
     restated = attribute(draft, texts, [], judge, 0.5, question=QUESTION)[0]
-    assert restated.restatement and not restated.supported and restated.not_answer
+    assert restated.kind == "restatement" and not restated.supported and restated.not_answer
     a = _answer(draft, docs=docs)
     assert a.answer_mode == "extractive" and "would be" not in a.text and "?" not in a.text
     assert any("only restates the question" in w for w in a.warnings)
