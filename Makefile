@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 QUESTION ?= What are the treatments for gout?
 
-.PHONY: setup demo test test-fast lint bench finetune retriever eval-quick clean
+.PHONY: setup demo test test-fast lint bench finetune retriever models eval-quick clean
 
 # torch first, pinned by constraints.txt to the CPU build on this machine's disk; llama-cpp-python from the wheel
 # scripts/llama-cpp-wheel.sh compiled for this CPU (once, ~4 min; cached in ~/.cache/medcite/wheels); then the
@@ -51,6 +51,11 @@ retriever: setup
 	$(BIN)/medcite train-retriever embedder --config configs/retriever.yaml
 	$(BIN)/medcite index --config configs/index.yaml --embedder artifacts/retriever/embedder --out artifacts/index-tuned
 	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
+
+# The verification stage's judges (README "Trust"): faithfulness, then answerhood; resumable; ~25 min here.
+# serve / ask / eval use artifacts/judges by themselves once it exists.
+models: setup
+	$(BIN)/medcite train-judges all --config configs/judges.yaml
 
 eval-quick: setup
 	$(BIN)/medcite eval --quick

@@ -256,12 +256,23 @@ class VerifyConfig:
     corpus cannot answer 0.423 (all refused; 99.5% of dev kept)."""
     extractive_sentences: int = 3
     """Passage sentences quoted in an extractive answer."""
+    judges: str = ""
+    """Directory of the trained judges (`make models`: faithfulness/ and answerhood/, each with calibration.json).
+    Empty: artifacts/judges when it exists, else the lexical judge (overlap + embedder cosine) and the embedder's
+    cosine for choosing quotes; `off`: never. /readyz and every answer say which judge ran."""
+    judge_threshold: float = 0.0
+    """A sentence is supported when the faithfulness judge's probability reaches this; 0: the threshold calibrated
+    with the judge (its calibration.json). Without a judge, support_threshold applies to the lexical score."""
+    answer_threshold: float = 0.0
+    """A sentence answers the question when the answerhood scorer's probability reaches this; 0: the calibrated
+    no-answer gate of the scorer (calibration.json `gate`). No shown sentence reaching it: answer_mode no_answer."""
     disclaimer: str = ("General information from the cited sources, not medical advice: ask a clinician about "
                        "your own situation.")
     """Sent with every answer."""
 
     def __post_init__(self) -> None:
-        for name in ("support_threshold", "lexical_weight", "min_kept_share", "min_relevance"):
+        for name in ("support_threshold", "lexical_weight", "min_kept_share", "min_relevance", "judge_threshold",
+                     "answer_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.unsupported not in UNSUPPORTED_ACTIONS:
@@ -345,6 +356,7 @@ class ServeConfig:
 
 DEFAULT_INDEX, TUNED_INDEX = "artifacts/index", "artifacts/index-tuned"
 TUNED_RERANKER = "artifacts/retriever/reranker"
+DEFAULT_JUDGES = "artifacts/judges"
 
 
 def resolve_index(index: str) -> str:
@@ -430,6 +442,56 @@ class RetrieverTrainConfig:
             raise ConfigError("batch sizes must be >= 2 (mini_batch_size >= 1) and epochs >= 1")
         if self.eval_steps < 1 or self.reranker_eval_steps < 1 or self.reranker_negatives < 1:
             raise ConfigError("eval_steps and reranker_negatives must be >= 1")
+
+
+@dataclass(frozen=True)
+class JudgeTrainConfig:
+    """`medcite train-judges` (configs/judges.yaml): the faithfulness judge and the answerhood scorer of the
+    verification stage (retriever_train/judges.py)."""
+
+    data_dir: str = dataclasses.field(default_factory=default_data_dir)
+    """Root of the data sets. Env: MEDCITE_DATA_DIR. Flag: --data-dir."""
+    out: str = DEFAULT_JUDGES
+    """Run directory: rows, checkpoints, and the finished `faithfulness/` and `answerhood/` (with calibration.json);
+    serve, ask and eval use it by themselves (verify.judges)."""
+    reserved: str = "splits/medquad_reserved_documents.txt"
+    """MedQuAD documents never trained on (the dev questions and the benchmarks' probe sets come from them)."""
+    sources: tuple[str, ...] = ("medquad:medquad", "wikidoc:wikidoc/medical_meadow_wikidoc_patient_information.json")
+    """Corpora the passages, sentences and questions come from."""
+    base: str = ""
+    """Starting weights (a one-logit head is added); empty: the packaged MiniLM-L6 embedder."""
+    faithfulness_passages: int = 1600
+    """Passages for the faithfulness judge, each giving two positives and two negatives."""
+    answerhood_questions: int = 1500
+    """Questions for the answerhood scorer, each with two own-answer sentences and up to three others."""
+    validation_items: int = 250
+    """Passages (or questions) of held-out documents for the checkpoint choice and the thresholds."""
+    faithfulness_max_length: int = 288
+    """Tokens per (passage, sentence) pair: index passages are 200 tokens plus title and sentence."""
+    answerhood_max_length: int = 128
+    """Tokens per (question, title + sentence) pair."""
+    batch_size: int = 16
+    """Pairs per step."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (the head starts from scratch, as for the reranker)."""
+    epochs: int = 1
+    """Passes over the rows."""
+    eval_steps: int = 125
+    """Steps between validation evaluations (the best checkpoint by average precision is kept)."""
+    min_kept: float = 0.95
+    """The calibrated threshold keeps at least this share of the validation positives."""
+    seed: int = 0
+    """Seeds the rows and training."""
+    threads: int = 0
+    """torch threads; 0 = all cores."""
+
+    def __post_init__(self) -> None:
+        if min(self.faithfulness_passages, self.answerhood_questions, self.validation_items) < 4:
+            raise ConfigError("faithfulness_passages, answerhood_questions and validation_items must be >= 4")
+        if self.batch_size < 2 or self.epochs < 1 or self.eval_steps < 1:
+            raise ConfigError("batch_size must be >= 2, epochs and eval_steps >= 1")
+        if not 0.5 <= self.min_kept <= 1:
+            raise ConfigError(f"min_kept must be in [0.5, 1], got {self.min_kept}")
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -777,6 +839,7 @@ CONFIG_TABLES: tuple[tuple[type, str, str], ...] = (
     (FinetuneDataConfig, "data.", " (`data:` block of the finetune configs)"),
     (EvalConfig, "", " (configs/eval.yaml)"),
     (RetrieverTrainConfig, "", " (configs/retriever.yaml)"),
+    (JudgeTrainConfig, "", " (configs/judges.yaml)"),
 )
 
 

@@ -10,7 +10,7 @@ is the share of the sentence's content words (lower-cased, light suffix stemming
 passage, and cosine the embedder's similarity of sentence and passage (0 where no embedder is given). A citation
 stays only where its passage scores at or above the threshold; an uncited or wrongly cited sentence that a shown
 passage supports gets that passage's marker (post-hoc attribution). Copied passage headers are not sentences.
-An NLI or LLM judge fits behind the same `scores` method. Standard library only; numpy only with an embedder.
+A trained faithfulness judge (judge.models, `make models`) sits behind the same `scores` method. Standard library only; numpy only with an embedder.
 """
 
 from __future__ import annotations
@@ -62,13 +62,27 @@ def overlap(sentence: str, passage_stems: set[str]) -> float:
 
 @dataclass
 class SupportJudge:
-    """Scores sentences against passages in [0, 1]. `embed` (texts -> L2-normalised vectors) adds the embedder's
-    cosine; without it the score is overlap alone."""
+    """Scores sentences against passages in [0, 1]. With `model` (a trained faithfulness judge: `.score(pairs)` of
+    (passage, sentence) -> probability, judge.models.CrossEncoderJudge) the score is the judge's probability that
+    the passage states the sentence, reading the passage under its title. Without it, the lexical judge: content-
+    word overlap, plus the embedder's cosine when `embed` (texts -> L2-normalised vectors) is given."""
 
     embed: Callable[[list[str]], object] | None = None
     lexical_weight: float = 0.5
+    model: object | None = None
 
-    def scores(self, sentences: Sequence[str], passages: Sequence[str]) -> list[list[float]]:
+    @property
+    def name(self) -> str:
+        return "faithfulness-judge" if self.model is not None else "lexical"
+
+    def scores(self, sentences: Sequence[str], passages: Sequence[str],
+               titles: Sequence[str] = ()) -> list[list[float]]:
+        if self.model is not None:
+            heads = [f"{t}\n{p}" if t else p for t, p in zip(list(titles) or [""] * len(passages), passages,
+                                                                strict=True)]
+            flat = self.model.score([(h, strip_markers(s)) for s in sentences for h in heads])  # type: ignore[attr-defined]
+            n = len(passages)
+            return [flat[i * n:(i + 1) * n] for i in range(len(sentences))]
         pstems = [stems(p) for p in passages]
         lex = [[overlap(s, ps) for ps in pstems] for s in sentences]
         if self.embed is None or not sentences or not passages:
@@ -161,7 +175,7 @@ def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: 
     kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s)
              else "restatement" if question and restates_question(s, question) else "" for s in raw]
     body = [s for s, k in zip(raw, kinds, strict=True) if not k]
-    scores = judge.scores(body, passages) if passages else [[] for _ in body]
+    scores = judge.scores(body, passages, titles) if passages else [[] for _ in body]
     out: list[SentenceVerdict] = []
     it = iter(zip(body, scores, strict=True))
     for s, kind in zip(raw, kinds, strict=True):

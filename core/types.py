@@ -123,6 +123,8 @@ class Answer:
     """{rule, notice} when the question describes an emergency (the notice goes ahead of the answer)."""
     draft: str = ""
     """What the model generated, before verification (evaluation and logs; not sent to API clients)."""
+    judge: str = ""
+    """Which faithfulness judge verified the answer: faithfulness-judge (trained), lexical, or none."""
 
     def to_dict(self) -> dict:
         """The answer as JSON-ready data: the API's AnswerResponse and `medcite ask --json` both print this."""
@@ -134,7 +136,7 @@ class Answer:
                 "warnings": self.warnings, "disclaimer": self.disclaimer, "triage": self.triage,
                 "invalid_markers": self.invalid_markers, "usage": self.usage, "timings": self.timings,
                 "stop_reason": self.stop_reason, "model": self.model, "index": self.index,
-                "prompt_version": self.prompt_version}
+                "prompt_version": self.prompt_version, "judge": self.judge}
 
 
 FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length", "cancelled": "length"}

@@ -147,7 +147,7 @@ def _hit_ids(hits) -> list[str]:
     return [h.passage.id for h in hits]
 
 
-def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig) -> dict:
+def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig, judges=None) -> dict:
     """One row: the answer and every metric for one item under one arm."""
     from evaluation.metrics import open_metrics
     from service.pipeline import answer, choose
@@ -157,10 +157,12 @@ def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig) -
     mode = retrieval if retrieval != "none" else "hybrid"
     t = time.perf_counter()
     if item.task == OPEN:
-        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify)
+        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify,
+                   judges=judges)
         resolve = retriever.resolve_record if retriever is not None else (lambda x: x)
         knows = retriever.knows if retriever is not None else None
         row = {"answer": a.text, "draft": a.draft, "answer_mode": a.answer_mode, "warnings": a.warnings,
+               "judge": a.judge,
                "stop_reason": a.stop_reason, "passages": _hit_ids(a.passages),
                "citations": [c.hit.passage.id for c in a.citations], "invalid_markers": a.invalid_markers,
                "gold_record": item.gold_record,
@@ -192,9 +194,12 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
     done = read_progress(progress_path)
     todo = [(arm, i) for arm in cfg.arms for i in items if (i.task, i.id, arm) not in done]
     log(f"{len(items)} items x {len(cfg.arms)} arms; {len(done)} done before, {len(todo)} to go -> {out}")
-    retriever = None
+    retriever, judges = None, None
     if any(not a.endswith(":none") for a in cfg.arms):
+        from judge.models import load_judges
+
         retriever = load_retriever(cfg.index)
+        judges = load_judges(cfg.verify.judges)  # as serving verifies: the trained judges when `make models` ran
     bar = _progress(len(todo), "eval")
     for model in ("base", "tuned"):
         mine = [(arm, i) for arm, i in todo if arm.startswith(model + ":")]
@@ -203,7 +208,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
         gcfg = cfg.generator if model == "base" else replace(cfg.generator, adapter=cfg.adapter)
         gen = load_generator(gcfg, cfg.decoding)
         for arm, item in mine:
-            row = evaluate_item(item, arm, retriever, gen, cfg)
+            row = evaluate_item(item, arm, retriever, gen, cfg, judges)
             journal.append(progress_path, row)
             bar.update(1)
         del gen  # one model in memory at a time

@@ -39,6 +39,7 @@ from core.quality import split_sentences
 from core.support import SupportJudge, attribute, strip_markers
 from core.types import Hit, Record
 from generator.prompt import PROMPT_VERSION, build_messages
+from judge.models import load_judges, support_judge
 
 # --- cleaning rules for dialogue answers (each returns the new text) ---------------------------------------------
 
@@ -111,10 +112,11 @@ REFERENCE_RULES: tuple[tuple[str, Rule], ...] = (
 
 # --- sentence support (which passage a target sentence can cite): the serving definition, core.support ------------
 
-def cited_target(answer: str, passages: Sequence[str], judge: SupportJudge, threshold: float) -> tuple[str, list[int]]:
+def cited_target(answer: str, passages: Sequence[str], judge: SupportJudge, threshold: float,
+                 titles: Sequence[str] = ()) -> tuple[str, list[int]]:
     """The answer with [n] after each sentence that passage n supports (core.support.attribute: the rule the
     server verifies answers by, so training teaches exactly the citations serving keeps)."""
-    verdicts = attribute(answer, passages, [], judge, threshold)
+    verdicts = attribute(answer, passages, titles, judge, threshold)
     used = sorted({n for v in verdicts for n in v.citations})
     return " ".join(v.text for v in verdicts), used
 
@@ -308,7 +310,7 @@ def _pick_gold(retriever, cand: Candidate, hits: list[Hit]) -> Hit | None:
 
 
 def to_example(cand: Candidate, retriever, cfg: FinetuneDataConfig, rng: random.Random,
-               count_tokens: Callable[[str], int]) -> dict:
+               count_tokens: Callable[[str], int], judges=None) -> dict:
     """One conversational prompt-completion row, built with the server's prompt builder."""
     base = {"id": cand.id, "source": cand.reader, "qtype": cand.qtype, "record_id": cand.record_id}
     if rng.random() < cfg.no_retrieval_share:
@@ -324,19 +326,20 @@ def to_example(cand: Candidate, retriever, cfg: FinetuneDataConfig, rng: random.
         hits.insert(rng.randrange(len(hits) + 1), gold)
     hits = [Hit(h.passage, h.score, i) for i, h in enumerate(hits, start=1)]
     messages, shown = build_messages(cand.question, hits, count_tokens, cfg.prompt_tokens)
-    judge = SupportJudge(embed=retriever.embed, lexical_weight=cfg.verify.lexical_weight)
+    judge, threshold = support_judge(retriever.embed, cfg.verify, judges)  # the judge serving verifies with
     answer = cand.answer
     if show_gold:
         # The target is the part of the answer that the shown gold passage supports, so the model learns to say
         # what its passages say (a long answer runs past one 200-token passage).
         gold_shown = next((p for p in shown if p.hit.passage.id == gold.passage.id), None)
         if gold_shown is not None:
-            on_gold = attribute(answer, [gold_shown.text], [], judge, cfg.verify.support_threshold)
+            on_gold = attribute(answer, [gold_shown.text], [gold.passage.title], judge, threshold)
             supported = [strip_markers(v.text) for v in on_gold if v.supported]
             answer = " ".join(supported) if supported else answer
         else:
             show_gold = False
-    target, used = cited_target(answer, [p.text for p in shown], judge, cfg.verify.support_threshold)
+    target, used = cited_target(answer, [p.text for p in shown], judge, threshold,
+                                [p.hit.passage.title for p in shown])
     fmt = "rag_gold" if show_gold else "rag_no_gold"
     return {**base, "format": fmt, "prompt": messages, "completion": [{"role": "assistant", "content": target}],
             "cited": used}
@@ -357,7 +360,8 @@ def prepare(cfg: FinetuneDataConfig, retriever, count_tokens: Callable[[str], in
         raise DataError(f"reserved MedQuAD documents in the training data: {', '.join(leaked[:5])}")
     rng = random.Random(f"{cfg.seed}:format")
     log(f"formatting {len(train)} train + {len(held)} eval examples with {cfg.mode} retrieval (k={cfg.k})")
-    rows = {name: [to_example(c, retriever, cfg, rng, count_tokens) for c in part]
+    judges = load_judges(cfg.verify.judges)  # the trained faithfulness judge when `make models` built it
+    rows = {name: [to_example(c, retriever, cfg, rng, count_tokens, judges) for c in part]
             for name, part in (("train", train), ("eval", held))}
     report.split = {name: len(r) for name, r in rows.items()}
     report.formats = dict(Counter(r["format"] for r in rows["train"] + rows["eval"]))

@@ -28,6 +28,7 @@ from core.config import (
     EvalConfig,
     FinetuneConfig,
     IndexConfig,
+    JudgeTrainConfig,
     RerankConfig,
     RetrieverTrainConfig,
     ServeConfig,
@@ -112,14 +113,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise InvalidRequestError("question is empty")
     cfg = _serve_config(args)
     _quiet_libraries()
-    from service.components import load_generator, load_retriever
+    from service.components import load_generator, load_judges, load_retriever
     from service.pipeline import answer
 
     retriever = None if args.no_retrieval else load_retriever(cfg)
+    judges = None if args.no_retrieval else load_judges(cfg)
     generator = load_generator(cfg)
     decoding = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     a = answer(args.question, retriever, generator, k=cfg.k, mode=cfg.mode, budget=cfg.prompt_tokens,
-               verify_cfg=cfg.verify, **decoding)
+               verify_cfg=cfg.verify, judges=judges, **decoding)
     if args.json:
         print(json.dumps(a.to_dict(), ensure_ascii=False))
         return 0
@@ -137,7 +139,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"\n{a.disclaimer}")
     for w in a.warnings:
         print(f"note: {w}", file=sys.stderr)
-    print(f"\n[{a.model}; {a.answer_mode}; {a.usage['completion_tokens']} tokens, stop: {a.stop_reason}; "
+    print(f"\n[{a.model}; {a.answer_mode}; judge {a.judge}; {a.usage['completion_tokens']} tokens, stop: {a.stop_reason}; "
           f"retrieve {a.timings['retrieve_ms']:.0f} ms, generate {a.timings['generate_ms']:.0f} ms, "
           f"verify {a.timings['verify_ms']:.0f} ms]", file=sys.stderr)
     return 0
@@ -149,10 +151,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from service.components import load_generator, load_retriever
+    from service.components import load_generator, load_judges, load_retriever
 
     # Everything loads before the socket opens: a server that accepts traffic is ready.
     retriever = load_retriever(cfg)
+    judges = load_judges(cfg)
     generator = load_generator(cfg)
     import uvicorn
 
@@ -160,8 +163,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "
           f"http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
-    uvicorn.run(create_app(retriever, generator, cfg), host=cfg.host, port=cfg.port, log_level="warning",
+    uvicorn.run(create_app(retriever, generator, cfg, judges), host=cfg.host, port=cfg.port, log_level="warning",
                 access_log=False)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """JSONL in, JSONL out: each line {text, passages: [{id, title, text}], question?} checked by the pipeline's
+    verification stage (the judge in force + the term guard) against its passages."""
+    import msgspec
+
+    from core.corpus import iter_jsonl
+    from core.errors import DataError
+    from service.schemas import VerifyRequest
+
+    rows = []
+    for n, row in iter_jsonl(args.input):
+        try:
+            rows.append((n, msgspec.convert(row, VerifyRequest)))
+        except msgspec.ValidationError as e:
+            raise DataError(f"{args.input}:{n}: {e}") from None
+    cfg = _serve_config(args)
+    _quiet_libraries()
+    from service.components import load_judges, load_retriever
+    from service.verify import check, verify_passages
+
+    retriever, judges = load_retriever(cfg), load_judges(cfg)  # the corpus vocabulary guards invented terms
+    for n, req in rows:
+        checked, judge, threshold = check(req.question or "", req.text, verify_passages(req.passages), retriever,
+                                          cfg.verify, judges)
+        print(json.dumps({"line": n, "judge": judge, "threshold": threshold, "sentences": [
+            {"text": c.verdict.text, "supported": c.verdict.supported and not c.problem, "score": c.verdict.score,
+             "citations": c.verdict.citations, "reason": c.problem} for c in checked]}, ensure_ascii=False))
     return 0
 
 
@@ -212,6 +245,17 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
     retriever = IndexRetriever.load(cfg.index)
     for stage in ("embedder", "reranker") if args.action == "all" else (args.action,):
         print((train_embedder if stage == "embedder" else train_reranker)(cfg, retriever, log))
+    return 0
+
+
+def cmd_train_judges(args: argparse.Namespace) -> int:
+    cfg = load_config(JudgeTrainConfig, args.config, **overrides(args))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    _quiet_libraries()
+    from retriever_train.judges import JUDGES, train_judge
+
+    for judge in JUDGES if args.action == "all" else (args.action,):
+        print(train_judge(cfg, judge, log))
     return 0
 
 
@@ -300,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full answer object as JSON")
     p.set_defaults(func=cmd_ask)
 
+    p = sub.add_parser("verify", help="check any text against given sources (JSONL batches), as answers are",
+                       description='Each input line {"text", "passages": [{"id", "title", "text"}], "question"?} '
+                                   "-> one output line with every sentence: supported, score, citations, reason.")
+    p.add_argument("input", metavar="FILE.jsonl", help="one request per line (POST /v1/verify's body)")
+    p.add_argument("--config", help="YAML config (see configs/serve.yaml): index, verify.judges, thresholds")
+    config_flags(p, ServeConfig, ("index",))
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("serve", help="run the HTTP API (loads index and model first)")
     p.add_argument("--config", help="YAML config (see configs/serve.yaml); flags override it")
     config_flags(p, ServeConfig, (*_SERVE_FLAGS, "host", "port"), _SERVE_ALIASES)
@@ -334,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (configs/retriever.yaml); flags override it")
     config_flags(p, RetrieverTrainConfig, ("index", "data_dir", "out", "max_pairs", "seed"))
     p.set_defaults(func=cmd_train_retriever)
+
+    p = sub.add_parser("train-judges", help="train the faithfulness judge and/or the answerhood scorer",
+                       description="faithfulness: a cross-encoder (passage, sentence) -> P(the passage states it); "
+                                   "answerhood: (question, sentence) -> P(it answers the question). serve, ask and "
+                                   "eval use artifacts/judges by themselves (verify.judges).")
+    p.add_argument("action", nargs="?", choices=("faithfulness", "answerhood", "all"), default="all")
+    p.add_argument("--config", help="YAML config (configs/judges.yaml); flags override it")
+    config_flags(p, JudgeTrainConfig, ("data_dir", "out", "seed"))
+    p.set_defaults(func=cmd_train_judges)
     return parser
 
 

@@ -4,8 +4,8 @@
     app = create_app(retriever, generator, ServeConfig())      # components are loaded once, by the caller
     uvicorn.run(app)                                           # or: medcite serve
 
-Endpoints: POST /v1/answer (JSON or SSE), POST /v1/retrieve, POST /v1/chat/completions (OpenAI-compatible,
-JSON or SSE), GET /healthz, GET /readyz, OpenAPI at /schema/openapi.json. Every error is JSON
+Endpoints: POST /v1/answer (JSON or SSE), POST /v1/retrieve, POST /v1/verify (any text checked against given
+sources), POST /v1/chat/completions (OpenAI-compatible, JSON or SSE), GET /healthz, GET /readyz, OpenAPI at /schema/openapi.json. Every error is JSON
 {"error", "detail"}; domain errors map to status codes in STATUS below, the one place that does so.
 Generation runs in a worker thread, never on the event loop. Question and answer text are not logged unless
 `log_text` is set: medical questions are private.
@@ -50,6 +50,7 @@ from core.errors import (
     UpstreamError,
 )
 from core.types import FINISH_REASONS, Answer, Generator, Retriever
+from judge.models import Judges  # light (core only): Litestar resolves the Components annotations
 from service import pipeline
 from service.schemas import (
     AnswerRequest,
@@ -64,8 +65,12 @@ from service.schemas import (
     RetrieveRequest,
     RetrieveResponse,
     Usage,
+    VerifiedSentence,
+    VerifyRequest,
+    VerifyResponse,
 )
 from service.triage import triage
+from service.verify import check, verify_passages
 
 log = logging.getLogger("medcite.api")
 MAX_BODY_BYTES = 64 * 1024
@@ -158,6 +163,12 @@ class Components:
     retriever: Retriever | None
     generator: Generator | None
     cfg: ServeConfig
+    judges: Judges | None = None
+    """The trained faithfulness and answerhood judges (judge.models); None: the lexical judge."""
+
+    def judge_info(self) -> dict:
+        return self.judges.describe() if self.judges is not None else {"faithfulness": "lexical",
+                                                                       "answerhood": "embedder cosine"}
 
     def need_retriever(self) -> Retriever:
         if self.retriever is None:
@@ -246,6 +257,7 @@ def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mo
                                   **{k_: v for k_, v in decoding.items() if v is not None})
     kwargs.setdefault("max_new_tokens", c.cfg.decoding.max_new_tokens)
     kwargs["verify_cfg"] = c.cfg.verify
+    kwargs["judges"] = c.judges
     # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
     kwargs["deadline"] = time.monotonic() + c.cfg.request_timeout_s
     kwargs["cancel"] = cancel
@@ -273,7 +285,7 @@ async def readyz(components: NamedDependency[Components]) -> Response:
     except MedciteError as e:
         return _error(503, "not_ready", str(e))
     return Response({"status": "ready", "index": components.retriever.fingerprint,
-                     "model": components.generator.name})
+                     "model": components.generator.name, "judge": components.judge_info()})
 
 
 @post("/v1/retrieve", status_code=200, guards=[auth_guard])
@@ -284,6 +296,19 @@ async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[
                                              source=data.source, per_record=data.per_record), cfg.request_timeout_s)
     return RetrieveResponse(hits=[msgspec.convert(h.to_dict(with_text=True), PassageOut) for h in hits],
                             index=r.fingerprint, timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
+
+
+@post("/v1/verify", status_code=200, guards=[auth_guard])
+async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency[Components]) -> VerifyResponse:
+    """The pipeline's verification stage (the judge in force + the term guard) over any text and sources."""
+    r, cfg = components.need_retriever(), components.cfg
+    shown = verify_passages(data.passages)
+    checked, judge, threshold = await _in_thread(
+        lambda: check(data.question or "", data.text, shown, r, cfg.verify, components.judges),
+        cfg.request_timeout_s)
+    return VerifyResponse(sentences=[VerifiedSentence(c.verdict.text, c.verdict.supported and not c.problem,
+                                                      c.verdict.score, c.verdict.citations, c.problem)
+                                     for c in checked], judge=judge, threshold=threshold)
 
 
 @post("/v1/answer", status_code=200, guards=[auth_guard])
@@ -387,12 +412,13 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
     return EventStream(events())
 
 
-def create_app(retriever: Retriever | None, generator: Generator | None, cfg: ServeConfig | None = None) -> Litestar:
+def create_app(retriever: Retriever | None, generator: Generator | None, cfg: ServeConfig | None = None,
+               judges: Judges | None = None) -> Litestar:
     """The app around already-loaded components (nothing is loaded per request): wiring only."""
     return Litestar(
-        route_handlers=[healthz, readyz, retrieve, answer, chat_completions],
+        route_handlers=[healthz, readyz, retrieve, verify_text, answer, chat_completions],
         dependencies={"components": Provide(_components, sync_to_thread=False)},
-        state=State({"components": Components(retriever, generator, cfg or ServeConfig())}),
+        state=State({"components": Components(retriever, generator, cfg or ServeConfig(), judges)}),
         exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
                             UnicodeDecodeError: _bad_encoding, RecursionError: _too_deep, Exception: _unexpected},
         middleware=[_request_log],

@@ -1,5 +1,5 @@
 """Build the long-lived components (retriever, generator) once, from a ServeConfig. Used by `medcite serve`,
-`medcite ask` and the offline evaluation, so all three load models the same way."""
+`medcite ask` and the offline evaluation, so all three load models the same way (the judges too)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ def load_retriever(cfg: ServeConfig) -> Retriever:
 
         reranker = Reranker.load(model, cfg.rerank.top_n, fuse=cfg.rerank.fuse)
     return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker)
+
+
+def load_judges(cfg: ServeConfig):
+    """The trained judges of verify.judges (judge.models), or None for the lexical judge."""
+    from judge.models import load_judges as load
+
+    return load(cfg.verify.judges)
 
 
 def load_generator(cfg: ServeConfig, log=lambda msg: print(msg, file=sys.stderr)) -> Generator:

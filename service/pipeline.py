@@ -15,10 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.config import VerifyConfig
 from core.errors import InvalidRequestError
 from core.types import MAX_QUESTION_CHARS, Answer, Citation, Generation, Generator, Hit, Retriever
+
+if TYPE_CHECKING:
+    from judge.models import Judges
 from generator.prompt import (
     PROMPT_VERSION,
     PromptPassage,
@@ -49,15 +53,16 @@ def _prepare(question: str, retriever: Retriever | None, generator: Generator, k
 
 def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
              generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
-             verify_cfg: VerifyConfig | None) -> Answer:
+             verify_cfg: VerifyConfig | None, judges: Judges | None = None) -> Answer:
     """Verify the draft against the passages shown, then cite what survived. Public for one more caller:
     benchmarks/verification.py re-verifies cached drafts under other settings without generating again."""
     if verify_cfg is not None and verify_cfg.enabled:
-        v = verify(question, gen.text, shown, retriever, verify_cfg)
+        v = verify(question, gen.text, shown, retriever, verify_cfg, judges)
         text, sentences, answer_mode, warnings, verify_ms = v.text, v.sentences, v.mode, v.warnings, v.verify_ms
-        disclaimer = verify_cfg.disclaimer
+        disclaimer, judge = verify_cfg.disclaimer, v.judge
     else:
         text, sentences, answer_mode, warnings, verify_ms, disclaimer = gen.text, [], "unverified", [], 0.0, ""
+        judge = "none"
     markers, invalid = extract_citations(text, len(shown))
     alarm = triage(question) if verify_cfg is not None else None  # a bare-model chat is triaged by its front
     return Answer(
@@ -73,24 +78,26 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
         index=retriever.fingerprint if retriever is not None else None,
         prompt_version=PROMPT_VERSION, mode=mode if retriever is not None else None,
         answer_mode=answer_mode, sentences=sentences, warnings=warnings, disclaimer=disclaimer,
-        triage=alarm.to_dict() if alarm else None, draft=gen.text)
+        triage=alarm.to_dict() if alarm else None, draft=gen.text, judge=judge)
 
 
 def answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3, mode: str = "hybrid",
-           budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY, **decoding) -> Answer:
+           budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY, judges: Judges | None = None,
+           **decoding) -> Answer:
     """Answer one question; decoding overrides (max_new_tokens, repetition_penalty, ...) go to the generator.
-    `verify_cfg=None` skips verification (the draft is the answer: for measuring what verification changes)."""
+    `verify_cfg=None` skips verification (the draft is the answer: for measuring what verification changes);
+    `judges` (judge.models.Judges) are the trained faithfulness and answerhood judges, None for the lexical one."""
     messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
                                             decoding.get("max_new_tokens") or 256)
     t = time.perf_counter()
     gen = generator.generate(messages, **decoding)
     return assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
-                    (time.perf_counter() - t) * 1000, verify_cfg)
+                    (time.perf_counter() - t) * 1000, verify_cfg, judges)
 
 
 def stream_answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3,
                   mode: str = "hybrid", budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY,
-                  **decoding) -> Iterator[str | Answer]:
+                  judges: Judges | None = None, **decoding) -> Iterator[str | Answer]:
     """Draft text pieces as they are generated, then the verified Answer, which replaces the draft."""
     messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
                                             decoding.get("max_new_tokens") or 256)
@@ -98,7 +105,7 @@ def stream_answer(question: str, retriever: Retriever | None, generator: Generat
     for piece in generator.stream(messages, **decoding):
         if isinstance(piece, Generation):
             yield assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
-                           (time.perf_counter() - t) * 1000, verify_cfg)
+                           (time.perf_counter() - t) * 1000, verify_cfg, judges)
         else:
             yield piece
 

@@ -108,6 +108,47 @@ class AnswerResponse(msgspec.Struct):
     model: str
     index: str | None
     prompt_version: str
+    judge: str = ""
+    """Which faithfulness judge verified the answer: faithfulness-judge (trained, `make models`), lexical (content
+    words + embedder cosine), or none (not verified)."""
+
+
+class VerifyPassage(msgspec.Struct, forbid_unknown_fields=True):
+    """A source to check against; its marker is its position in `passages`, from 1."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
+    id: str = ""
+    title: str = ""
+
+
+class VerifyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Any generator's text (a remote vLLM, a clinician's draft) checked against sources by the pipeline's own
+    verification stage (faithfulness judge + term guard)."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
+    passages: Annotated[list[VerifyPassage], msgspec.Meta(min_length=1, max_length=20)]
+    question: Annotated[str, msgspec.Meta(max_length=MAX_QUESTION_CHARS)] | None = None
+
+
+class VerifiedSentence(msgspec.Struct):
+    text: str
+    """The sentence, its markers replaced by those of the passages that support it."""
+    supported: bool
+    score: float
+    """The judge's score for the best passage."""
+    citations: list[int]
+    """Markers (positions in `passages`, from 1) of the passages that support it."""
+    reason: str
+    """Why it is not supported or not an answer sentence ("" when supported): unsupported, an invented term, a
+    copied header, a fragment, a restatement of the question."""
+
+
+class VerifyResponse(msgspec.Struct):
+    sentences: list[VerifiedSentence]
+    judge: str
+    """faithfulness-judge (trained) or lexical."""
+    threshold: float
+    """The score a sentence must reach to be supported, under that judge."""
 
 
 class RetrieveResponse(msgspec.Struct):

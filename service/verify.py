@@ -9,23 +9,40 @@ passages it saw support it. Independent of the model (135M on a CPU, a tuned 3B,
 
 Steps: (1) abstain when no passage is relevant to the question (embedder cosine below `min_relevance`):
 no_answer; (2) attribute every sentence to the shown passages (core.support: the definition training and
-evaluation use too); copied passage headers, fragments and sentences that only restate the question go; (3) the
-term guard (core.terms) removes sentences with invented words, drug names or doses the evidence does not hold;
-(4) unsupported sentences are removed (or marked); (5) when less than `min_kept_share` of the sentences survive,
-the answer becomes extractive: the passage sentences closest to the question, quoted, each with its marker.
+evaluation use too; the trained faithfulness judge when `make models` built it, else the lexical judge); copied
+passage headers, fragments and sentences that only restate the question go; (3) the term guard (core.terms)
+removes sentences with invented words, drug names or doses the evidence does not hold; (4) unsupported sentences
+are removed (or marked); with the answerhood scorer, supported sentences that do not answer the question go too,
+and the rest are ordered by how well they answer it; (5) when less than `min_kept_share` of the sentences
+survive, the answer becomes extractive: the passage sentences (or lists) that best answer the question (answerhood,
+else embedder cosine), quoted, each with its marker and, when it is about another subject than the question's, that
+subject named; (6) with the answerhood scorer, no shown sentence answering the question is no_answer, with the
+closest passages listed.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from core.config import VerifyConfig
-from core.quality import split_sentences
-from core.support import SentenceVerdict, SupportJudge, attribute, is_fragment, is_header, restates_question
+from core.quality import content_words, split_sentences
+from core.support import (
+    SentenceVerdict,
+    attribute,
+    is_fragment,
+    is_header,
+    restates_question,
+    strip_markers,
+)
 from core.terms import evidence_words, term_problems
 from core.types import Retriever
 from generator.prompt import PromptPassage
+from judge.models import support_judge
+
+if TYPE_CHECKING:
+    from judge.models import Judges
 
 NO_ANSWER_TEXT = ("The indexed sources do not answer this question. The closest passages are listed with this "
                   "answer; a clinician or pharmacist can help with what they do not cover.")
@@ -43,6 +60,8 @@ class Verified:
     kept_share: float | None = None
     """Share of the generated sentences that survived (before any extractive fallback)."""
     verify_ms: float = 0.0
+    judge: str = "lexical"
+    """Which faithfulness judge ran: faithfulness-judge (trained, judge.models) or lexical."""
 
 
 class _Embed:
@@ -66,81 +85,184 @@ def _cut(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int) -> list[SentenceVerdict]:
-    """The passage sentences closest to the question (embedder cosine), quoted, each with its marker."""
+def _focus(title: str) -> str:
+    return title.split(":")[0].strip()
+
+
+def names_subject(question: str, title: str) -> bool:
+    """Whether the question names the passage's subject (its title's focus, "Gout" of "Gout: research"), so a
+    quote from it needs no introduction."""
+    focus = content_words(_focus(title))
+    return not focus or focus <= content_words(question)
+
+
+def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str]]:
+    """Quotable units of the shown passages, (marker, text): whole sentences, and lists quoted as lists (a lead-in
+    ending in ':' with its '- item' lines, "The Human Phenotype Ontology provides the following list...")."""
     titles = [p.hit.passage.title for p in shown]
-    cands, seen = [], set()
+    out, seen = [], set()
     for p in shown:
-        for s in split_sentences(p.text):
+        lines = split_sentences(p.text)
+        i = 0
+        while i < len(lines):
+            s = lines[i]
+            i += 1
+            if s.rstrip().endswith(":"):
+                items = []
+                while i < len(lines) and lines[i].lstrip().startswith(("-", "*", "\u2022")):
+                    items.append(lines[i].lstrip("-*\u2022 ").strip())
+                    i += 1
+                if len(items) >= 2:  # the list with its lead-in, capped to stay readable
+                    shown_items = items[:8] + ([f"and {len(items) - 8} more"] if len(items) > 8 else [])
+                    out.append((p.marker, f"{s.rstrip()} {'; '.join(shown_items)}."))
+                continue
             key = " ".join(s.lower().split())
             if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
                     and not restates_question(s, question)  # "This summary is about adult leukemia."
-                    and not s.rstrip().endswith(("...", ":", "?"))):  # cut ends, list lead-ins and the passage's
-                # own question ("What are the treatments for gout?" opens MedQuAD answers) say nothing alone
+                    and not s.rstrip().endswith(("...", "?"))):  # cut ends and the passage's own question ("What
+                # are the treatments for gout?" opens MedQuAD answers) say nothing alone
                 seen.add(key)  # a sentence a source repeats is quoted once
-                cands.append((p.marker, s))
-    if not cands:
+                out.append((p.marker, s))
+    return out
+
+
+def answer_scores(question: str, units: list[tuple[int, str]], shown: list[PromptPassage], embed: _Embed,
+                  judges: Judges | None) -> list[float]:
+    """How well each (marker, text) answers the question: the answerhood scorer reading the text under its
+    passage's title, or (without it) the embedder's cosine of question and text."""
+    if not units:
         return []
-    vecs = embed([question] + [s for _, s in cands])
-    sims = (vecs[1:] @ vecs[0]).tolist()
-    best = sorted(range(len(cands)), key=lambda i: (-sims[i], i))[:n]
-    return [SentenceVerdict(f'"{cands[i][1]}" [{cands[i][0]}]', [cands[i][0]], True, round(sims[i], 4))
-            for i in sorted(best)]
+    if judges is not None and judges.answerhood is not None:
+        titles = {p.marker: p.hit.passage.title for p in shown}
+        return judges.answerhood.score([(question, f"{titles.get(m, '')}\n{strip_markers(t)}") for m, t in units])
+    vecs = embed([question] + [strip_markers(t) for _, t in units])
+    return [round(float(x), 4) for x in (vecs[1:] @ vecs[0]).tolist()]
+
+
+def quote(marker: int, text: str, title: str, question: str) -> str:
+    """A quoted unit with its marker; when the passage is about another subject than the question names, the
+    subject goes first ("About gout research: ..." is not presented as the asked condition's)."""
+    body = f'"{text}" [{marker}]'
+    return body if names_subject(question, title) else f"About {_focus(title)}: {body}"
+
+
+def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int, judges: Judges | None = None,
+               floor: float | None = None) -> list[SentenceVerdict]:
+    """The passage sentences (or lists) that best answer the question, quoted, best first, each with its marker.
+    With `floor`, only those scoring at least that."""
+    units = candidates(question, shown)
+    if not units:
+        return []
+    sims = answer_scores(question, units, shown, embed, judges)
+    best = [i for i in sorted(range(len(units)), key=lambda i: (-sims[i], i)) if floor is None or sims[i] >= floor][:n]
+    titles = {p.marker: p.hit.passage.title for p in shown}
+    return [SentenceVerdict(quote(units[i][0], units[i][1], titles[units[i][0]], question), [units[i][0]], True,
+                            round(sims[i], 4)) for i in best]
+
+
+def answer_gate(cfg: VerifyConfig, judges: Judges | None) -> float | None:
+    """The answerhood a shown sentence must reach for the sources to answer the question (None: no scorer)."""
+    if judges is None or judges.answerhood is None:
+        return None
+    return cfg.answer_threshold or float(judges.answerhood.calibration.get("gate", {}).get("threshold", 0.0))
+
+
+def verify_passages(passages) -> list[PromptPassage]:
+    """Sources given as {id, title, text} (POST /v1/verify, `medcite verify`) as the passages a prompt shows,
+    numbered from 1 in order."""
+    from core.types import Hit, Passage
+
+    return [PromptPassage(n, Hit(Passage(p.id or f"p{n}", p.id or f"p{n}", p.title, p.text, "request"), 1.0, n),
+                          p.text) for n, p in enumerate(passages, start=1)]
+
+
+@dataclass
+class Checked:
+    """One sentence after the judge and the term guard: its verdict and, when it cannot stand, why."""
+
+    verdict: SentenceVerdict
+    problem: str = ""
+    fatal: bool = False
+    """Removed whatever verify.unsupported says: not an answer sentence, or a term the sources do not hold."""
+
+
+def check(question: str, draft: str, shown: list[PromptPassage], retriever: Retriever, cfg: VerifyConfig,
+          judges: Judges | None = None, embed: _Embed | None = None) -> tuple[list[Checked], str, float]:
+    """The checking half of verification, for any text: attribution by the judge in force, then the term guard.
+    Returns the sentences, the judge's name and its threshold (`POST /v1/verify` and `medcite verify` call it;
+    `verify` builds the answer from it)."""
+    judge, threshold = support_judge(embed or _Embed(retriever), cfg, judges)
+    texts = [p.text for p in shown]
+    verdicts = attribute(draft, texts, [p.hit.passage.title for p in shown], judge, threshold, question)
+    evidence = " ".join([question, *texts])
+    vocab = evidence_words(evidence)
+    out = []
+    for v in verdicts:
+        if v.not_answer:
+            out.append(Checked(v, v.not_answer, True))
+            continue
+        problems = term_problems(v.text, evidence, retriever.knows, vocab)
+        out.append(Checked(v, f"a sentence with {problems[0]}", True) if problems else
+                   Checked(v, "" if v.supported else "a sentence no shown passage supports"))
+    return out, judge.name, threshold
 
 
 def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Retriever | None,
-           cfg: VerifyConfig) -> Verified:
+           cfg: VerifyConfig, judges: Judges | None = None) -> Verified:
     t = time.perf_counter()
+    ms = lambda: round((time.perf_counter() - t) * 1000, 2)  # noqa: E731
     if retriever is None:  # the no-retrieval baseline: nothing to check against
         sentences = [SentenceVerdict(s, [], False, 0.0) for s in split_sentences(draft)]
-        return Verified(draft, sentences, "unsourced", [UNSOURCED_WARNING],
-                        verify_ms=round((time.perf_counter() - t) * 1000, 2))
+        return Verified(draft, sentences, "unsourced", [UNSOURCED_WARNING], verify_ms=ms(), judge="none")
     embed = _Embed(retriever)
+    name = support_judge(embed, cfg, judges)[0].name
     texts = [p.text for p in shown]
     relevance = None
     if texts:
         vecs = embed([question, *texts])
         relevance = round(float((vecs[1:] @ vecs[0]).max()), 4)
     if not texts or relevance < cfg.min_relevance:
-        return Verified(NO_ANSWER_TEXT, [], "no_answer", [], relevance,
-                        verify_ms=round((time.perf_counter() - t) * 1000, 2))
+        return Verified(NO_ANSWER_TEXT, [], "no_answer", [], relevance, verify_ms=ms(), judge=name)
 
-    judge = SupportJudge(embed=embed, lexical_weight=cfg.lexical_weight)
-    verdicts = attribute(draft, texts, [p.hit.passage.title for p in shown], judge, cfg.support_threshold,
-                         question)
-    evidence = " ".join([question, *texts])
-    vocab = evidence_words(evidence)
+    checked, name, _ = check(question, draft, shown, retriever, cfg, judges, embed)
     warnings: list[str] = []
     kept: list[SentenceVerdict] = []
-    body = [v for v in verdicts if not v.not_answer]
-    for v in verdicts:
-        if v.not_answer:
-            warnings.append(f"removed a {v.not_answer}: {_cut(v.text)}")
-            continue
-        problems = term_problems(v.text, evidence, retriever.knows, vocab)
-        if problems:
-            warnings.append(f"removed a sentence with {problems[0]}")
+    for c in checked:
+        v = c.verdict
+        if c.fatal or (c.problem and cfg.unsupported == "remove"):
+            warnings.append(f"removed a {c.problem}" + ("" if c.problem.startswith("a sentence with") else
+                                                        f": {_cut(v.text)}"))
             continue
         if not v.supported:
-            if cfg.unsupported == "remove":
-                warnings.append(f"removed a sentence no shown passage supports: {_cut(v.text)}")
-                continue
             v.text = f"{v.text} [not in the sources]"
         kept.append(v)
-    out_of_range = sorted({n for v in verdicts for n in v.cited_before if not 1 <= n <= len(shown)})
+    body = [c.verdict for c in checked if not c.verdict.not_answer]
+    gate = answer_gate(cfg, judges)
+    supported = [v for v in kept if v.supported]
+    if gate is not None and supported:  # supported is not enough: it must answer what was asked
+        scores = answer_scores(question, [(v.citations[0], v.text) for v in supported], shown, embed, judges)
+        answering = {id(v): s for v, s in zip(supported, scores, strict=True) if s >= gate}
+        for v in supported:
+            if id(v) not in answering:
+                warnings.append(f"removed a sentence that does not answer the question: {_cut(v.text)}")
+        kept = sorted((v for v in kept if not v.supported or id(v) in answering),
+                      key=lambda v: -answering.get(id(v), -1.0))  # the best answer first
+        supported = [v for v in kept if v.supported]
+    out_of_range = sorted({n for c in checked for n in c.verdict.cited_before if not 1 <= n <= len(shown)})
     if out_of_range:
         warnings.append(f"dropped citation marker(s) that point at no passage shown: {out_of_range}")
-    supported = [v for v in kept if v.supported]
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     if kept_share < cfg.min_kept_share or not supported:
-        quoted = extractive(question, shown, embed, cfg.extractive_sentences)
+        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate)
         if quoted:
             warnings.append(f"too little of the generated answer was supported ({len(supported)} of {len(body)} "
                             "sentences): quoting the passages instead")
             kept, mode = quoted, "extractive"
+        elif gate is not None:
+            kept = []
+            warnings.append("no sentence of the shown passages answers the question")
     text = " ".join(v.text for v in kept) if kept else NO_ANSWER_TEXT
     if not kept:
         mode = "no_answer"
-    return Verified(text, kept, mode, warnings, relevance, kept_share,
-                    verify_ms=round((time.perf_counter() - t) * 1000, 2))
+    return Verified(text, kept, mode, warnings, relevance, kept_share, verify_ms=ms(), judge=name)

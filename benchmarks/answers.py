@@ -1,0 +1,181 @@
+"""Answers benchmark: what the trained judges change in served answers, against the lexical judge, on the same
+drafts in one run.
+
+    .venv/bin/python benchmarks/answers.py [--index artifacts/index] [--judges artifacts/judges] [--limit 100]
+
+Question sets (all from reserved MedQuAD documents, never trained on):
+- dev: the dev split's reference questions (templated);
+- consumer: patient-style rewrites of other reserved documents' questions (retriever_train.data.consumer_eval_set:
+  story first, casual casing, typos, sometimes a second question);
+- yes_no: the yes/no questions among both ("Is X inherited?", "can you tell me is it inherited ...");
+- out_of_scope: 40 questions the corpus cannot answer (benchmarks/verification.py's list): must stay refused.
+Every question is retrieved and generated once with the served default (llama.cpp q4_0, hybrid, k=3; drafts cached
+in benchmarks/results/answers_drafts.jsonl, reused by a rerun), then verified twice: the lexical judge (overlap +
+cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make models`).
+Per set and arm: the answer cites the gold record, the gold record is shown, no_answer, answer modes, token F1
+against the gold answer; dev also without retrieval (paired bootstrap of RAG - none); verification time over
+generation time. A sample of answers of both arms goes to benchmarks/results/answers_sample.jsonl for reading.
+
+Writes benchmarks/results/answers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core import journal  # noqa: E402
+from core.config import RetrieverTrainConfig, ServeConfig, VerifyConfig  # noqa: E402
+from core.files import atomic_write_json, atomic_write_jsonl  # noqa: E402
+from core.quality import token_f1  # noqa: E402
+from core.support import strip_markers  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+YES_NO = ("is ", "are ", "can ", "does ", "do ", "will ", "should ", "could ")
+
+
+def is_yes_no(question: str, template: str = "") -> bool:
+    return (template or question).strip().lower().startswith(YES_NO)
+
+
+def question_sets(limit: int) -> dict[str, list[dict]]:
+    from benchmarks.verification import OUT_OF_SCOPE
+    from retriever_train.data import consumer_eval_set, read_dev
+
+    cfg = RetrieverTrainConfig()
+    dev = [{"question": d["question"], "gold": d["gold_medquad_id"]} for d in read_dev(cfg)]
+    consumer = [{"question": r["question"], "gold": r["gold_medquad_id"], "template": r["template_question"]}
+                for r in consumer_eval_set(cfg, n=400)]
+    yes_no = [d for d in dev if is_yes_no(d["question"])] + [c for c in consumer if is_yes_no("", c["template"])]
+    return {"dev": dev[:limit], "consumer": [c for c in consumer if not is_yes_no("", c["template"])][:limit],
+            "yes_no": yes_no[:limit], "out_of_scope": [{"question": q, "gold": ""} for q in OUT_OF_SCOPE]}
+
+
+def drafts(sets, retriever, generator, cfg: ServeConfig, path: Path) -> dict[tuple[str, bool], dict]:
+    """One generation per (question, retrieval on/off), cached in a journal (a rerun resumes)."""
+    from service.pipeline import _prepare
+
+    done = {(r["question"], r["rag"]): r for r in journal.read(path)} if path.is_file() else {}
+    todo = [(q["question"], True) for rows in sets.values() for q in rows]
+    todo += [(q["question"], False) for q in sets["dev"]]
+    todo = [t for t in dict.fromkeys(todo) if t not in done]
+    print(f"generating {len(todo)} drafts ({len(done)} cached)", flush=True)
+    for n, (question, rag) in enumerate(todo, 1):
+        r = retriever if rag else None
+        messages, shown, retrieve_ms = _prepare(question, r, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        t = time.perf_counter()
+        gen = generator.generate(messages)
+        row = {"question": question, "rag": rag, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
+               "completion_tokens": gen.completion_tokens, "stop_reason": gen.stop_reason,
+               "generate_ms": round((time.perf_counter() - t) * 1000, 1), "retrieve_ms": round(retrieve_ms, 1),
+               "shown": [[p.marker, p.hit.passage.id, p.text] for p in shown]}
+        journal.append(path, row)
+        done[(question, rag)] = row
+        if n % 25 == 0:
+            print(f"  {n}/{len(todo)}", flush=True)
+    return done
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--index", default="artifacts/index")
+    ap.add_argument("--judges", default="artifacts/judges")
+    ap.add_argument("--limit", type=int, default=100, help="questions per set (dev, consumer, yes_no)")
+    ap.add_argument("--sample", type=int, default=30, help="dev answers of each arm written for reading")
+    args = ap.parse_args()
+
+    from core.types import Generation, Hit
+    from evaluation.stats import mean_ci, paired_bootstrap
+    from generator.prompt import PromptPassage
+    from judge.models import Judges
+    from retriever.search import IndexRetriever
+    from service.components import load_generator
+    from service.pipeline import assemble
+
+    cfg = ServeConfig(index=args.index)
+    retriever = IndexRetriever.load(args.index)
+    judges = Judges.load(args.judges)
+    generator = load_generator(cfg)
+    sets = question_sets(args.limit)
+    cache = drafts(sets, retriever, generator, cfg, RESULTS / "answers_drafts.jsonl")
+    by_id = {}
+
+    def passage(pid: str):
+        if pid not in by_id:
+            rid = pid.split("#")[0]
+            for p in retriever.passages_of(retriever.resolve_record(rid)):
+                by_id[p.id] = p
+        return by_id[pid]
+
+    def gold_text(gold: str) -> str:
+        return " ".join(p.text for p in retriever.passages_of(retriever.resolve_record(gold)))
+
+    arms = {"lexical": None, "judges": judges}
+    results: dict = {"command": "python benchmarks/answers.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
+                     "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe(),
+                     "sets": {}}
+    sample: list[dict] = []
+    f1_by_arm: dict[str, list[float]] = {}
+    for name, rows in sets.items():
+        out: dict = {"n": len(rows)}
+        for arm, js in arms.items():
+            cites, shown_gold, no_answer, f1s, ratios, modes, verify_ms = [], [], [], [], [], {}, []
+            for q in rows:
+                d = cache[(q["question"], True)]
+                shown = [PromptPassage(m, Hit(passage(pid), 1.0, m), text) for m, pid, text in d["shown"]]
+                gen = Generation(d["text"], d["prompt_tokens"], d["completion_tokens"], d["stop_reason"])
+                a = assemble(q["question"], gen, shown, retriever, generator, cfg.mode, d["retrieve_ms"],
+                             d["generate_ms"], VerifyConfig(), js)
+                gold = retriever.resolve_record(q["gold"]) if q["gold"] else ""
+                cited = {retriever.resolve_record(c.hit.passage.record_id) for c in a.citations}
+                cites.append(float(bool(gold) and gold in cited))
+                shown_gold.append(float(bool(gold) and gold in {retriever.resolve_record(p.hit.passage.record_id)
+                                                                for p in shown}))
+                no_answer.append(float(a.answer_mode == "no_answer"))
+                modes[a.answer_mode] = modes.get(a.answer_mode, 0) + 1
+                if gold:
+                    f1s.append(token_f1(strip_markers(a.text), gold_text(q["gold"])))
+                verify_ms.append(a.timings["verify_ms"])
+                ratios.append(a.timings["verify_ms"] / max(d["generate_ms"], 1.0))
+                if name == "dev" and len([s for s in sample if s["arm"] == arm]) < args.sample:
+                    sample.append({"arm": arm, "question": q["question"], "answer": a.text, "mode": a.answer_mode,
+                                   "draft": d["text"], "warnings": a.warnings,
+                                   "passages": [[p.marker, p.hit.passage.title, p.text] for p in shown]})
+            out[arm] = {"cites_gold": round(statistics.fmean(cites), 4), "gold_shown": round(statistics.fmean(shown_gold), 4),
+                        "no_answer": round(statistics.fmean(no_answer), 4), "modes": modes,
+                        "token_f1": mean_ci(f1s) if f1s else None,
+                        "verify_ms_p50": round(statistics.median(verify_ms), 1),
+                        "verify_over_generate": round(sum(verify_ms) / sum(cache[(q["question"], True)]["generate_ms"]
+                                                                           for q in rows), 4)}
+            if name == "dev":
+                f1_by_arm[arm] = f1s
+        results["sets"][name] = out
+        print(f"{name:13s} " + "  ".join(f"{arm}: cites gold {out[arm]['cites_gold']:.3f}, no_answer "
+                                         f"{out[arm]['no_answer']:.3f}, F1 "
+                                         f"{(out[arm]['token_f1'] or {}).get('mean', float('nan')):.3f}"
+                                         for arm in arms), flush=True)
+    none_f1 = [token_f1(cache[(q["question"], False)]["text"], gold_text(q["gold"])) for q in sets["dev"]]
+    results["dev_no_retrieval"] = {"token_f1": mean_ci(none_f1),
+                                   **{f"{arm}_minus_none": paired_bootstrap(f1_by_arm[arm], none_f1)
+                                      for arm in arms},
+                                   "judges_minus_lexical": paired_bootstrap(f1_by_arm["judges"], f1_by_arm["lexical"])}
+    atomic_write_json(RESULTS / "answers.json", results)
+    atomic_write_jsonl(RESULTS / "answers_sample.jsonl", sample)
+    print(json.dumps(results["dev_no_retrieval"]))
+    print(f"wrote {RESULTS / 'answers.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Loading and scoring the two judges of the verification stage.
+
+    from judge.models import Judges
+    judges = Judges.load("artifacts/judges")          # both, each with its calibration.json; missing ones are None
+    judges.faithfulness.score([(passage, sentence)])  # -> [P(the passage states the sentence)]
+    judges.answerhood.score([(question, "title\\nsentence")])
+    judges.describe()                                 # what /readyz and every answer report
+
+A judge directory is a sentence-transformers CrossEncoder written by `medcite train-judges` with
+`calibration.json` beside it (the threshold chosen on held-out documents, with its numbers): the threshold
+travels with the model that produces the score. Without a faithfulness judge the lexical judge of core.support
+runs (overlap + embedder cosine); `Judges.describe()` says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import DEFAULT_JUDGES, VerifyConfig
+from core.errors import ModelLoadError
+from core.support import SupportJudge
+
+CALIBRATION = "calibration.json"
+
+
+@dataclass
+class CrossEncoderJudge:
+    """A one-logit CrossEncoder whose sigmoid is the judge's probability, with its calibrated threshold."""
+
+    model: object
+    path: str
+    calibration: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.calibration["threshold"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> CrossEncoderJudge:
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / CALIBRATION).is_file():
+            raise ModelLoadError(f"judge {path} is not a trained judge directory (model + {CALIBRATION}); train it "
+                                 "with `make models` (medcite train-judges), or set verify.judges: off")
+        from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            model = CrossEncoder(str(path), device="cpu", local_files_only=True)
+            calibration = json.loads((path / CALIBRATION).read_text())
+            float(calibration["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelLoadError(f"judge {path} could not be loaded: {str(e).splitlines()[0]}") from None
+        return cls(model, str(path), calibration)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        logits = self.model.predict(pairs, batch_size=32, show_progress_bar=False,  # type: ignore[attr-defined]
+                                    activation_fn=_identity)
+        return [round(1 / (1 + math.exp(-float(x))), 4) for x in logits]
+
+    def describe(self) -> dict:
+        return {"path": self.path, "threshold": self.threshold,
+                **{k: self.calibration[k] for k in ("positives_kept", "negatives_caught", "calibrated_on")
+                   if k in self.calibration}}
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class Judges:
+    """The faithfulness judge and the answerhood scorer; either may be absent (None)."""
+
+    faithfulness: CrossEncoderJudge | None = None
+    answerhood: CrossEncoderJudge | None = None
+
+    @classmethod
+    def load(cls, root: str | Path) -> Judges:
+        root = Path(root)
+        got = {name: CrossEncoderJudge.load(root / name) for name in ("faithfulness", "answerhood")
+               if (root / name).exists()}
+        if not got:
+            raise ModelLoadError(f"{root} holds no trained judge (faithfulness/ or answerhood/); train them with "
+                                 "`make models`, or set verify.judges: off")
+        return cls(**got)
+
+    def describe(self) -> dict:
+        return {"faithfulness": self.faithfulness.describe() if self.faithfulness else "lexical",
+                "answerhood": self.answerhood.describe() if self.answerhood else "embedder cosine"}
+
+
+def resolve_judges(setting: str) -> str:
+    """The judge directory to load ("" = none): `off` for none, a directory as configured; unset, the one
+    `make models` writes, when it exists (as the tuned index is picked up)."""
+    if setting == "off":
+        return ""
+    if setting:
+        return setting
+    return DEFAULT_JUDGES if (Path(DEFAULT_JUDGES) / "faithfulness" / CALIBRATION).is_file() else ""
+
+
+def load_judges(setting: str) -> Judges | None:
+    path = resolve_judges(setting)
+    return Judges.load(path) if path else None
+
+
+def support_judge(embed, cfg: VerifyConfig, judges: Judges | None) -> tuple[SupportJudge, float]:
+    """The faithfulness judge in force and its threshold: the trained one with its calibration (or
+    verify.judge_threshold), else the lexical judge at verify.support_threshold."""
+    if judges is not None and judges.faithfulness is not None:
+        return (SupportJudge(model=judges.faithfulness),
+                cfg.judge_threshold or judges.faithfulness.threshold)
+    return SupportJudge(embed=embed, lexical_weight=cfg.lexical_weight), cfg.support_threshold

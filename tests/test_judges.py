@@ -1,0 +1,191 @@
+"""The verification stage's trained judges: the perturbation families, the training rows, a tiny judge trained in
+code end to end, and the pipeline behaviour they drive (support by meaning, answerhood, no_answer, quotes that
+name their subject, lists quoted as lists, /v1/verify, `medcite verify`)."""
+
+import json
+import random
+
+import pytest
+
+from core.config import JudgeTrainConfig, ServeConfig, VerifyConfig
+from core.types import Hit, Passage
+from generator.prompt import PromptPassage
+from judge.models import CrossEncoderJudge, Judges, load_judges
+from retriever_train import perturb
+from service.verify import candidates, extractive, verify
+from tests.conftest import FIXTURE_CORPORA
+from tests.fakes import FakeGenerator, FakeRetriever
+
+GOUT = [("Gout: treatment", "Gout is treated with colchicine and anti-inflammatory drugs. Most people recover "
+                            "within a few days."),
+        ("Gout: research", "Researchers are studying new drugs for gout. Some trials test diet changes.")]
+
+
+def test_alterations_change_meaning_and_paraphrases_keep_words():
+    rng = random.Random(0)
+    s = "Gout usually affects men over 40 and can be treated."
+    assert "not" in perturb.negation("Gout can be treated.", rng) or "cannot" in perturb.negation(
+        "Gout can be treated.", rng)
+    assert perturb.negation("Gout does not spread.", rng) == "Gout does spread."
+    assert perturb.number(s, rng) != s and "40" not in perturb.number(s, random.Random(1))
+    assert "rarely" in perturb.quantifier(s, rng)
+    assert "women" in perturb.condition("Gout affects men.", rng)
+    assert perturb.direction("Uric acid levels increase.", rng) == "Uric acid levels decrease."
+    assert perturb.number("No numbers here at all.", rng) is None  # a family that does not apply says so
+    swapped = perturb.swap_term("It damages the kidneys.", rng, [], {"damages", "kidneys"})
+    assert swapped and "kidneys" not in swapped
+    para = perturb.paraphrase("It may cause pain (often severe).", random.Random(3), focus="Gout")
+    assert "gout" in para.lower() and not para.startswith("It") and "pain" in para
+
+
+class ScriptedJudge:
+    """A judge model whose score is 0 for a (text, sentence) pair when the sentence holds a word from `bad`."""
+
+    def __init__(self, bad=("not",), threshold=0.5, gate=0.5, good=()):
+        self.bad, self.good, self.calibration = bad, good, {"threshold": threshold, "gate": {"threshold": gate}}
+        self.threshold, self.path, self.seen = threshold, "scripted", []
+
+    def score(self, pairs):
+        self.seen += pairs
+        out = []
+        for _, b in pairs:
+            words = set(b.lower().replace(".", " ").replace("\n", " ").split())
+            out.append(0.1 if words & set(self.bad) else 0.9 if not self.good or words & set(self.good) else 0.2)
+        return out
+
+    def describe(self):
+        return {"path": self.path, "threshold": self.threshold}
+
+
+def _shown(docs):
+    return [PromptPassage(i, Hit(Passage(f"r{i}:1#0", f"r{i}:1", t, x, "fake"), 1.0, i), x)
+            for i, (t, x) in enumerate(docs, start=1)]
+
+
+def test_trained_judge_removes_a_negated_sentence_the_lexical_judge_keeps():
+    r = FakeRetriever(docs=GOUT)
+    draft = "Gout is treated with colchicine [1]. Gout is not treated with colchicine [1]."
+    lexical = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0))
+    assert lexical.judge == "lexical" and len(lexical.sentences) == 2  # shares every word: kept
+    judges = Judges(faithfulness=ScriptedJudge())
+    v = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0), judges)
+    assert v.judge == "faithfulness-judge"
+    assert [s.text for s in v.sentences] == ["Gout is treated with colchicine [1]."]
+    assert any("no shown passage supports" in w for w in v.warnings)
+    assert judges.faithfulness.seen[0][0].startswith("Gout: treatment\n")  # the judge reads the title too
+
+
+def test_answerhood_orders_removes_non_answers_and_gates_no_answer():
+    r, cfg = FakeRetriever(docs=GOUT), VerifyConfig(min_relevance=0.0, min_kept_share=0.3)
+    draft = "Researchers are studying new drugs for gout [2]. Gout is treated with colchicine [1]."
+    judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(bad=("researchers",)))
+    v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, judges)
+    assert v.text == "Gout is treated with colchicine [1]."
+    assert any("does not answer the question" in w for w in v.warnings)
+    nothing = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(gate=0.95))
+    v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, nothing)
+    assert v.mode == "no_answer" and "no sentence of the shown passages answers" in v.warnings[-1]
+
+
+def test_quotes_name_their_subject_and_lists_stay_lists():
+    docs = [("Pseudogout: treatment", "Pseudogout is treated with anti-inflammatory drugs and rest."),
+            ("Gout: symptoms", "The following signs are common:\n- Joint pain\n- Redness\n- Swelling")]
+    shown = _shown(docs)
+    units = candidates("What are the symptoms of gout?", shown)
+    assert (2, "The following signs are common: Joint pain; Redness; Swelling.") in units
+    embed = lambda texts: FakeRetriever().embed(texts)  # noqa: E731
+    answerhood = Judges(answerhood=ScriptedJudge(bad=(), good=("swelling",)))
+    quoted = extractive("What are the symptoms of gout?", shown, embed, 2, answerhood)
+    assert quoted[0].text == '"The following signs are common: Joint pain; Redness; Swelling." [2]'  # best first
+    assert quoted[1].text.startswith("About Pseudogout: ")  # another condition's passage is named as such
+
+
+def _reserved_data(fixture_data, tmp_path):
+    reserved = tmp_path / "reserved.txt"
+    reserved.write_text("1:0000002_1\n")  # the aspirin document: never in the judges' rows
+    return JudgeTrainConfig(data_dir=str(fixture_data), reserved=str(reserved),
+                            sources=tuple(s for s in FIXTURE_CORPORA if not s.startswith("jsonl")),
+                            faithfulness_passages=8, answerhood_questions=8, validation_items=4, batch_size=4,
+                            eval_steps=2, out=str(tmp_path / "judges"), threads=1)
+
+
+def test_rows_never_use_reserved_documents_and_hold_both_labels(fixture_data, tmp_path):
+    from retriever_train import judges as J
+
+    cfg = _reserved_data(fixture_data, tmp_path)
+    records = J.read_records(cfg)
+    assert records and not any(r.meta.get("document") == "1:0000002_1" for r in records)
+    rows = J.faithfulness_rows(records, J.passages(records, size=32, overlap=8), 20, 0)
+    assert {r["label"] for r in rows} == {0.0, 1.0}
+    assert not any("aspirin" in r["passage"].lower() for r in rows)
+    arows = J.answerhood_rows(records, 20, 0)
+    assert {r["family"] for r in arows} >= {"own", "other_section"}
+    assert J.threshold_for([0.9, 0.8, 0.2, 0.7], [1, 1, 0, 0], 0.95)["threshold"] <= 0.8
+
+
+@pytest.mark.slow
+def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, tmp_path, tiny_embedder,
+                                                                 monkeypatch):
+    from retriever_train import judges as J
+
+    cfg = _reserved_data(fixture_data, tmp_path)
+    cfg = JudgeTrainConfig(**{**cfg.__dict__, "base": str(tiny_embedder)})
+    monkeypatch.setattr(J, "build_rows", lambda c, judge, log: (
+        J.faithfulness_rows(J.read_records(c), J.passages(J.read_records(c), 32, 8), 8, 0),) * 2
+        if judge == "faithfulness" else (J.answerhood_rows(J.read_records(c), 8, 0),) * 2)
+    for judge in J.JUDGES:
+        out = J.train_judge(cfg, judge, log=lambda _: None)
+        cal = json.loads((out / "calibration.json").read_text())
+        assert 0 <= cal["threshold"] <= 1 and cal["positives_kept"] >= 0.95 and "by_family" in cal
+    assert "gate" in json.loads((tmp_path / "judges" / "answerhood" / "calibration.json").read_text())
+    judges = load_judges(str(tmp_path / "judges"))
+    assert isinstance(judges.faithfulness, CrossEncoderJudge) and judges.answerhood is not None
+    p = judges.faithfulness.score([("Gout: treatment\nColchicine treats gout.", "Colchicine treats gout.")])
+    assert 0 <= p[0] <= 1
+    with pytest.raises(Exception, match="make models"):
+        CrossEncoderJudge.load(tmp_path / "judges" / "faithfulness-run")  # not a published judge
+    # a rerun resumes (nothing left to train) and refuses other settings
+    J.train_judge(cfg, "faithfulness", log=lambda _: None)
+    with pytest.raises(Exception, match="learning_rate"):
+        J.train_judge(JudgeTrainConfig(**{**cfg.__dict__, "learning_rate": 1e-3}), "faithfulness", lambda _: None)
+
+
+def test_verify_endpoint_checks_any_text_and_rejects_bad_input():
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+
+    judges = Judges(faithfulness=ScriptedJudge())
+    with TestClient(create_app(FakeRetriever(docs=GOUT), FakeGenerator(), ServeConfig(), judges)) as c:
+        body = {"text": "Gout is treated with colchicine. Gout is not treated with colchicine.",
+                "passages": [{"id": "a", "title": "Gout: treatment", "text": GOUT[0][1]}],
+                "question": "How is gout treated?"}
+        r = c.post("/v1/verify", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["judge"] == "faithfulness-judge" and out["threshold"] == 0.5
+        assert [s["supported"] for s in out["sentences"]] == [True, False]
+        assert out["sentences"][0]["citations"] == [1] and out["sentences"][1]["reason"]
+        for bad in ({"text": "x", "passages": []}, {"passages": [{"text": "y"}]},
+                    {"text": "x", "passages": [{"text": "y"}], "extra": 1}):
+            r = c.post("/v1/verify", json=bad)
+            assert r.status_code == 400 and r.json()["detail"], bad
+        ready = c.get("/readyz").json()
+        assert ready["judge"]["faithfulness"]["path"] == "scripted"
+        a = c.post("/v1/answer", json={"question": "How is gout treated?"}).json()
+        assert a["judge"] == "faithfulness-judge"
+
+
+def test_cli_verify_batch_and_its_errors(capsys, tmp_path, tiny_index):
+    from medcite.cli import main
+
+    good = {"text": "Ewing sarcoma is a bone tumor.", "passages": [{"title": "Ewing", "text": "Ewing sarcoma is a "
+                                                                                              "bone tumor."}]}
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(good) + "\n")
+    assert main(["verify", str(path), "--index", str(tiny_index), "--set", "verify.judges=off"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["judge"] == "lexical" and out["sentences"][0]["supported"]
+    path.write_text(json.dumps({"text": "x"}) + "\n")
+    assert main(["verify", str(path), "--index", str(tiny_index)]) == 2
+    assert "in.jsonl:1" in capsys.readouterr().err
