@@ -119,8 +119,9 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     """What verification removed or changed, in words."""
     disclaimer: str = ""
-    triage: dict[str, str] | None = None
-    """{rule, notice} when the question describes an emergency (the notice goes ahead of the answer)."""
+    triage: dict[str, Any] | None = None
+    """{rule, notice, layer, score} when the question describes an emergency (the notice goes ahead of the
+    answer)."""
     draft: str = ""
     """What the model generated, before verification (evaluation and logs; not sent to API clients)."""
     judge: str = ""

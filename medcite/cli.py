@@ -259,6 +259,18 @@ def cmd_train_judges(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_triage(args: argparse.Namespace) -> int:
+    from core.config import default_data_dir
+
+    _quiet_libraries()
+    from retriever_train.triage import train_triage
+    from service.triage import MODEL_FILE
+
+    print(train_triage(args.data_dir or default_data_dir(), args.out or str(MODEL_FILE), args.seed,
+                       log=lambda m: print(m, file=sys.stderr, flush=True)))
+    return 0
+
+
 QUICK = {"run_name": "quick", "limit": 50, "mirage_limit": 100, "arms": "base:none,base:hybrid"}
 
 
@@ -395,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (configs/judges.yaml); flags override it")
     config_flags(p, JudgeTrainConfig, ("data_dir", "out", "seed"))
     p.set_defaults(func=cmd_train_judges)
+
+    p = sub.add_parser("train-triage", help="train triage's learned layer (shipped as service/triage_model.json)",
+                       description="A logistic regression over the packaged MiniLM's vectors: emergency kinds and "
+                                   "none; threshold chosen on benchmarks/data/triage_dev.jsonl.")
+    p.add_argument("--data-dir", help="root of the data sets (default $MEDCITE_DATA_DIR or ../shared/data)")
+    p.add_argument("--out", help="where to write the layer (default service/triage_model.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_triage)
     return parser
 
 

@@ -30,8 +30,8 @@ from generator.prompt import (
     build_messages,
     extract_citations,
 )
-from service.triage import triage
-from service.verify import verify
+from service.triage import contradicts, triage
+from service.verify import NO_ANSWER_TEXT, verify
 
 DEFAULT_VERIFY = VerifyConfig()
 
@@ -63,8 +63,13 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
     else:
         text, sentences, answer_mode, warnings, verify_ms, disclaimer = gen.text, [], "unverified", [], 0.0, ""
         judge = "none"
-    markers, invalid = extract_citations(text, len(shown))
     alarm = triage(question) if verify_cfg is not None else None  # a bare-model chat is triaged by its front
+    if alarm is not None and any(contradicts(v.text) for v in sentences):  # the answer never argues with it
+        warnings = [*warnings, *(f"removed a sentence that contradicts the urgent-care notice: {v.text[:60]}"
+                                 for v in sentences if contradicts(v.text))]
+        sentences = [v for v in sentences if not contradicts(v.text)]
+        text = " ".join(v.text for v in sentences) or NO_ANSWER_TEXT
+    markers, invalid = extract_citations(text, len(shown))
     return Answer(
         question=question, text=text,
         citations=[Citation(m, shown[m - 1].hit) for m in markers],

@@ -84,7 +84,12 @@ class TriageOut(msgspec.Struct):
     """An urgent-care notice: the question describes a possible emergency. Show it before the answer."""
 
     rule: str
+    """The reviewed rule that fired, or the emergency kind the learned layer recognised."""
     notice: str
+    layer: Literal["rule", "classifier"] = "rule"
+    """Which layer fired: a reviewed rule, or the learned classifier (its score passed its threshold)."""
+    score: float | None = None
+    """The learned layer's emergency probability (null when a rule fired first)."""
 
 
 class AnswerResponse(msgspec.Struct):

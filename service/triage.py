@@ -1,28 +1,43 @@
-"""Red-flag triage: an urgent-care notice for questions that describe an emergency, from one reviewed rule file
-(service/triage_rules.yaml), independent of the model.
+"""Red-flag triage: an urgent-care notice for questions that describe an emergency, independent of the model.
+Two layers: the reviewed rules (service/triage_rules.yaml: precise, explainable), then a learned layer that
+generalises to how patients word emergencies (service/triage_model.json: a logistic regression over the packaged
+MiniLM embedder's sentence vector, trained by `medcite train-triage`, threshold chosen for recall on a dev set).
 
     from service.triage import triage
-    triage("crushing chest pain and sweating, what do I do")   # -> Triage(rule="chest_pain_cardiac", notice=...)
+    triage("crushing chest pain and sweating, what do I do")   # -> Triage(rule="chest_pain_cardiac", layer="rule")
+    triage("dad's face looks droopy and he talks funny")       # -> Triage(rule="stroke_signs", layer="classifier",
+                                                               #           score=0.93)
     triage("What are the treatments for gout?")                # -> None
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 RULES_FILE = Path(__file__).with_name("triage_rules.yaml")
+MODEL_FILE = Path(__file__).with_name("triage_model.json")
+MODEL_ENV = "MEDCITE_TRIAGE_MODEL"
+"""Path of another learned layer, or `off` for the rules alone."""
 
 
 @dataclass(frozen=True)
 class Triage:
     rule: str
+    """The rule that fired, or the emergency kind the learned layer recognised."""
     notice: str
+    layer: str = "rule"
+    """rule (a reviewed pattern matched) or classifier (the learned layer's score passed its threshold)."""
+    score: float | None = None
+    """The learned layer's probability that the message describes an emergency (None: not computed)."""
 
-    def to_dict(self) -> dict[str, str]:
-        return {"rule": self.rule, "notice": self.notice}
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "notice": self.notice, "layer": self.layer, "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -52,11 +67,92 @@ def load_rules(path: Path = RULES_FILE) -> tuple[str, tuple[_Rule, ...]]:
     return " ".join(raw["notice"].split()), rules
 
 
-def triage(question: str) -> Triage | None:
-    """The first rule that fires on the question, with the notice; None for an ordinary question."""
-    notice, rules = load_rules()
-    text = " ".join(question.split())
+class Classifier:
+    """Multinomial logistic regression over L2-normalised sentence vectors: P(kind | text), kinds = emergency kinds
+    + "none"; the emergency score is 1 - P(none)."""
+
+    def __init__(self, spec: dict, embed):
+        import numpy as np
+
+        self.kinds, self.threshold, self.embed = spec["classes"], float(spec["threshold"]), embed
+        self.coef, self.bias = np.asarray(spec["coef"], dtype="float32"), np.asarray(spec["intercept"], "float32")
+
+    def predict(self, text: str) -> tuple[str, float]:
+        import numpy as np
+
+        z = self.coef @ self.embed([text])[0] + self.bias
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        none = self.kinds.index("none")
+        best = max((i for i in range(len(self.kinds)) if i != none), key=lambda i: p[i])
+        return self.kinds[best], round(float(1.0 - p[none]), 4)
+
+
+_lock = threading.Lock()
+_loaded: dict[str, Classifier | None] = {}
+
+
+def classifier() -> Classifier | None:
+    """The learned layer, loaded once per process (None when switched off or not shipped)."""
+    path = os.environ.get(MODEL_ENV, "") or str(MODEL_FILE)
+    if path == "off":
+        return None
+    with _lock:
+        if path not in _loaded:
+            _loaded[path] = None
+            if Path(path).is_file():
+                spec = json.loads(Path(path).read_text())
+                _loaded[path] = Classifier(spec, _packaged_embedder())
+        return _loaded[path]
+
+
+def _packaged_embedder():
+    """The packaged MiniLM the layer was trained over (not the index's embedder, which a tuned index replaces)."""
+    from retriever.embedder import load_embedder, resolve_embedder
+
+    model = load_embedder(resolve_embedder(""), threads=0)
+    return lambda texts: model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+
+
+def rule_for(text: str) -> str | None:
+    _, rules = load_rules()
     for rule in rules:
         if rule.fires(text):
-            return Triage(rule.name, notice)
+            return rule.name
     return None
+
+
+def triage(question: str, learned: bool = True) -> Triage | None:
+    """The first rule that fires on the question; else the learned layer when its score reaches its threshold;
+    None for an ordinary question."""
+    notice, _ = load_rules()
+    text = " ".join(question.split())
+    name = rule_for(text)
+    if name:
+        return Triage(name, notice_for(name, notice))
+    model = classifier() if learned else None
+    if model is None:
+        return None
+    kind, score = model.predict(text)
+    return Triage(kind, notice_for(kind, notice), "classifier", score) if score >= model.threshold else None
+
+
+_REASSURING = re.compile(r"\b(not (a |an )?(serious|emergency|dangerous|urgent|worrying)|no need to (worry|see|go|call|"
+                         r"rush)|nothing to worry|can (safely )?wait|(is|are) (usually |generally )?harmless|"
+                         r"don'?t (need to )?worry|wait and see|will (usually )?(go away|pass) on (its|their) own)\b",
+                         re.I)
+
+
+def contradicts(sentence: str) -> bool:
+    """A sentence that would talk a person out of the urgent-care notice ("This is usually not serious.")."""
+    return bool(_REASSURING.search(sentence))
+
+
+_SELF_HARM_NOTICE = ("If you are thinking about ending your life or harming yourself, you deserve support right now: "
+                     "call or text a crisis line (988 in the US, Samaritans 116 123 in the UK and Ireland) or your "
+                     "local emergency number, or go to the nearest emergency department.")
+
+
+def notice_for(kind: str, notice: str) -> str:
+    """The general urgent-care notice; for self-harm a crisis line named in neutral terms first."""
+    return f"{_SELF_HARM_NOTICE} {notice}" if kind == "suicide_self_harm" else notice

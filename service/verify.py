@@ -22,6 +22,7 @@ closest passages listed.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -96,13 +97,42 @@ def names_subject(question: str, title: str) -> bool:
     return not focus or focus <= content_words(question)
 
 
+# GARD's symptom tables, flattened into one line by the corpus: "Signs and Symptoms Approximate number of patients
+# (when available) Abnormality of the palate 90% Microcephaly 90% Albinism - ... - The Human Phenotype Ontology
+# (HPO) has collected ...". Quoted sentence by sentence, the list vanished and only its lead-in remained.
+_HPO_TABLE = re.compile(r"Signs and Symptoms Approximate number of patients \(when available\)\s+(.*?)"
+                        r"(?:\s-?\s*The Human Phenotype Ontology \(HPO\) has collected|$)", re.S)
+_HPO_ITEM = re.compile(r"\s*(.+?)\s+(?:-\s|(\d+%|\d+/\d+)\s*|-$)")
+_LIST_TALK = re.compile(r"(provides the following list|the table below|MedlinePlus Medical Dictionary to look up"
+                        r"|The Human Phenotype Ontology \(HPO\) has collected)", re.I)
+
+
+def table_items(text: str) -> list[str]:
+    """The rows of a flattened GARD symptom table, each with its frequency where the table gives one."""
+    m = _HPO_TABLE.search(text)
+    if not m:
+        return []
+    # a table cut by the passage's end loses its last, possibly partial, row; a whole one ends its last row
+    body = m.group(1).strip() + (" - " if m.group(0).endswith("has collected") else " ")
+    return [f"{i.group(1)} ({i.group(2)})" if i.group(2) else i.group(1) for i in _HPO_ITEM.finditer(body)
+            if len(i.group(1)) < 120]
+
+
+def _listed(lead: str, items: list[str]) -> str:
+    shown = items[:10] + ([f"and {len(items) - 10} more"] if len(items) > 10 else [])
+    return f"{lead.rstrip(': ')}: {'; '.join(shown)}."
+
+
 def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str]]:
     """Quotable units of the shown passages, (marker, text): whole sentences, and lists quoted as lists (a lead-in
-    ending in ':' with its '- item' lines, "The Human Phenotype Ontology provides the following list...")."""
+    ending in ':' with its '- item' lines; GARD's flattened symptom tables as their rows)."""
     titles = [p.hit.passage.title for p in shown]
     out, seen = [], set()
     for p in shown:
-        lines = split_sentences(p.text)
+        rows = table_items(p.text)
+        if len(rows) >= 2:
+            out.append((p.marker, _listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
+        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not _LIST_TALK.search(s)]
         i = 0
         while i < len(lines):
             s = lines[i]
@@ -113,8 +143,7 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
                     items.append(lines[i].lstrip("-*\u2022 ").strip())
                     i += 1
                 if len(items) >= 2:  # the list with its lead-in, capped to stay readable
-                    shown_items = items[:8] + ([f"and {len(items) - 8} more"] if len(items) > 8 else [])
-                    out.append((p.marker, f"{s.rstrip()} {'; '.join(shown_items)}."))
+                    out.append((p.marker, _listed(s, items)))
                 continue
             key = " ".join(s.lower().split())
             if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen

@@ -13,6 +13,7 @@ from core.config import (
     FinetuneDataConfig,
     GeneratorConfig,
     IndexConfig,
+    JudgeTrainConfig,
     RetrieverTrainConfig,
     ServeConfig,
     field_docs,
@@ -27,7 +28,7 @@ CLASSES = (IndexConfig, ServeConfig, GeneratorConfig, DecodingConfig, FinetuneCo
 
 def _class_for(name: str) -> type:
     return {"index": IndexConfig, "finetune": FinetuneConfig, "eval": EvalConfig,
-            "retriever": RetrieverTrainConfig}.get(name.split("-")[0].split(".")[0], ServeConfig)
+            "retriever": RetrieverTrainConfig, "judges": JudgeTrainConfig}.get(name.split("-")[0].split(".")[0], ServeConfig)
 
 
 def test_every_yaml_loads(monkeypatch):
@@ -36,7 +37,7 @@ def test_every_yaml_loads(monkeypatch):
     files = sorted(CONFIGS.glob("*.yaml"))
     assert {f.name for f in files} >= {"index.yaml", "serve.yaml", "serve-llama3b.yaml", "serve-remote.yaml",
                                        "serve-vllm.yaml", "finetune-smollm2.yaml", "finetune-llama3.2-3b.yaml",
-                                       "eval.yaml"}
+                                       "eval.yaml", "judges.yaml"}
     for f in files:
         assert f.read_text().startswith("#") and "Run" in f.read_text().split("\n\n")[0], f"{f} needs its run line"
         cls = _class_for(f.name)

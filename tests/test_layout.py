@@ -5,21 +5,24 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "retriever", "retriever_train", "index_build", "generator", "finetune", "service", "evaluation",
-            "medcite")
+PACKAGES = ("core", "retriever", "retriever_train", "index_build", "generator", "judge", "finetune", "service",
+            "evaluation", "medcite")
 ALLOWED = {
     "core": set(),
     "retriever": {"core"},
     "index_build": {"core", "retriever"},
-    "retriever_train": {"core", "retriever"},
+    # the training jobs of the small models; the triage layer learns from the service's reviewed rules' labels
+    "retriever_train": {"core", "retriever", "index_build", "service"},
     "generator": {"core"},
-    "finetune": {"core", "generator", "retriever"},
-    "service": {"core", "retriever", "generator"},
-    "evaluation": {"core", "retriever", "generator", "service"},
+    "judge": {"core"},
+    "finetune": {"core", "generator", "retriever", "judge"},
+    "service": {"core", "retriever", "generator", "judge"},
+    "evaluation": {"core", "retriever", "generator", "service", "judge"},
     "medcite": set(PACKAGES),
 }
 HEAVY_FORBIDDEN = {"core": {"torch", "faiss", "litestar", "transformers"}, "generator": {"trl", "datasets"},
-                   "service": {"trl", "datasets"}, "retriever": {"trl", "datasets", "litestar"}}
+                   "service": {"trl", "datasets"}, "retriever": {"trl", "datasets", "litestar"},
+                   "judge": {"trl", "datasets", "litestar"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -21,7 +21,16 @@ TRIGGERS = {
     "infant_fever": ["my 3 week old baby has a fever of 38.5", "newborn with a fever, what should I do"],
     "seizure_unconscious": ["my husband is having a seizure", "she is unresponsive and won't wake up"],
     "meningitis_signs": ["stiff neck and a high fever with a rash"],
+    # the kinds patients word differently (issue: 8 of 15 flagged before)
+    "head_injury": ["he hit his head falling off the ladder and has vomited twice and is drowsy",
+                    "after a head injury my son is confused"],
 }
+TRIGGERS["chest_pain_cardiac"] += ["chest pain and he can barely talk",
+                                   "crushing chest pain climbing stairs that does not stop when I rest",
+                                   "chest tightness and then I passed out"]
+TRIGGERS["suicide_self_harm"] += ["I keep thinking about ending it all", "everyone would be better off without me"]
+TRIGGERS["severe_bleeding"] += ["blood is spurting from the cut and it does not stop with pressure",
+                                "my vomit looks like coffee grounds"]
 NEAR_MISSES = [
     "What are the treatments for gout?", "What is chest pain?", "What are the symptoms of a stroke?",
     "What causes anaphylaxis?", "What is an overdose of vitamin D?", "What are the symptoms of lead poisoning?",
@@ -30,20 +39,53 @@ NEAR_MISSES = [
     # reviewed false alarms from GenMedGPT (benchmarks/triage.py): symptom lists without a red flag
     "I have been having a headache, coryza, vomiting, chest tightness and nasal congestion",
     "I have sharp abdominal and back pain and pain on one side of my body",
+    "What are the symptoms of a head injury?", "I bumped my head last week and I'm fine now",
 ]
 
 
 @pytest.mark.parametrize(("rule", "question"), [(r, q) for r, qs in TRIGGERS.items() for q in qs])
 def test_triggers(rule, question):
-    t = triage(question)
+    t = triage(question, learned=False)
     assert t is not None and t.rule == rule and "emergency" in t.notice
 
 
 @pytest.mark.parametrize("question", NEAR_MISSES)
-def test_near_misses_do_not_fire(question):
+def test_near_misses_do_not_fire(question):  # neither layer
     assert triage(question) is None  # the topic named, nobody described in danger
 
 
 def test_every_rule_has_triggers():
     _, rules = load_rules()
     assert {r.name for r in rules} == set(TRIGGERS)
+
+
+def test_learned_layer_fires_where_no_rule_does_and_says_so():
+    from service.triage import classifier
+
+    if classifier() is None:
+        pytest.skip("service/triage_model.json is not shipped in this checkout")
+    message = "my dad can't lift his right arm since lunch and his words come out all jumbled"
+    assert triage(message, learned=False) is None
+    t = triage(message)
+    assert t is not None and t.layer == "classifier" and t.score >= classifier().threshold
+    assert t.to_dict()["score"] == t.score and t.rule != "none"
+
+
+def test_self_harm_notice_names_a_crisis_line_first():
+    t = triage("I keep thinking about ending it all", learned=False)
+    assert t.notice.startswith("If you are thinking about ending your life") and "988" in t.notice
+    assert "emergency number" in t.notice
+
+
+def test_an_answer_never_contradicts_the_notice():
+    from core.config import VerifyConfig
+    from service.pipeline import answer
+    from tests.fakes import FakeGenerator, FakeRetriever
+
+    docs = [("Chest pain", "Chest pain is not serious in most young people. Chest pain can be a heart attack.")]
+    a = answer("crushing chest pain and sweating right now", FakeRetriever(docs=docs),
+               FakeGenerator("Chest pain is not serious in most young people [1]. Chest pain can be a heart attack [1]."),
+               k=1, verify_cfg=VerifyConfig(min_relevance=0.0))
+    assert a.triage and a.triage["layer"] == "rule"
+    assert "not serious" not in a.text and "heart attack" in a.text
+    assert any("contradicts the urgent-care notice" in w for w in a.warnings)
