@@ -52,10 +52,12 @@ retriever: setup
 	$(BIN)/medcite index --config configs/index.yaml --embedder artifacts/retriever/embedder --out artifacts/index-tuned
 	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
 
-# The verification stage's judges (README "Trust"): faithfulness, then answerhood; resumable; ~25 min here.
-# serve / ask / eval use artifacts/judges by themselves once it exists.
+# The trained judges of the verification stage (README "Trust"): faithfulness, then answerhood; resumable; ~40 min
+# here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (~3 min),
+# which is shipped in the repository (service/triage_model.json): this retrains it, seeded.
 models: setup
 	$(BIN)/medcite train-judges all --config configs/judges.yaml
+	$(BIN)/medcite train-triage
 
 eval-quick: setup
 	$(BIN)/medcite eval --quick

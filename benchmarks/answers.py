@@ -99,12 +99,11 @@ def main() -> int:
     from evaluation.stats import mean_ci, paired_bootstrap
     from generator.prompt import PromptPassage
     from judge.models import Judges
-    from retriever.search import IndexRetriever
-    from service.components import load_generator
+    from service.components import load_generator, load_retriever
     from service.pipeline import assemble
 
     cfg = ServeConfig(index=args.index)
-    retriever = IndexRetriever.load(args.index)
+    retriever = load_retriever(cfg)  # as served: the question-type prior (and a reranker, where configured)
     judges = Judges.load(args.judges)
     generator = load_generator(cfg)
     sets = question_sets(args.limit)

@@ -10,6 +10,9 @@
 3. `retrieve()` latency (dense mode) / (bare query encode + bare FAISS search), interleaved per query
    (target <= 1.1). Hybrid latency is reported alongside.
 
+5. `--parts qtype`: hybrid with and without the question-type prior (MedQuAD titles carry the question type:
+   "Gout: treatment"), on dev and the consumer-style set.
+
 4. With `--tuned-index` (and `--reranker`): the domain-tuned retriever side by side with the base index, on the
    200 dev questions and on a consumer-style set built from reserved documents (never trained on, dev excluded;
    retriever_train.data.consumer_eval_set): record-level recall@1/5/10 and MRR@10 of hybrid retrieval for base,
@@ -200,6 +203,22 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     return out
 
 
+def qtype_comparison(r: IndexRetriever, dev: list[dict], consumer: list[dict]) -> dict:
+    """Hybrid with and without the question-type prior (retriever.search.fuse_question_type: records whose
+    MedQuAD title type matches what the question asks are fused in), same index, same questions; recall@3 is the
+    share whose gold record is among the 3 passages a default prompt shows."""
+    out: dict = {}
+    for split, rows in (("dev", dev), ("consumer", consumer)):
+        for arm, on in (("hybrid", False), ("hybrid+qtype", True)):
+            r.qtype_prior = on
+            ranks = gold_ranks(r, rows, "hybrid")
+            out.setdefault(split, {})[arm] = {**recall(ranks), "recall@3": round(
+                sum(1 for x in ranks if x and x <= 3) / len(ranks), 4)}
+        print(split, json.dumps(out[split]), flush=True)
+    r.qtype_prior = False
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", default="artifacts/index")
@@ -231,6 +250,12 @@ def main() -> None:
     if "int8" in parts:
         res["int8_query_encoder"] = int8_queries(r, dev)
         print("int8", json.dumps(res["int8_query_encoder"]), flush=True)
+    if "qtype" in parts:
+        from core.config import RetrieverTrainConfig
+        from retriever_train.data import consumer_eval_set
+
+        res["qtype_prior"] = qtype_comparison(r, dev, consumer_eval_set(RetrieverTrainConfig(data_dir=args.data_dir),
+                                                                        n=200))
     if "tuned" in parts and args.tuned_index:
         from core.config import RetrieverTrainConfig
         from retriever_train.data import consumer_eval_set

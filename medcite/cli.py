@@ -86,7 +86,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         from retriever.rerank import Reranker
 
         reranker = Reranker.load(model, rerank.top_n, threads=args.threads, fuse=rerank.fuse)
-    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads, reranker=reranker)
+    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads, reranker=reranker,
+                                    qtype_prior=rerank.qtype_prior)
     for qid, question in batch:
         hits = retriever.search(question, k=args.k, mode=args.mode, source=args.source,
                                 per_record=not args.all_passages)
@@ -284,7 +285,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def generator(gcfg, decoding):
         return load_generator(ServeConfig(generator=gcfg, decoding=decoding))
 
-    out = run_eval(cfg, IndexRetriever.load, generator, log=lambda m: print(m, file=sys.stderr, flush=True))
+    def retriever(index: str):  # retrieval as served (the question-type prior of RerankConfig)
+        return IndexRetriever.load(index, qtype_prior=RerankConfig().qtype_prior)
+
+    out = run_eval(cfg, retriever, generator, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(out / "report.md")
     return 0
 

@@ -13,6 +13,7 @@ RRF: score = sum 1 / (rrf_k + rank).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from core.errors import IndexCorruptError, InvalidRequestError
@@ -27,7 +28,8 @@ class IndexRetriever:
     """Loaded once (at start-up), then `search` is called per query. Thread-safe for concurrent reads."""
 
     def __init__(self, root: Path, manifest: dict, passages: list[Passage], dense, bm25, embedder,
-                 duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100, reranker=None):
+                 duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100, reranker=None,
+                 qtype_prior: bool = False):
         import numpy as np
 
         self.root, self.manifest, self.passages = root, manifest, passages
@@ -36,6 +38,9 @@ class IndexRetriever:
         self.rrf_k, self.candidates = rrf_k, candidates
         self.reranker = reranker
         """A retriever.rerank.Reranker rescoring the top hybrid candidates, or None."""
+        self.qtype_prior = qtype_prior
+        """Fuse in the records whose title's question type (MedQuAD's "Gout: treatment") matches what the
+        question asks (hybrid only; `question_types`)."""
         self.fingerprint: str = manifest["fingerprint"]
         self.sources = sorted({p.source for p in passages})
         self._by_record: dict[str, list[Passage]] = {}
@@ -166,6 +171,8 @@ class IndexRetriever:
                 break
             fetch *= 4
             ranked = rank(query, fetch, source)
+        if self.qtype_prior and mode == "hybrid":
+            ranked = fuse_question_type(query, ranked, self.passages, self.rrf_k)
         if self.reranker is not None and mode == "hybrid":
             ranked = self.reranker.rerank(query, ranked, self.passages)
         return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]
@@ -181,3 +188,39 @@ def best_per_record(ranked: list[tuple[int, float]], passages: list[Passage]) ->
             seen.add(rid)
             out.append((i, score))
     return out
+
+
+# What a question asks, in words, -> the question type a MedQuAD title names ("Gout: treatment"; core.corpus titles
+# say "overview" for information and "diagnosis" for exams and tests).
+QUESTION_TYPES: dict[str, re.Pattern] = {t: re.compile(p, re.I) for t, p in {
+    "treatment": r"\b(treat\w*|therap\w*|cure[sd]?|manag\w*|medication|medicines?|surgery)\b",
+    "symptoms": r"\b(symptoms?|signs?)\b",
+    "causes": r"\b(caus\w*|why (do|does|did))\b",
+    "inheritance": r"\b(inherit\w*|hereditary|run in (the )?famil\w*|passed (down|on))\b",
+    "genetic changes": r"\b(genes?|mutations?|genetic changes)\b",
+    "frequency": r"\b(how (common|many|rare)|frequency|prevalen\w*)\b",
+    "diagnosis": r"\b(diagnos\w*|tests?|exams?)\b",
+    "outlook": r"\b(outlook|prognosis|life expectancy|survival)\b",
+    "susceptibility": r"\b(at risk|risk factors?|who gets)\b",
+    "prevention": r"\b(prevent\w*)\b",
+    "research": r"\b(research|clinical trials?)\b",
+    "stages": r"\b(stages?|staging)\b",
+    "complications": r"\bcomplications?\b",
+}.items()}
+
+
+def question_types(query: str) -> set[str]:
+    return {t for t, p in QUESTION_TYPES.items() if p.search(query)}
+
+
+def fuse_question_type(query: str, ranked: list[tuple[int, float]], passages: list[Passage], rrf_k: int
+                       ) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion of the hybrid order with the order of the records whose title's question type is
+    one the question asks for (nothing changes when it names none, or no candidate matches)."""
+    wanted = question_types(query)
+    matching = [i for i, _ in ranked if passages[i].title.rpartition(": ")[2].lower() in wanted] if wanted else []
+    if not matching:
+        return ranked
+    bonus = {i: 1.0 / (rrf_k + r) for r, i in enumerate(matching, start=1)}
+    fused = [(i, 1.0 / (rrf_k + r) + bonus.get(i, 0.0)) for r, (i, _) in enumerate(ranked, start=1)]
+    return sorted(fused, key=lambda t: -t[1])

@@ -36,6 +36,7 @@ from core.corpus import clean_records, read_corpus, read_reserved
 from core.errors import DataError
 from core.files import atomic_write_json, atomic_write_jsonl, check_run_identity, staging_dir
 from core.quality import content_words, split_sentences
+from core.support import aligned_window
 from core.types import Passage, Record
 from retriever_train import perturb
 from retriever_train.data import consumerize
@@ -193,19 +194,24 @@ def faithfulness_rows(records: list[Record], chunks: list[Passage], n_passages: 
         if not sents:
             continue
         used += 1
-        ptext = judge_text(p.title, p.text)
-        for s in rng.sample(sents, min(2, len(sents))):
+        def shown(sentence: str) -> str:  # what the judge reads: title + the passage sentences aligned with it
+            return judge_text(p.title, aligned_window(p.text, sentence))
+
+        picked = rng.sample(sents, min(2, len(sents)))
+        for s in picked:
             positive = s if rng.random() < 0.3 else perturb.paraphrase(s, rng, _focus(r))
-            rows.append({"passage": ptext, "sentence": positive, "label": 1.0,
+            rows.append({"passage": shown(positive), "sentence": positive, "label": 1.0,
                          "family": "copy" if positive == s else "paraphrase"})
         made = 0
-        for _ in range(len(families)):
+        for k in range(len(families)):
             family = families[turn % len(families)]
             turn += 1
-            s = rng.choice(sents)
+            # minimal pairs: the negatives alter the very sentences the positives keep, so the one changed word
+            # is what tells them apart (drawn at random, the judge stayed near chance on negation and numbers)
+            s = picked[(made + k) % len(picked)]
             bad = alter(family, r, s, p.text, corpus)
             if bad and bad.strip() != s.strip():
-                rows.append({"passage": ptext, "sentence": bad, "label": 0.0, "family": family})
+                rows.append({"passage": shown(bad), "sentence": bad, "label": 0.0, "family": family})
                 made += 1
             if made == 2:
                 break
@@ -335,7 +341,8 @@ def train_judge(cfg: JudgeTrainConfig, judge: str, log: Callable[[str], None] = 
     metric = "eval_val_average_precision"
     args = _trainer_args(Args, work, cfg, metric, cfg.batch_size, cfg.learning_rate, cfg.eval_steps)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train_rows) - pos) / max(pos, 1.0)))
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator,
+                                  callbacks=[_progress(log)])
     _fit(trainer, work, log)
     scores = [float(s) for s in trainer.model.predict([_pair(judge, r) for r in val_rows], batch_size=64,
                                                       show_progress_bar=False)]
@@ -363,6 +370,19 @@ def train_judge(cfg: JudgeTrainConfig, judge: str, log: Callable[[str], None] = 
 
 
 CALIBRATION = "calibration.json"
+
+
+def _progress(log: Callable[[str], None]):
+    """One line per logging step (step, loss, validation metric): progress without a progress bar in job logs."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in ("loss", "eval_val_average_precision")}
+            if shown:
+                log(f"  step {state.global_step}/{state.max_steps}: {shown}")
+
+    return Progress()
 
 
 def answer_gate(scores: list[float], rows: list[dict], keep: float = 0.97) -> dict:

@@ -18,7 +18,7 @@ def load_retriever(cfg: ServeConfig) -> Retriever:
         from retriever.rerank import Reranker
 
         reranker = Reranker.load(model, cfg.rerank.top_n, fuse=cfg.rerank.fuse)
-    return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker)
+    return IndexRetriever.load(resolve_index(cfg.index), reranker=reranker, qtype_prior=cfg.rerank.qtype_prior)
 
 
 def load_judges(cfg: ServeConfig):

@@ -189,3 +189,17 @@ def test_cli_verify_batch_and_its_errors(capsys, tmp_path, tiny_index):
     path.write_text(json.dumps({"text": "x"}) + "\n")
     assert main(["verify", str(path), "--index", str(tiny_index)]) == 2
     assert "in.jsonl:1" in capsys.readouterr().err
+
+
+def test_question_type_prior_lifts_the_record_of_the_asked_type():
+    from core.types import Passage
+    from retriever.search import fuse_question_type, question_types
+
+    assert question_types("How is gout treated?") == {"treatment"}
+    assert question_types("my mother has gout. can you tell me what are the symptoms of gout") == {"symptoms"}
+    assert question_types("Tell me about gout") == set()
+    passages = [Passage("a#0", "a", "Gout: research", "x", "s"), Passage("b#0", "b", "Gout: treatment", "x", "s"),
+                Passage("c#0", "c", "Gout: symptoms", "x", "s")]
+    ranked = [(0, 0.03), (1, 0.02), (2, 0.01)]
+    assert [i for i, _ in fuse_question_type("What are the treatments for gout?", ranked, passages, 60)] == [1, 0, 2]
+    assert fuse_question_type("Tell me about gout", ranked, passages, 60) == ranked  # nothing asked: unchanged
