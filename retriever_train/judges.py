@@ -174,6 +174,11 @@ def alter(family: str, r: Record, sentence: str, passage_text: str, corpus: _Cor
     return got[1] if got else None
 
 
+def shown(p: Passage, sentence: str) -> str:
+    """What the faithfulness judge reads for a sentence: the title and the passage sentences aligned with it."""
+    return judge_text(p.title, aligned_window(p.text, sentence))
+
+
 def faithfulness_rows(records: list[Record], chunks: list[Passage], n_passages: int, seed: int,
                       families: tuple[str, ...] = NEGATIVE_FAMILIES) -> list[dict]:
     """Rows {passage, sentence, label, family}: per passage two positives (the sentence or a rewrite) and two
@@ -194,13 +199,10 @@ def faithfulness_rows(records: list[Record], chunks: list[Passage], n_passages: 
         if not sents:
             continue
         used += 1
-        def shown(sentence: str) -> str:  # what the judge reads: title + the passage sentences aligned with it
-            return judge_text(p.title, aligned_window(p.text, sentence))
-
         picked = rng.sample(sents, min(2, len(sents)))
         for s in picked:
             positive = s if rng.random() < 0.3 else perturb.paraphrase(s, rng, _focus(r))
-            rows.append({"passage": shown(positive), "sentence": positive, "label": 1.0,
+            rows.append({"passage": shown(p, positive), "sentence": positive, "label": 1.0,
                          "family": "copy" if positive == s else "paraphrase"})
         made = 0
         for k in range(len(families)):
@@ -211,7 +213,7 @@ def faithfulness_rows(records: list[Record], chunks: list[Passage], n_passages: 
             s = picked[(made + k) % len(picked)]
             bad = alter(family, r, s, p.text, corpus)
             if bad and bad.strip() != s.strip():
-                rows.append({"passage": shown(bad), "sentence": bad, "label": 0.0, "family": family})
+                rows.append({"passage": shown(p, bad), "sentence": bad, "label": 0.0, "family": family})
                 made += 1
             if made == 2:
                 break
