@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "judges.json"))
     args = ap.parse_args()
 
-    from core.support import SupportJudge
+    from core.support import SupportJudge, overlap, stems
     from judge.models import Judges
     from retriever.embedder import load_embedder, resolve_embedder
     from retriever_train.judges import answerhood_rows, faithfulness_rows, passages, read_records
@@ -97,11 +97,19 @@ def main() -> int:
     t = time.perf_counter()
     model_scores = judges.faithfulness.score([(r["passage"], r["sentence"]) for r in probe])
     judge_ms = (time.perf_counter() - t) * 1000 / len(probe)
+    # as served: SupportJudge skips a pair sharing under min_overlap of the sentence's words (score 0)
+    served = SupportJudge(model=judges.faithfulness)
+    pstems = [stems(split(r)[1]) for r in probe]
+    served_scores = [s if overlap(r["sentence"], ps) >= served.min_overlap else 0.0
+                     for s, r, ps in zip(model_scores, probe, pstems, strict=True)]
     results = {"command": "python benchmarks/judges.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
                "probe": {"pairs": len(probe), "passages": args.passages, "documents": len(docs),
                          "source": "dev split documents (reserved; never trained on)", "seed": 7},
                "faithfulness": {
-                   "judge": summary(model_scores, probe, judges.faithfulness.threshold),
+                   "judge": summary(served_scores, probe, judges.faithfulness.threshold),
+                   "judge_model_alone": summary(model_scores, probe, judges.faithfulness.threshold),
+                   "pairs_skipped_by_overlap": round(sum(overlap(r["sentence"], ps) < served.min_overlap
+                                                         for r, ps in zip(probe, pstems, strict=True)) / len(probe), 4),
                    "lexical": summary(lex_scores, probe, VerifyConfig().support_threshold),
                    "ms_per_pair": {"judge": round(judge_ms, 2), "lexical": round(lex_ms, 2)},
                    "calibration": judges.faithfulness.calibration}}

