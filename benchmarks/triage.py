@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+__import__("os").environ.setdefault("MEDCITE_TRIAGE_MODEL", "on")  # both layers are measured
 
 from core.config import default_data_dir  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402

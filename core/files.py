@@ -192,3 +192,15 @@ def check_run_identity(path: str | os.PathLike, identity: dict[str, Any], what: 
                               "another run_name or delete that directory")
         return
     atomic_write_json(path, identity)
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` under folder that the Trainer finished writing (its trainer_state.json is written
+    last): a kill during a save leaves a newer, partial one, which transformers' get_last_checkpoint would pick and
+    then fail to resume from (found when a test's SIGKILL landed mid-save)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None

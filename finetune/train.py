@@ -28,7 +28,7 @@ from typing import Any
 from core import journal
 from core.config import FinetuneConfig, config_to_dict
 from core.errors import ConfigError, DataError, ModelLoadError, QualityError
-from core.files import check_run_identity, staging_dir
+from core.files import check_run_identity, last_complete_checkpoint, staging_dir
 from core.quality import answer_metrics, quality_score, summarize
 from finetune.data import data_fingerprint, load_rows, prepare
 from generator.hf import HFGenerator, nf4_config, resolve_model
@@ -333,7 +333,6 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -373,7 +372,7 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     preflight_labels(trainer.train_dataset, stops, cfg.max_length, "train", len(train_rows))
     if trainer.eval_dataset is not None:
         preflight_labels(trainer.eval_dataset, stops, cfg.max_length, "eval", len(eval_rows))
-    resume = get_last_checkpoint(str(ckpts))
+    resume = last_complete_checkpoint(ckpts)
     if resume:
         log(f"resuming from {resume}")
     t = time.perf_counter()

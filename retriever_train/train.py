@@ -29,7 +29,13 @@ from pathlib import Path
 
 from core.config import RetrieverTrainConfig, config_to_dict
 from core.errors import ModelLoadError
-from core.files import atomic_write_json, atomic_write_jsonl, check_run_identity, staging_dir
+from core.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    check_run_identity,
+    last_complete_checkpoint,
+    staging_dir,
+)
 from retriever.index_dir import EMBEDDER_DIR, embed_text
 from retriever.search import IndexRetriever
 from retriever_train.data import read_dev, reranker_negatives, training_pairs
@@ -110,9 +116,7 @@ def _run_dir(cfg: RetrieverTrainConfig, retriever: IndexRetriever, stage: str) -
 
 def _fit(trainer, work: Path, log) -> None:
     """Train, resuming from the run's last checkpoint when a killed run left one."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    resume = get_last_checkpoint(str(work / "checkpoints")) if (work / "checkpoints").is_dir() else None
+    resume = last_complete_checkpoint(work / "checkpoints")
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)

@@ -102,7 +102,7 @@ def names_subject(question: str, title: str) -> bool:
 # (HPO) has collected ...". Quoted sentence by sentence, the list vanished and only its lead-in remained.
 _HPO_TABLE = re.compile(r"Signs and Symptoms Approximate number of patients \(when available\)\s+(.*?)"
                         r"(?:\s-?\s*The Human Phenotype Ontology \(HPO\) has collected|$)", re.S)
-_HPO_ITEM = re.compile(r"\s*(.+?)\s+(?:-\s|(\d+%|\d+/\d+)\s*|-$)")
+_HPO_ITEM = re.compile(r"\s*(.+?)\s+(?:-\s|(\d+(?:\.\d+)?%|\d+/\d+)\s*|-$)")  # 90%, 7.5%, 5/7
 _LIST_TALK = re.compile(r"(provides the following list|the table below|MedlinePlus Medical Dictionary to look up"
                         r"|The Human Phenotype Ontology \(HPO\) has collected)", re.I)
 

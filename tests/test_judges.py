@@ -203,3 +203,21 @@ def test_question_type_prior_lifts_the_record_of_the_asked_type():
     ranked = [(0, 0.03), (1, 0.02), (2, 0.01)]
     assert [i for i, _ in fuse_question_type("What are the treatments for gout?", ranked, passages, 60)] == [1, 0, 2]
     assert fuse_question_type("Tell me about gout", ranked, passages, 60) == ranked  # nothing asked: unchanged
+
+
+def test_readme_judges_tables_are_rendered_from_the_results_files():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "report_judges.py"), "--check"], cwd=root)
+    assert r.returncode == 0, "README's judges tables differ from benchmarks/results: run benchmarks/report_judges.py"
+
+
+def test_symptom_tables_keep_every_row_and_decimal_frequencies():
+    from service.verify import table_items
+
+    text = ("Signs and Symptoms Approximate number of patients (when available) Hernia 7.5% Cleft palate 50% "
+            "Albinism - Deafness - The Human Phenotype Ontology (HPO) has collected information")
+    assert table_items(text) == ["Hernia (7.5%)", "Cleft palate (50%)", "Albinism", "Deafness"]

@@ -50,7 +50,7 @@ def test_triggers(rule, question):
 
 
 @pytest.mark.parametrize("question", NEAR_MISSES)
-def test_near_misses_do_not_fire(question):  # neither layer
+def test_near_misses_do_not_fire(question):  # the served default: the reviewed rules
     assert triage(question) is None  # the topic named, nobody described in danger
 
 
@@ -59,11 +59,11 @@ def test_every_rule_has_triggers():
     assert {r.name for r in rules} == set(TRIGGERS)
 
 
-def test_learned_layer_fires_where_no_rule_does_and_says_so():
-    from service.triage import classifier
+def test_learned_layer_fires_where_no_rule_does_and_says_so(monkeypatch):
+    from service.triage import MODEL_ENV, classifier
 
-    if classifier() is None:
-        pytest.skip("service/triage_model.json is not shipped in this checkout")
+    assert classifier() is None  # opt-in: the rules alone by default
+    monkeypatch.setenv(MODEL_ENV, "on")
     message = "my dad can't lift his right arm since lunch and his words come out all jumbled"
     assert triage(message, learned=False) is None
     t = triage(message)

@@ -1,0 +1,76 @@
+"""Renders the README's trained-judges tables from benchmarks/results/judges.json and answers.json (the numbers are
+never typed by hand), between the `<!-- judges-results -->` and `<!-- /judges-results -->` markers.
+
+    .venv/bin/python benchmarks/report_judges.py          # rewrites README.md in place; --check: exit 1 if stale
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- judges-results -->", "<!-- /judges-results -->"
+
+
+def render() -> str:
+    j = json.loads((ROOT / "benchmarks/results/judges.json").read_text())
+    a = json.loads((ROOT / "benchmarks/results/answers.json").read_text())
+    f = j["faithfulness"]
+    out = [f"Measured (`{j['command']}`, {j['date']}, `benchmarks/results/judges.json`): a probe set of "
+           f"{j['probe']['pairs']} (passage, sentence) pairs from {j['probe']['passages']} passages of the 200 dev "
+           "questions' documents (reserved, never trained on; another seed than training), each judge at its own "
+           "threshold, as served:", "",
+           "| family | n | trained judge | lexical judge (0.55) |", "|---|---|---|---|"]
+    for fam, v in f["judge"]["by_family"].items():
+        what = "faithful: kept" if fam in ("copy", "paraphrase") else "altered: caught"
+        out.append(f"| {fam} ({what}) | {v['n']} | {v['correct']:.3f} | {f['lexical']['by_family'][fam]['correct']:.3f} |")
+    out += [f"| **balanced accuracy** | | **{f['judge']['balanced_accuracy']:.3f}** | "
+            f"{f['lexical']['balanced_accuracy']:.3f} |",
+            f"| faithful sentences kept | | {f['judge']['faithful_kept']:.3f} | {f['lexical']['faithful_kept']:.3f} |",
+            f"| ROC AUC | | {f['judge']['auc']:.3f} | {f['lexical']['auc']:.3f} |", ""]
+    if "answerhood" in j:
+        out += [f"Answerhood on the dev documents' questions against own and other sentences: ROC AUC "
+                f"{j['answerhood']['scorer']['auc']:.3f} (the embedder's cosine: {j['answerhood']['cosine']['auc']:.3f})."
+                f" The faithfulness judge costs {f['ms_per_pair']['judge']} ms a pair here.", ""]
+    out += [f"Served answers (`{a['command']}`, {a['date']}, `benchmarks/results/answers.json`): the same llama.cpp "
+            "q4_0 drafts (hybrid k=3 with the question-type prior) verified by the lexical judge and by the trained "
+            "judges, side by side; every question from reserved documents:", "",
+            "| set | n | arm | cites gold record | gold shown | no_answer | generated / extractive | token F1 |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, v in a["sets"].items():
+        for arm in ("lexical", "judges"):
+            x = v[arm]
+            if x["token_f1"]:
+                out.append(f"| {name} | {v['n']} | {arm} | {x['cites_gold']:.3f} | {x['gold_shown']:.3f} | "
+                           f"{x['no_answer']:.3f} | {x['modes'].get('generated', 0)} / {x['modes'].get('extractive', 0)}"
+                           f" | {x['token_f1']['mean']:.3f} |")
+            else:
+                out.append(f"| {name} | {v['n']} | {arm} | - | - | {x['no_answer']:.3f} | - | - |")
+    d, dev = a["dev_no_retrieval"], a["sets"]["dev"]
+
+    def ci(x: dict) -> str:
+        return f"{x['mean_diff']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]"
+
+    out += ["", f"Dev, paired: trained judges - lexical token F1 {ci(d['judges_minus_lexical'])}; RAG (judges) - no "
+            f"retrieval {ci(d['judges_minus_none'])} (no retrieval: {d['token_f1']['mean']:.3f}). Verification time "
+            f"/ generation time: {dev['judges']['verify_over_generate']:.2f} with the judges, "
+            f"{dev['lexical']['verify_over_generate']:.2f} lexical (p50 {dev['judges']['verify_ms_p50']:.0f} vs "
+            f"{dev['lexical']['verify_ms_p50']:.0f} ms)."]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    readme = (ROOT / "README.md").read_text()
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1) if END in rest else ("", rest)
+    new = f"{head}{START}\n{render()}{END}{tail}"
+    if "--check" in sys.argv:
+        return 0 if new == readme else 1
+    (ROOT / "README.md").write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
