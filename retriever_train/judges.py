@@ -25,6 +25,7 @@ its last checkpoint; the rows are written once and reused; another config in the
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import time
@@ -280,7 +281,7 @@ def threshold_for(scores: list[float], labels: list[float], min_kept: float) -> 
     pos = sorted(s for s, y in zip(scores, labels, strict=True) if y)
     neg = [s for s, y in zip(scores, labels, strict=True) if not y]
     best: dict = {}
-    for t in sorted({round(x, 3) for x in scores} | {0.5}):
+    for t in sorted({math.floor(x * 1000) / 1000 for x in scores} | {0.0, 0.5}):  # 0 keeps every positive
         kept = sum(s >= t for s in pos) / len(pos)
         caught = sum(s < t for s in neg) / len(neg)
         if kept >= min_kept and (not best or (kept + caught) / 2 > best["balanced_accuracy"]):
