@@ -231,8 +231,8 @@ def check(question: str, draft: str, shown: list[PromptPassage], retriever: Retr
             out.append(Checked(v, v.not_answer, True))
             continue
         problems = term_problems(v.text, evidence, retriever.knows, vocab)
-        out.append(Checked(v, f"a sentence with {problems[0]}", True) if problems else
-                   Checked(v, "" if v.supported else "a sentence no shown passage supports"))
+        out.append(Checked(v, f"sentence with {problems[0]}", True) if problems else
+                   Checked(v, "" if v.supported else "sentence no shown passage supports"))
     return out, judge.name, threshold
 
 
@@ -259,7 +259,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     for c in checked:
         v = c.verdict
         if c.fatal or (c.problem and cfg.unsupported == "remove"):
-            warnings.append(f"removed a {c.problem}" + ("" if c.problem.startswith("a sentence with") else
+            warnings.append(f"removed a {c.problem}" + ("" if c.problem.startswith("sentence with") else
                                                         f": {_cut(v.text)}"))
             continue
         if not v.supported:
