@@ -221,3 +221,10 @@ def test_symptom_tables_keep_every_row_and_decimal_frequencies():
     text = ("Signs and Symptoms Approximate number of patients (when available) Hernia 7.5% Cleft palate 50% "
             "Albinism - Deafness - The Human Phenotype Ontology (HPO) has collected information")
     assert table_items(text) == ["Hernia (7.5%)", "Cleft palate (50%)", "Albinism", "Deafness"]
+
+
+def test_a_quote_from_a_similarly_named_condition_names_it():
+    from service.verify import names_subject
+
+    assert names_subject("What are the symptoms of Gout?", "Gout: symptoms")
+    assert not names_subject("What are the symptoms of Adult Non-Hodgkin Lymphoma ?", "Adult Hodgkin Lymphoma: symptoms")
