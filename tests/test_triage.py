@@ -59,16 +59,48 @@ def test_every_rule_has_triggers():
     assert {r.name for r in rules} == set(TRIGGERS)
 
 
-def test_learned_layer_fires_where_no_rule_does_and_says_so(monkeypatch):
-    from service.triage import MODEL_ENV, classifier
+def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicide_self_harm")):
+    """A learned layer in the shape `medcite train-triage` writes: a 1-layer BERT classifier (built here, not
+    trained) with the packaged MiniLM's tokenizer and a spec carrying the threshold."""
+    import json
 
-    assert classifier() is None  # opt-in: the rules alone by default
-    monkeypatch.setenv(MODEL_ENV, "on")
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from retriever.embedder import resolve_embedder
+    from service.triage import SPEC_FILE
+
+    tok = AutoTokenizer.from_pretrained(resolve_embedder(""))
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32,
+                                                     num_labels=len(classes)))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / SPEC_FILE).write_text(json.dumps({"classes": list(classes), "threshold": threshold}))
+    return path
+
+
+def test_learned_layer_fires_where_no_rule_does_and_says_so(tmp_path, monkeypatch):
+    from service.triage import MODEL_ENV, classifier, model_dir
+
+    monkeypatch.chdir(tmp_path)  # no artifacts/triage here: the rules alone
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    assert model_dir() == "" and classifier() is None
     message = "my dad can't lift his right arm since lunch and his words come out all jumbled"
-    assert triage(message, learned=False) is None
+    assert triage(message) is None
+    monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "always", 0.0)))  # threshold 0: any score passes
     t = triage(message)
-    assert t is not None and t.layer == "classifier" and t.score >= classifier().threshold
-    assert t.to_dict()["score"] == t.score and t.rule != "none"
+    assert t is not None and t.layer == "classifier" and 0.0 <= t.score <= 1.0
+    assert t.to_dict()["score"] == t.score and t.rule in ("stroke_signs", "suicide_self_harm")
+    assert triage(message, learned=False) is None  # the rules alone do not know this wording
+    assert triage("I have crushing chest pain and I am sweating").layer == "rule"  # a rule goes first
+    monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "never", 1.01)))
+    assert triage(message) is None
+    monkeypatch.setenv(MODEL_ENV, "off")
+    assert classifier() is None
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "always").rename(tmp_path / "artifacts" / "triage")
+    monkeypatch.delenv(MODEL_ENV)
+    assert model_dir() == "artifacts/triage" and triage(message).layer == "classifier"  # picked up by itself
 
 
 def test_self_harm_notice_names_a_crisis_line_first():
