@@ -73,9 +73,10 @@ def drafts(sets, retriever, generator, cfg: ServeConfig, path: Path) -> dict[tup
     print(f"generating {len(todo)} drafts ({len(done)} cached)", flush=True)
     for n, (question, rag) in enumerate(todo, 1):
         r = retriever if rag else None
-        messages, shown, retrieve_ms = _prepare(question, r, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        p = _prepare(question, r, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        shown, retrieve_ms = p.shown, p.retrieve_ms
         t = time.perf_counter()
-        gen = generator.generate(messages)
+        gen = generator.generate(p.messages)
         row = {"question": question, "rag": rag, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
                "completion_tokens": gen.completion_tokens, "stop_reason": gen.stop_reason,
                "generate_ms": round((time.perf_counter() - t) * 1000, 1), "retrieve_ms": round(retrieve_ms, 1),

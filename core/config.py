@@ -332,6 +332,16 @@ class ServeConfig:
     (no retrieval, no verification): only for a medcite serving another medcite. Needs api_key."""
     allow_unauthenticated: bool = False
     """Start without api_key although host is not a loopback address. Off: such a server refuses to start."""
+    followup: str = "focus"
+    """How a follow-up question ("How is it treated?") becomes the standalone question retrieval searches for:
+    focus (carry the condition the earlier turns were about), model (the generator rewrites it), both (the
+    model's rewrite when it names that condition), off (search it as written). benchmarks/followup.py."""
+    feedback_db: str = "artifacts/feedback.db"
+    """SQLite file for answer records and people's feedback (POST /v1/feedback; `medcite feedback export`). Text
+    is stored only with log_text; otherwise hashes and the answer's sources. "" turns feedback off."""
+    metrics: str = "open"
+    """GET /metrics: open (no key, like the probes: a Prometheus scraper holds no API key and the metrics carry
+    no question text), key (behind api_key when one is set), off."""
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     """The language model."""
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
@@ -350,6 +360,10 @@ class ServeConfig:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.prompt_tokens < 256:
             raise ConfigError(f"prompt_tokens must be >= 256, got {self.prompt_tokens}")
+        if self.followup not in ("focus", "model", "both", "off"):
+            raise ConfigError(f"followup must be one of focus, model, both, off, got {self.followup!r}")
+        if self.metrics not in ("open", "key", "off"):
+            raise ConfigError(f"metrics must be one of open, key, off, got {self.metrics!r}")
         check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")

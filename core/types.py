@@ -5,6 +5,7 @@ Standard library only: importing this module never pulls in torch, faiss or lite
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
@@ -126,10 +127,15 @@ class Answer:
     """What the model generated, before verification (evaluation and logs; not sent to API clients)."""
     judge: str = ""
     """Which faithfulness judge verified the answer: faithfulness-judge (trained), lexical, or none."""
+    retrieval_query: str = ""
+    """What retrieval searched for: the question, or for a follow-up the standalone question built from the
+    conversation (service/followup.py)."""
+    id: str = field(default_factory=lambda: "ans-" + uuid.uuid4().hex[:20])
+    """The answer's id, which feedback refers to (POST /v1/feedback)."""
 
     def to_dict(self) -> dict:
         """The answer as JSON-ready data: the API's AnswerResponse and `medcite ask --json` both print this."""
-        return {"answer": self.text, "answer_mode": self.answer_mode,
+        return {"id": self.id, "answer": self.text, "answer_mode": self.answer_mode,
                 "sentences": [{"text": v.text, "citations": v.citations, "supported": v.supported, "score": v.score}
                               for v in self.sentences],
                 "citations": [c.to_dict() for c in self.citations],
@@ -137,7 +143,8 @@ class Answer:
                 "warnings": self.warnings, "disclaimer": self.disclaimer, "triage": self.triage,
                 "invalid_markers": self.invalid_markers, "usage": self.usage, "timings": self.timings,
                 "stop_reason": self.stop_reason, "model": self.model, "index": self.index,
-                "prompt_version": self.prompt_version, "judge": self.judge}
+                "prompt_version": self.prompt_version, "judge": self.judge,
+                "retrieval_query": self.retrieval_query or self.question}
 
 
 FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length", "cancelled": "length"}

@@ -105,23 +105,50 @@ def format_passages(passages: Sequence[PromptPassage]) -> str:
     return "\n\n".join(f"[{p.marker}] {p.hit.passage.title}\n{p.text}" for p in passages)
 
 
-def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Callable[[str], int] = approx_tokens,
-                   budget: int = 1536) -> tuple[list[dict[str, str]], list[PromptPassage]]:
-    """Chat messages for a question. hits=None is the no-retrieval baseline; an empty list still uses the
-    retrieval prompt (the model should then say the passages do not answer the question).
+HISTORY_SHARE = 3
+"""Earlier turns get at most 1/HISTORY_SHARE of the prompt budget: the passages, which the answer is checked
+against, keep the rest."""
 
-    The budget covers system prompt, question and passages; each passage gets an equal share of what is left
-    and is trimmed to it, and passages that would get less than a useful share are dropped from the end."""
+
+def fit_history(history: Sequence[dict[str, str]] | None, budget: int,
+                count_tokens: Callable[[str], int] = approx_tokens) -> tuple[list[dict[str, str]], int]:
+    """The latest earlier turns that fit in `budget` tokens (oldest dropped first, a user turn never kept without
+    the answer after it) and how many were dropped."""
+    turns = [{"role": m["role"], "content": m["content"].strip()} for m in history or ()
+             if m.get("role") in ("user", "assistant") and m.get("content", "").strip()]
+    kept: list[dict[str, str]] = []
+    used = 0
+    for m in reversed(turns):
+        cost = count_tokens(m["content"]) + 4
+        if used + cost > budget:
+            break
+        kept.insert(0, m)
+        used += cost
+    while kept and kept[0]["role"] != "user":  # a conversation the model reads starts with the user
+        kept.pop(0)
+    return kept, len(turns) - len(kept)
+
+
+def build_messages(question: str, hits: Sequence[Hit] | None, count_tokens: Callable[[str], int] = approx_tokens,
+                   budget: int = 1536, history: Sequence[dict[str, str]] = ()
+                   ) -> tuple[list[dict[str, str]], list[PromptPassage]]:
+    """Chat messages for a question. hits=None is the no-retrieval baseline; an empty list still uses the
+    retrieval prompt (the model should then say the passages do not answer the question). `history` (earlier
+    turns, already fitted with `fit_history`) goes between the system prompt and the question.
+
+    The budget covers system prompt, history, question and passages; each passage gets an equal share of what is
+    left and is trimmed to it, and passages that would get less than a useful share are dropped from the end."""
     question = question.strip()
+    earlier = [dict(m) for m in history]
     if hits is None:
-        return [{"role": "system", "content": NO_RETRIEVAL_SYSTEM_PROMPT},
+        return [{"role": "system", "content": NO_RETRIEVAL_SYSTEM_PROMPT}, *earlier,
                 {"role": "user", "content": question}], []
     fixed = (count_tokens(SYSTEM_PROMPT) + count_tokens(question) + count_tokens(_PASSAGE_HEADER)
-             + count_tokens(ANSWER_INSTRUCTION) + 16)
+             + count_tokens(ANSWER_INSTRUCTION) + 16 + sum(count_tokens(m["content"]) + 4 for m in earlier))
     shown = fit_passages(hits, budget - fixed, count_tokens)
     user = f"{_PASSAGE_HEADER}\n\n{format_passages(shown)}\n\nQuestion: {question}\n\n{ANSWER_INSTRUCTION}" if shown else (
         f"{_PASSAGE_HEADER}\n\n(no passages were found)\n\nQuestion: {question}")
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}], shown
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *earlier, {"role": "user", "content": user}], shown
 
 
 CHOICE_SYSTEM_PROMPT = (

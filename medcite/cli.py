@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 from core.config import (
@@ -37,7 +38,7 @@ from core.config import (
     resolve_index,
     resolve_reranker,
 )
-from core.errors import InvalidRequestError, MedciteError
+from core.errors import DataError, InvalidRequestError, MedciteError
 from core.types import SEARCH_MODES
 
 
@@ -161,10 +162,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.feedback import FeedbackStore
+    from service.triage import classifier
+
+    classifier()  # the triage layer too, when one is trained
+    store = FeedbackStore(cfg.feedback_db, cfg.log_text) if cfg.feedback_db else None
 
     print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "
           f"http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
-    uvicorn.run(create_app(retriever, generator, cfg, judges), host=cfg.host, port=cfg.port, log_level="warning",
+    uvicorn.run(create_app(retriever, generator, cfg, judges, store), host=cfg.host, port=cfg.port, log_level="warning",
                 access_log=False)
     return 0
 
@@ -260,14 +266,25 @@ def cmd_train_judges(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from service.feedback import FeedbackStore
+
+    cfg = _serve_config(args)
+    db = args.db or cfg.feedback_db
+    if not db or not Path(db).is_file():
+        raise DataError(f"no feedback database at {db!r} (serve writes it; feedback_db in the serve config)")
+    n = FeedbackStore(db, cfg.log_text).export(args.out)
+    print(f"{n} feedback rows written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_train_triage(args: argparse.Namespace) -> int:
     from core.config import default_data_dir
 
     _quiet_libraries()
-    from retriever_train.triage import train_triage
-    from service.triage import MODEL_FILE
+    from retriever_train.triage import DEFAULT_OUT, train_triage
 
-    print(train_triage(args.data_dir or default_data_dir(), args.out or str(MODEL_FILE), args.seed,
+    print(train_triage(args.data_dir or default_data_dir(), args.out or DEFAULT_OUT, args.seed,
                        log=lambda m: print(m, file=sys.stderr, flush=True)))
     return 0
 
@@ -329,7 +346,10 @@ _SERVE_ALIASES = {"generator.model": "--model", "generator.adapter": "--adapter"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medcite import __version__
+
     parser = argparse.ArgumentParser(prog="medcite", description="Retrieval-augmented medical QA with citations.")
+    parser.add_argument("--version", action="version", version=f"medcite {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser("index", help="build the search index from corpus files",
@@ -412,11 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(p, JudgeTrainConfig, ("data_dir", "out", "seed"))
     p.set_defaults(func=cmd_train_judges)
 
-    p = sub.add_parser("train-triage", help="train triage's learned layer (shipped as service/triage_model.json)",
-                       description="A logistic regression over the packaged MiniLM's vectors: emergency kinds and "
-                                   "none; threshold chosen on benchmarks/data/triage_dev.jsonl.")
+    p = sub.add_parser("feedback", help="export people's feedback on answers as JSONL for review",
+                       description="Every feedback row joined with its answer record (text only where the server "
+                                   "ran with log_text; otherwise hashes and sources).")
+    p.add_argument("action", choices=("export",))
+    p.add_argument("--out", default="feedback.jsonl", help="JSONL file to write (default feedback.jsonl)")
+    p.add_argument("--db", help="SQLite file (default: feedback_db of the serve config)")
+    p.add_argument("--config", help="serve YAML config (configs/serve.yaml)")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("train-triage", help="train triage's learned layer (artifacts/triage; resumable)",
+                       description="The packaged MiniLM fine-tuned as a classifier of emergency kinds and none; "
+                                   "threshold chosen on half of benchmarks/data/triage_dev.jsonl.")
     p.add_argument("--data-dir", help="root of the data sets (default $MEDCITE_DATA_DIR or ../shared/data)")
-    p.add_argument("--out", help="where to write the layer (default service/triage_model.json)")
+    p.add_argument("--out", help="where to write the layer (default artifacts/triage)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train_triage)
     return parser

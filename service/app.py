@@ -13,6 +13,7 @@ Generation runs in a worker thread, never on the event loop. Question and answer
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -32,7 +33,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +53,8 @@ from core.errors import (
 from core.types import FINISH_REASONS, Answer, Generator, Retriever
 from judge.models import Judges  # light (core only): Litestar resolves the Components annotations
 from service import pipeline
+from service.feedback import FeedbackStore  # light (sqlite3): Litestar resolves the Components annotations
+from service.metrics import Metrics
 from service.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -61,6 +64,10 @@ from service.schemas import (
     ChatResponse,
     CitationOut,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
     PassageOut,
     RetrieveRequest,
     RetrieveResponse,
@@ -69,6 +76,7 @@ from service.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
+from service.triage import model_dir as triage_model_dir
 from service.triage import triage
 from service.verify import check, verify_passages
 
@@ -105,10 +113,20 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     detail = exc.detail
     if isinstance(exc, ValidationException) and exc.extra:
         extras = exc.extra if isinstance(exc.extra, list) else [exc.extra]
-        detail = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in extras)
+        detail = "; ".join(_problem(e) for e in extras)
     name = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
             413: "too_large", 415: "unsupported_media_type"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, name, detail, exc.headers)
+
+
+def _problem(e: Any) -> str:
+    """One validation problem in words, naming the field ("rating: Invalid enum value 'meh'")."""
+    if not isinstance(e, dict):
+        return str(e)
+    key, message = e.get("key"), str(e.get("message", e))
+    if key == "data" and message == "'data'":  # Litestar's words for a request without a body
+        return "the request has no JSON body; send a JSON object (see /schema for the fields)"
+    return f"{key}: {message}" if key and not message.startswith(f"{key}:") and key not in message else message
 
 
 def _bad_encoding(_: Request, exc: UnicodeDecodeError) -> Response:
@@ -149,9 +167,11 @@ def _request_log(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - start
+            path = scope.get("path", "")
+            scope["app"].state.components.metrics.request(path if path in ROUTES else "other", status, seconds)
             log.info(json.dumps({"event": "request", "request_id": rid, "method": scope.get("method"),
-                                 "path": scope.get("path"), "status": status,
-                                 "ms": round((time.perf_counter() - start) * 1000, 1)}))
+                                 "path": path, "status": status, "ms": round(seconds * 1000, 1)}))
 
     return middleware
 
@@ -165,6 +185,15 @@ class Components:
     cfg: ServeConfig
     judges: Judges | None = None
     """The trained faithfulness and answerhood judges (judge.models); None: the lexical judge."""
+    feedback: FeedbackStore | None = None
+    """Answer records and feedback (service/feedback.py); None: feedback is off."""
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+
+    def answered(self, a: Answer) -> None:
+        """What every answer leaves behind: its metrics, and its record for feedback (in the worker thread)."""
+        self.metrics.answer(a)
+        if self.feedback is not None:
+            self.feedback.record(a)
 
     def judge_info(self) -> dict:
         return self.judges.describe() if self.judges is not None else {"faithfulness": "lexical",
@@ -249,8 +278,10 @@ def _answer_out(a: Answer) -> AnswerResponse:
 
 
 def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mode: str | None,
-            cancel: threading.Event, **decoding: Any) -> Callable[..., Any]:
-    """The pipeline call for one request, to run in a worker thread (stream=True for the streaming variant)."""
+            cancel: threading.Event, history: list[dict[str, str]] | None = None,
+            **decoding: Any) -> Callable[..., Any]:
+    """The pipeline call for one request, to run in a worker thread (stream=True for the streaming variant).
+    The non-streaming call leaves its answer's metrics and feedback record behind itself."""
     r = c.need_retriever() if use_retrieval else None
     g = c.need_generator()
     kwargs: dict[str, Any] = dict(k=k or c.cfg.k, mode=mode or c.cfg.mode, budget=c.cfg.prompt_tokens,
@@ -261,7 +292,16 @@ def _runner(c: Components, question: str, use_retrieval: bool, k: int | None, mo
     # the generator stops itself at the request's deadline, so a 504 also frees the model for the next request
     kwargs["deadline"] = time.monotonic() + c.cfg.request_timeout_s
     kwargs["cancel"] = cancel
-    return lambda stream=False: (pipeline.stream_answer if stream else pipeline.answer)(question, r, g, **kwargs)
+    kwargs["history"], kwargs["followup"] = history, c.cfg.followup
+
+    def run(stream: bool = False) -> Any:
+        if stream:
+            return pipeline.stream_answer(question, r, g, **kwargs)
+        a = pipeline.answer(question, r, g, **kwargs)
+        c.answered(a)
+        return a
+
+    return run
 
 
 async def _first_then_rest(it: Iterator, timeout_s: float) -> Iterator:
@@ -314,13 +354,16 @@ async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency
 @post("/v1/answer", status_code=200, guards=[auth_guard])
 async def answer(data: JSONBody[AnswerRequest], request: Request, components: NamedDependency[Components]) -> Any:
     cfg, cancel = components.cfg, threading.Event()
-    run = _runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel,
+    history = [{"role": t.role, "content": t.content} for t in data.history or ()]
+    run = _runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel, history,
                   max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
     if not data.stream:
-        a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
+        with _queued(components):
+            a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
         _log_answer(request, a, "answer", cfg.log_text)
         return _answer_out(a)
-    items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
+    with _queued(components):
+        items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
     alarm = triage(data.question)  # the urgent-care notice goes ahead of the draft, not only in the final answer
 
     def events() -> Iterator[ServerSentEventMessage]:
@@ -331,6 +374,7 @@ async def answer(data: JSONBody[AnswerRequest], request: Request, components: Na
                 if isinstance(item, str):
                     yield ServerSentEventMessage(event="token", data=json.dumps({"text": item}))
                 else:
+                    components.answered(item)
                     _log_answer(request, item, "answer-stream", cfg.log_text)
                     yield ServerSentEventMessage(event="answer", data=msgspec.json.encode(_answer_out(item)).decode())
         except MedciteError as e:
@@ -362,11 +406,13 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
     max_new = data.max_completion_tokens or data.max_tokens
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if data.use_retrieval:
-        users = [m for m in data.messages if m.role == "user" and m.text().strip()]
-        if not users:
+        turns = [m for m in data.messages if m.role in ("user", "assistant") and m.text().strip()]
+        last = max((i for i, m in enumerate(turns) if m.role == "user"), default=None)
+        if last is None:
             raise InvalidRequestError("messages hold no user message with text")
-        run = _runner(components, users[-1].text(), True, data.k, data.mode, cancel, max_new_tokens=max_new,
-                      repetition_penalty=data.repetition_penalty)
+        history = [{"role": m.role, "content": m.text()} for m in turns[:last]]  # the earlier turns
+        run = _runner(components, turns[last].text(), True, data.k, data.mode, cancel, history,
+                      max_new_tokens=max_new, repetition_penalty=data.repetition_penalty)
     else:  # plain model server (medcite behind medcite): the conversation goes through the pipeline as given
         if not cfg.allow_raw_chat:
             raise ForbiddenError("use_retrieval: false is off on this server (the operator's allow_raw_chat)")
@@ -374,17 +420,26 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
         decoding = {k: v for k, v in (("max_new_tokens", max_new or cfg.decoding.max_new_tokens),
                                       ("repetition_penalty", data.repetition_penalty)) if v is not None}
         deadline = time.monotonic() + cfg.request_timeout_s
-        run = lambda stream=False: (pipeline.stream_converse if stream else pipeline.converse)(  # noqa: E731
-            msgs, g, budget=cfg.prompt_tokens, deadline=deadline, cancel=cancel, **decoding)
+
+        def run(stream: bool = False) -> Any:
+            if stream:
+                return pipeline.stream_converse(msgs, g, budget=cfg.prompt_tokens, deadline=deadline, cancel=cancel,
+                                                **decoding)
+            a = pipeline.converse(msgs, g, budget=cfg.prompt_tokens, deadline=deadline, cancel=cancel, **decoding)
+            components.answered(a)
+            return a
 
     if not data.stream:
-        a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
+        with _queued(components):
+            a = await _in_thread(run, cfg.request_timeout_s, request, cancel)
         _log_answer(request, a, "chat", cfg.log_text)
         text, reason, usage, citations = _chat_finish(a)
         return ChatResponse(id=cid, object="chat.completion", created=created, model=g.name,
                             choices=[ChatChoice(0, ChatChoiceMessage("assistant", text), reason)],
-                            usage=usage, citations=citations)
-    items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
+                            usage=usage, citations=citations, answer_id=a.id,
+                            retrieval_query=a.retrieval_query or None)
+    with _queued(components):
+        items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
 
     def chunk(delta: dict, reason: str | None = None, **extra) -> ServerSentEventMessage:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": g.name,
@@ -398,11 +453,13 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
                 # An OpenAI client concatenates content deltas and cannot take one back, so the draft is not
                 # streamed: the verified content goes out as one delta once verification is done.
                 if isinstance(item, Answer):
+                    components.answered(item)
                     _log_answer(request, item, "chat-stream", cfg.log_text)
                     text, reason, usage, citations = _chat_finish(item)
                     yield chunk({"content": text})
                     yield chunk({}, reason, usage=msgspec.to_builtins(usage),
-                                citations=msgspec.to_builtins(citations))
+                                citations=msgspec.to_builtins(citations), answer_id=item.id,
+                                retrieval_query=item.retrieval_query or None)
         except MedciteError as e:
             yield ServerSentEventMessage(data=json.dumps({"error": {"message": str(e), "type": type(e).__name__}}))
         finally:
@@ -412,13 +469,85 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
     return EventStream(events())
 
 
+class _queued:
+    """Counts a generation request in the queue-depth gauge while it waits for or holds the model."""
+
+    def __init__(self, c: Components):
+        self.gauge = c.metrics.in_flight
+
+    def __enter__(self) -> None:
+        self.gauge.inc()
+
+    def __exit__(self, *_: object) -> None:
+        self.gauge.dec()
+
+
+def model_card(c: Components) -> ModelCard:
+    """The served model in the OpenAI shape plus what medcite adds: its index, judges, prompt and version."""
+    from generator.prompt import PROMPT_VERSION
+    from core.version import __version__
+
+    g = c.need_generator()
+    return ModelCard(id=g.name, object="model", created=STARTED, owned_by="medcite",
+                     index=c.retriever.fingerprint if c.retriever is not None else None, judge=c.judge_info(),
+                     triage=triage_model_dir() or "rules", prompt_version=PROMPT_VERSION, medcite_version=__version__)
+
+
+STARTED = int(time.time())
+
+
+@get("/v1/models", guards=[auth_guard])
+async def models(components: NamedDependency[Components]) -> ModelList:
+    """What `openai` clients list first (models.list()); one model, the one this server answers with."""
+    return ModelList(object="list", data=[model_card(components)])
+
+
+@get("/v1/models/{model_id:path}", guards=[auth_guard])
+async def model(model_id: FromPath[str], components: NamedDependency[Components]) -> ModelCard:
+    card = model_card(components)
+    if model_id.lstrip("/") != card.id.lstrip("/"):
+        raise HTTPException(status_code=404, detail=f"this server serves {card.id!r}, not {model_id!r}")
+    return card
+
+
+def _metrics_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    cfg = connection.app.state.components.cfg
+    if cfg.metrics == "off":
+        raise HTTPException(status_code=404, detail="metrics are off on this server (metrics: off)")
+    if cfg.metrics == "key":
+        auth_guard(connection, handler)
+
+
+@get("/metrics", guards=[_metrics_guard], sync_to_thread=False, include_in_schema=False)
+def scrape_metrics(components: NamedDependency[Components]) -> Response:
+    body, content_type = components.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@post("/v1/feedback", status_code=200, guards=[auth_guard])
+async def give_feedback(data: JSONBody[FeedbackRequest], components: NamedDependency[Components]) -> FeedbackResponse:
+    """A person's rating of an answer (by the id the answer carried), stored before the reply says so."""
+    store = components.feedback
+    if store is None:
+        raise ForbiddenError("feedback is off on this server (feedback_db is empty)")
+    row = await anyio.to_thread.run_sync(lambda: store.add(data.answer_id, data.rating, data.comment, data.sentence))
+    components.metrics.feedback.labels(data.rating).inc()
+    return FeedbackResponse(id=row, answer_id=data.answer_id, stored=True)
+
+
+ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/retrieve", "/v1/verify", "/v1/answer",
+                    "/v1/chat/completions", "/v1/feedback"})
+"""Route labels of the request metrics (any other path counts as `other`: no unbounded label values)."""
+
+
 def create_app(retriever: Retriever | None, generator: Generator | None, cfg: ServeConfig | None = None,
-               judges: Judges | None = None) -> Litestar:
+               judges: Judges | None = None, feedback: FeedbackStore | None = None) -> Litestar:
     """The app around already-loaded components (nothing is loaded per request): wiring only."""
     return Litestar(
-        route_handlers=[healthz, readyz, retrieve, verify_text, answer, chat_completions],
+        route_handlers=[healthz, readyz, models, model, scrape_metrics, retrieve, verify_text, answer,
+                        chat_completions, give_feedback],
         dependencies={"components": Provide(_components, sync_to_thread=False)},
-        state=State({"components": Components(retriever, generator, cfg or ServeConfig(), judges)}),
+        state=State({"components": Components(retriever, generator, cfg or ServeConfig(), judges, feedback)}),
         exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
                             UnicodeDecodeError: _bad_encoding, RecursionError: _too_deep, Exception: _unexpected},
         middleware=[_request_log],

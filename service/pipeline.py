@@ -13,7 +13,7 @@ per-sentence support, warnings) and carries the disclaimer and, for an emergency
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,40 +24,63 @@ from core.types import MAX_QUESTION_CHARS, Answer, Citation, Generation, Generat
 if TYPE_CHECKING:
     from judge.models import Judges
 from generator.prompt import (
+    HISTORY_SHARE,
     PROMPT_VERSION,
     PromptPassage,
     build_choice_messages,
     build_messages,
     extract_citations,
+    fit_history,
 )
+from service.followup import standalone
 from service.triage import contradicts, triage
 from service.verify import NO_ANSWER_TEXT, verify
 
 DEFAULT_VERIFY = VerifyConfig()
 
 
+@dataclass
+class _Prepared:
+    messages: list[dict[str, str]]
+    shown: list[PromptPassage]
+    retrieve_ms: float
+    query: str
+    """The standalone question: what was searched, put to the model and verified against."""
+    warnings: list[str]
+
+
 def _prepare(question: str, retriever: Retriever | None, generator: Generator, k: int, mode: str,
-             budget: int, max_new_tokens: int) -> tuple[list[dict[str, str]], list[PromptPassage], float]:
+             budget: int, max_new_tokens: int, history: Sequence[dict[str, str]] | None = None,
+             followup: str = "focus") -> _Prepared:
     if not isinstance(question, str) or not question.strip():
         raise InvalidRequestError("question is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidRequestError(f"question is longer than {MAX_QUESTION_CHARS} characters")
     t = time.perf_counter()
-    hits: list[Hit] | None = retriever.search(question, k=k, mode=mode) if retriever is not None else None
+    query = standalone(question, history, followup, generator).query if retriever is not None else question
+    hits: list[Hit] | None = retriever.search(query, k=k, mode=mode) if retriever is not None else None
     retrieve_ms = (time.perf_counter() - t) * 1000
     if generator.context_window:  # the prompt and the longest allowed answer must both fit in the model's context
         budget = max(256, min(budget, generator.context_window - max_new_tokens))
-    messages, shown = build_messages(question, hits, count_tokens=generator.count_tokens, budget=budget)
-    return messages, shown, retrieve_ms
+    earlier, dropped = fit_history(history, budget // HISTORY_SHARE, generator.count_tokens)
+    warnings = [f"the {dropped} oldest earlier turn{'s' * (dropped != 1)} did not fit in the prompt and "
+                f"{'were' if dropped != 1 else 'was'} left out"] if dropped else []
+    messages, shown = build_messages(query, hits, count_tokens=generator.count_tokens, budget=budget,
+                                     history=earlier)
+    return _Prepared(messages, shown, retrieve_ms, query, warnings)
 
 
 def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriever: Retriever | None,
              generator: Generator, mode: str, retrieve_ms: float, generate_ms: float,
-             verify_cfg: VerifyConfig | None, judges: Judges | None = None) -> Answer:
+             verify_cfg: VerifyConfig | None, judges: Judges | None = None, query: str = "",
+             notes: Sequence[str] = ()) -> Answer:
     """Verify the draft against the passages shown, then cite what survived. Public for one more caller:
-    benchmarks/verification.py re-verifies cached drafts under other settings without generating again."""
+    benchmarks/verification.py re-verifies cached drafts under other settings without generating again.
+    `query`: the standalone question of a follow-up (what was searched and is verified against); `notes`:
+    warnings from building the prompt."""
+    query = query or question
     if verify_cfg is not None and verify_cfg.enabled:
-        v = verify(question, gen.text, shown, retriever, verify_cfg, judges)
+        v = verify(query, gen.text, shown, retriever, verify_cfg, judges)
         text, sentences, answer_mode, warnings, verify_ms = v.text, v.sentences, v.mode, v.warnings, v.verify_ms
         disclaimer, judge = verify_cfg.disclaimer, v.judge
     else:
@@ -82,35 +105,37 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
         stop_reason=gen.stop_reason, model=generator.name,
         index=retriever.fingerprint if retriever is not None else None,
         prompt_version=PROMPT_VERSION, mode=mode if retriever is not None else None,
-        answer_mode=answer_mode, sentences=sentences, warnings=warnings, disclaimer=disclaimer,
-        triage=alarm.to_dict() if alarm else None, draft=gen.text, judge=judge)
+        answer_mode=answer_mode, sentences=sentences, warnings=[*notes, *warnings], disclaimer=disclaimer,
+        triage=alarm.to_dict() if alarm else None, draft=gen.text, judge=judge, retrieval_query=query)
 
 
 def answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3, mode: str = "hybrid",
            budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY, judges: Judges | None = None,
-           **decoding) -> Answer:
+           history: Sequence[dict[str, str]] | None = None, followup: str = "focus", **decoding) -> Answer:
     """Answer one question; decoding overrides (max_new_tokens, repetition_penalty, ...) go to the generator.
     `verify_cfg=None` skips verification (the draft is the answer: for measuring what verification changes);
-    `judges` (judge.models.Judges) are the trained faithfulness and answerhood judges, None for the lexical one."""
-    messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
-                                            decoding.get("max_new_tokens") or 256)
+    `judges` (judge.models.Judges) are the trained faithfulness and answerhood judges, None for the lexical one;
+    `history`: earlier turns, oldest first; `followup`: how a follow-up becomes standalone (service/followup.py)."""
+    p = _prepare(question, retriever, generator, k, mode, budget, decoding.get("max_new_tokens") or 256, history,
+                 followup)
     t = time.perf_counter()
-    gen = generator.generate(messages, **decoding)
-    return assemble(question, gen, shown, retriever, generator, mode, retrieve_ms,
-                    (time.perf_counter() - t) * 1000, verify_cfg, judges)
+    gen = generator.generate(p.messages, **decoding)
+    return assemble(question, gen, p.shown, retriever, generator, mode, p.retrieve_ms,
+                    (time.perf_counter() - t) * 1000, verify_cfg, judges, p.query, p.warnings)
 
 
 def stream_answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3,
                   mode: str = "hybrid", budget: int = 1536, verify_cfg: VerifyConfig | None = DEFAULT_VERIFY,
-                  judges: Judges | None = None, **decoding) -> Iterator[str | Answer]:
+                  judges: Judges | None = None, history: Sequence[dict[str, str]] | None = None,
+                  followup: str = "focus", **decoding) -> Iterator[str | Answer]:
     """Draft text pieces as they are generated, then the verified Answer, which replaces the draft."""
-    messages, shown, retrieve_ms = _prepare(question, retriever, generator, k, mode, budget,
-                                            decoding.get("max_new_tokens") or 256)
+    p = _prepare(question, retriever, generator, k, mode, budget, decoding.get("max_new_tokens") or 256, history,
+                 followup)
     t = time.perf_counter()
-    for piece in generator.stream(messages, **decoding):
+    for piece in generator.stream(p.messages, **decoding):
         if isinstance(piece, Generation):
-            yield assemble(question, piece, shown, retriever, generator, mode, retrieve_ms,
-                           (time.perf_counter() - t) * 1000, verify_cfg, judges)
+            yield assemble(question, piece, p.shown, retriever, generator, mode, p.retrieve_ms,
+                           (time.perf_counter() - t) * 1000, verify_cfg, judges, p.query, p.warnings)
         else:
             yield piece
 

@@ -16,8 +16,18 @@ NewTokens = Annotated[int, msgspec.Meta(ge=1, le=1024)]
 Penalty = Annotated[float, msgspec.Meta(ge=1.0, le=2.0)]
 
 
+class HistoryTurn(msgspec.Struct, forbid_unknown_fields=True):
+    """An earlier turn of the conversation (oldest first): what the user asked or what the assistant answered."""
+
+    role: Literal["user", "assistant"]
+    content: Annotated[str, msgspec.Meta(max_length=20000)]
+
+
 class AnswerRequest(msgspec.Struct, forbid_unknown_fields=True):
     question: Question
+    history: Annotated[list[HistoryTurn], msgspec.Meta(max_length=64)] | None = None
+    """Earlier turns, oldest first: a follow-up ("How is it treated?") is searched as a standalone question
+    built from them, and the prompt keeps them within its token budget (oldest dropped first)."""
     k: K | None = None
     mode: Mode | None = None
     use_retrieval: bool = True
@@ -93,6 +103,8 @@ class TriageOut(msgspec.Struct):
 
 
 class AnswerResponse(msgspec.Struct):
+    id: str
+    """The answer's id: what POST /v1/feedback refers to."""
     answer: str
     """The verified answer: only sentences a shown passage supports, each cited with its marker."""
     answer_mode: AnswerMode
@@ -116,6 +128,9 @@ class AnswerResponse(msgspec.Struct):
     judge: str = ""
     """Which faithfulness judge verified the answer: faithfulness-judge (trained, `make models`), lexical (content
     words + embedder cosine), or none (not verified)."""
+    retrieval_query: str = ""
+    """What retrieval searched for: the question, or for a follow-up the standalone question built from
+    `history`."""
 
 
 class VerifyPassage(msgspec.Struct, forbid_unknown_fields=True):
@@ -228,3 +243,44 @@ class ChatResponse(msgspec.Struct):
     choices: list[ChatChoice]
     usage: Usage
     citations: list[CitationOut]
+    answer_id: str = ""
+    """medcite's answer id (what POST /v1/feedback refers to)."""
+    retrieval_query: str | None = None
+    """What retrieval searched for (the standalone question of a follow-up)."""
+
+
+class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A person's rating of one answer, by the `id` the answer carried."""
+
+    answer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    rating: Literal["up", "down"]
+    comment: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    sentence: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    """Which sentence of the answer (from 1) the feedback is about, if one."""
+
+
+class FeedbackResponse(msgspec.Struct):
+    id: int
+    answer_id: str
+    stored: bool
+
+
+class ModelCard(msgspec.Struct):
+    """An OpenAI model object plus medcite's own fields."""
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    index: str | None = None
+    """Fingerprint of the index answers are retrieved from."""
+    judge: dict[str, str] | None = None
+    triage: str = "rules"
+    """The triage layers in force: rules, or the learned layer's directory after them."""
+    prompt_version: str = ""
+    medcite_version: str = ""
+
+
+class ModelList(msgspec.Struct):
+    object: str
+    data: list[ModelCard]

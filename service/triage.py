@@ -22,12 +22,10 @@ from functools import cache
 from pathlib import Path
 
 RULES_FILE = Path(__file__).with_name("triage_rules.yaml")
-MODEL_FILE = Path(__file__).with_name("triage_model.json")
+DEFAULT_MODEL_DIR = "artifacts/triage"
+SPEC_FILE = "triage.json"
 MODEL_ENV = "MEDCITE_TRIAGE_MODEL"
-"""`on`: the shipped learned layer; a path: another one; unset or `off`: the rules alone. Off by default: on 180
-held-out patient messages it caught every emergency (the rules alone 0.30) but also alarmed on 51% of the
-non-urgent ones (near-misses: "What is chest pain?") and on 21% of GenMedGPT messages (benchmarks/results/
-triage.json), too many notices to ship unasked."""
+"""`off`: the rules alone; a directory: that learned layer; unset: artifacts/triage when `make models` wrote it."""
 
 
 @dataclass(frozen=True)
@@ -72,51 +70,56 @@ def load_rules(path: Path = RULES_FILE) -> tuple[str, tuple[_Rule, ...]]:
 
 
 class Classifier:
-    """Multinomial logistic regression over L2-normalised sentence vectors: P(kind | text), kinds = emergency kinds
-    + "none"; the emergency score is 1 - P(none)."""
+    """The fine-tuned sequence classifier: P(kind | text) over emergency kinds + "none"; the emergency score is
+    1 - P(none), the kind the most probable emergency kind."""
 
-    def __init__(self, spec: dict, embed):
-        import numpy as np
+    def __init__(self, model, tokenizer, classes: list[str], threshold: float, max_length: int = 128):
+        self.model, self.tokenizer, self.kinds = model.eval(), tokenizer, list(classes)
+        self.threshold, self.max_length = float(threshold), max_length
 
-        self.kinds, self.threshold, self.embed = spec["classes"], float(spec["threshold"]), embed
-        self.coef, self.bias = np.asarray(spec["coef"], dtype="float32"), np.asarray(spec["intercept"], "float32")
+    @classmethod
+    def load(cls, path: str | Path) -> Classifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        spec = json.loads((Path(path) / SPEC_FILE).read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
+        return cls(model, AutoTokenizer.from_pretrained(str(path), local_files_only=True), spec["classes"],
+                   spec["threshold"], spec.get("max_length", 128))
 
     def predict(self, text: str) -> tuple[str, float]:
-        import numpy as np
+        import torch
 
-        z = self.coef @ self.embed([text])[0] + self.bias
-        p = np.exp(z - z.max())
-        p /= p.sum()
+        batch = self.tokenizer([text], truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            p = torch.softmax(self.model(**batch).logits[0].float(), -1).tolist()
         none = self.kinds.index("none")
         best = max((i for i in range(len(self.kinds)) if i != none), key=lambda i: p[i])
-        return self.kinds[best], round(float(1.0 - p[none]), 4)
+        return self.kinds[best], round(1.0 - p[none], 4)
 
 
 _lock = threading.Lock()
 _loaded: dict[str, Classifier | None] = {}
 
 
+def model_dir() -> str:
+    """The learned layer's directory in force ("" = the rules alone): MEDCITE_TRIAGE_MODEL=off for none, a
+    directory as given; unset, the one `make models` writes, when it exists (as the trained judges are picked up)."""
+    setting = os.environ.get(MODEL_ENV, "")
+    if setting == "off":
+        return ""
+    path = setting or DEFAULT_MODEL_DIR
+    return path if (Path(path) / SPEC_FILE).is_file() else ""
+
+
 def classifier() -> Classifier | None:
-    """The learned layer, loaded once per process (None when switched off or not shipped)."""
-    path = os.environ.get(MODEL_ENV, "") or "off"
-    if path == "off":
+    """The learned layer, loaded once per process (None when switched off or not trained)."""
+    path = model_dir()
+    if not path:
         return None
-    path = str(MODEL_FILE) if path == "on" else path
     with _lock:
         if path not in _loaded:
-            _loaded[path] = None
-            if Path(path).is_file():
-                spec = json.loads(Path(path).read_text())
-                _loaded[path] = Classifier(spec, _packaged_embedder())
+            _loaded[path] = Classifier.load(path)
         return _loaded[path]
-
-
-def _packaged_embedder():
-    """The packaged MiniLM the layer was trained over (not the index's embedder, which a tuned index replaces)."""
-    from retriever.embedder import load_embedder, resolve_embedder
-
-    model = load_embedder(resolve_embedder(""), threads=0)
-    return lambda texts: model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
 
 
 def rule_for(text: str) -> str | None:

@@ -71,7 +71,7 @@ def test_answer_stream_sends_tokens_then_the_answer(client):
     final = json.loads(events[-1][1])
     assert "".join(json.loads(d)["text"] for e, d in events[:-1]).strip()  # the draft, as generated
     plain = client.post("/v1/answer", json={"question": body["question"]}).json()
-    assert final == {**plain, "timings": final["timings"]}  # the verified answer, as without streaming
+    assert final == {**plain, "timings": final["timings"], "id": final["id"]}  # as without streaming, its own id
 
 
 def _sse(lines) -> list[tuple[str, str]]:

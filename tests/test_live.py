@@ -125,3 +125,23 @@ def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def test_openai_client_lists_the_model_and_follows_a_conversation(server, tiny_generator):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server, api_key="test-key", max_retries=0)
+    models = client.models.list()
+    assert [m.id for m in models.data] == [tiny_generator.name]
+    assert models.data[0].model_extra["index"] and models.data[0].model_extra["medcite_version"]
+    history = [{"role": "user", "content": "What is (are) Ewing Sarcoma ?"},
+               {"role": "assistant", "content": "Ewing sarcoma is a bone tumor."}]
+    resp = client.chat.completions.create(model=tiny_generator.name,
+                                          messages=[*history, {"role": "user", "content": "How is it treated?"}])
+    assert resp.model_extra["retrieval_query"] == "How is Ewing Sarcoma treated?"
+    assert resp.model_extra["answer_id"].startswith("ans-")
+    chunks = list(client.chat.completions.create(model=tiny_generator.name, stream=True,
+                                                 messages=[*history, {"role": "user", "content": "How is it treated?"}]))
+    last = chunks[-1].model_extra
+    assert last["retrieval_query"] == "How is Ewing Sarcoma treated?" and last["answer_id"].startswith("ans-")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == resp.choices[0].message.content
