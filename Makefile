@@ -28,6 +28,7 @@ demo: setup
 	$(BIN)/medcite ask "$(QUESTION)" --config configs/serve.yaml
 
 test: setup
+	@bash scripts/browser.sh >/dev/null
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -53,8 +54,8 @@ retriever: setup
 	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
 
 # The trained judges of the verification stage (README "Trust"): faithfulness, then answerhood; resumable; ~40 min
-# here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (~3 min),
-# which is shipped in the repository (service/triage_model.json): this retrains it, seeded.
+# here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (~10 min,
+# resumable): serve / ask pick artifacts/triage up the same way.
 models: setup
 	$(BIN)/medcite train-judges all --config configs/judges.yaml
 	$(BIN)/medcite train-triage

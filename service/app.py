@@ -23,6 +23,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import ServeConfig
@@ -169,7 +171,9 @@ def _request_log(app: ASGIApp) -> ASGIApp:
         finally:
             seconds = time.perf_counter() - start
             path = scope.get("path", "")
-            scope["app"].state.components.metrics.request(path if path in ROUTES else "other", status, seconds)
+            components = scope["app"].state.components
+            if components.cfg.metrics != "off":
+                components.metrics.request(path if path in ROUTES else "other", status, seconds)
             log.info(json.dumps({"event": "request", "request_id": rid, "method": scope.get("method"),
                                  "path": path, "status": status, "ms": round(seconds * 1000, 1)}))
 
@@ -191,7 +195,8 @@ class Components:
 
     def answered(self, a: Answer) -> None:
         """What every answer leaves behind: its metrics, and its record for feedback (in the worker thread)."""
-        self.metrics.answer(a)
+        if self.cfg.metrics != "off":
+            self.metrics.answer(a)
         if self.feedback is not None:
             self.feedback.record(a)
 
@@ -484,8 +489,8 @@ class _queued:
 
 def model_card(c: Components) -> ModelCard:
     """The served model in the OpenAI shape plus what medcite adds: its index, judges, prompt and version."""
-    from generator.prompt import PROMPT_VERSION
     from core.version import __version__
+    from generator.prompt import PROMPT_VERSION
 
     g = c.need_generator()
     return ModelCard(id=g.name, object="model", created=STARTED, owned_by="medcite",
@@ -540,12 +545,18 @@ ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/retrie
 """Route labels of the request metrics (any other path counts as `other`: no unbounded label values)."""
 
 
+STATIC = Path(__file__).with_name("static")
+"""The web page (index.html, app.js, style.css): plain files, served at / with no build step."""
+
+
 def create_app(retriever: Retriever | None, generator: Generator | None, cfg: ServeConfig | None = None,
                judges: Judges | None = None, feedback: FeedbackStore | None = None) -> Litestar:
     """The app around already-loaded components (nothing is loaded per request): wiring only."""
+    page = create_static_files_router(path="/", directories=[STATIC], html_mode=True, name="page",
+                                      include_in_schema=False)
     return Litestar(
         route_handlers=[healthz, readyz, models, model, scrape_metrics, retrieve, verify_text, answer,
-                        chat_completions, give_feedback],
+                        chat_completions, give_feedback, page],
         dependencies={"components": Provide(_components, sync_to_thread=False)},
         state=State({"components": Components(retriever, generator, cfg or ServeConfig(), judges, feedback)}),
         exception_handlers={MedciteError: _domain_error, HTTPException: _http_error,
