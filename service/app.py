@@ -34,6 +34,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
@@ -98,6 +99,19 @@ STATUS: dict[type[MedciteError], int] = {
     ModelLoadError: 503,
     UpstreamError: 502,
 }
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    """The error responses a route documents, all in the one shape every error has: {"error", "detail"}."""
+    words = {400: "invalid request (the detail names the field)", 401: "missing or wrong API key",
+             403: "forbidden by the server's settings", 404: "not found", 413: "body larger than 64 KB",
+             502: "the remote generator failed", 503: "not ready, or the generation queue is full (Retry-After)",
+             504: "no answer within request_timeout_s"}
+    return {c: ResponseSpec(ErrorResponse, description=words[c], generate_examples=False) for c in codes}
+
+
+API_ERRORS = _errors(400, 401, 403, 413, 503)
+GENERATION_ERRORS = _errors(400, 401, 403, 413, 502, 503, 504)
 
 
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -321,7 +335,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz")
+@get("/readyz", responses=_errors(503))
 async def readyz(components: NamedDependency[Components]) -> Response:
     if components.retriever is None or components.generator is None:
         return _error(503, "not_ready", "index or model not loaded")
@@ -333,7 +347,7 @@ async def readyz(components: NamedDependency[Components]) -> Response:
                      "model": components.generator.name, "judge": components.judge_info()})
 
 
-@post("/v1/retrieve", status_code=200, guards=[auth_guard])
+@post("/v1/retrieve", status_code=200, guards=[auth_guard], responses=API_ERRORS)
 async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[Components]) -> RetrieveResponse:
     r, cfg = components.need_retriever(), components.cfg
     t = time.perf_counter()
@@ -343,7 +357,7 @@ async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[
                             index=r.fingerprint, timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
 
 
-@post("/v1/verify", status_code=200, guards=[auth_guard])
+@post("/v1/verify", status_code=200, guards=[auth_guard], responses=API_ERRORS)
 async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency[Components]) -> VerifyResponse:
     """The pipeline's verification stage (the judge in force + the term guard) over any text and sources."""
     r, cfg = components.need_retriever(), components.cfg
@@ -356,7 +370,7 @@ async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency
                                      for c in checked], judge=judge, threshold=threshold)
 
 
-@post("/v1/answer", status_code=200, guards=[auth_guard])
+@post("/v1/answer", status_code=200, guards=[auth_guard], responses=GENERATION_ERRORS)
 async def answer(data: JSONBody[AnswerRequest], request: Request, components: NamedDependency[Components]) -> Any:
     cfg, cancel = components.cfg, threading.Event()
     history = [{"role": t.role, "content": t.content} for t in data.history or ()]
@@ -404,7 +418,7 @@ def _chat_finish(item: Answer) -> tuple[str, str, Usage, list[CitationOut]]:
             [msgspec.convert(c.to_dict(), CitationOut) for c in item.citations])
 
 
-@post("/v1/chat/completions", status_code=200, guards=[auth_guard])
+@post("/v1/chat/completions", status_code=200, guards=[auth_guard], responses=GENERATION_ERRORS)
 async def chat_completions(data: JSONBody[ChatRequest], request: Request,
                            components: NamedDependency[Components]) -> Any:
     cfg, g, cancel = components.cfg, components.need_generator(), threading.Event()
@@ -501,13 +515,13 @@ def model_card(c: Components) -> ModelCard:
 STARTED = int(time.time())
 
 
-@get("/v1/models", guards=[auth_guard])
+@get("/v1/models", guards=[auth_guard], responses=_errors(401))
 async def models(components: NamedDependency[Components]) -> ModelList:
     """What `openai` clients list first (models.list()); one model, the one this server answers with."""
     return ModelList(object="list", data=[model_card(components)])
 
 
-@get("/v1/models/{model_id:path}", guards=[auth_guard])
+@get("/v1/models/{model_id:path}", guards=[auth_guard], responses=_errors(401, 404))
 async def model(model_id: FromPath[str], components: NamedDependency[Components]) -> ModelCard:
     card = model_card(components)
     if model_id.lstrip("/") != card.id.lstrip("/"):
@@ -529,7 +543,7 @@ def scrape_metrics(components: NamedDependency[Components]) -> Response:
     return Response(body, media_type=content_type)
 
 
-@post("/v1/feedback", status_code=200, guards=[auth_guard])
+@post("/v1/feedback", status_code=200, guards=[auth_guard], responses=API_ERRORS)
 async def give_feedback(data: JSONBody[FeedbackRequest], components: NamedDependency[Components]) -> FeedbackResponse:
     """A person's rating of an answer (by the id the answer carried), stored before the reply says so."""
     store = components.feedback

@@ -22,11 +22,14 @@ schema = schemathesis.openapi.from_asgi("/schema/openapi.json", APP)
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_endpoint_answers_5xx(case):
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
     response = case.call()
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:300])
     if response.status_code >= 400:  # every error is our JSON shape with a message
         body = response.json()
         assert set(body) == {"error", "detail"} and body["detail"]
+    case.validate_response(response, checks=[response_schema_conformance])  # what the OpenAPI documents
 
 
 HOSTILE = [
