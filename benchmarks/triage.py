@@ -101,6 +101,7 @@ def main() -> None:
                    .splitlines() if x.strip()] for name in ("heldout", "dev")}
     result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
               "layer": model_dir() or None, "threshold": classifier().threshold if classifier() else None,
+              "precision": classifier().precision if classifier() else None,
               "heldout": layers(sets["heldout"]), "dev_set": layers(sets["dev"]),
               "genmedgpt_reviewed": layers(reviewed),
               "dev": report("dev", dev), "genmedgpt_sample": report("genmedgpt", [r["text"] for r in reviewed]),

@@ -10,6 +10,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["MEDCITE_TRIAGE_MODEL"] = "off"  # the rules alone unless a test sets a learned layer: a trained
+# artifacts/triage on the developer's machine must not change what the tests see
 
 import json  # noqa: E402
 import shutil  # noqa: E402

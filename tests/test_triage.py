@@ -59,7 +59,7 @@ def test_every_rule_has_triggers():
     assert {r.name for r in rules} == set(TRIGGERS)
 
 
-def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicide_self_harm")):
+def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicide_self_harm"), thresholds=None):
     """A learned layer in the shape `medcite train-triage` writes: a 1-layer BERT classifier (built here, not
     trained) with the packaged MiniLM's tokenizer and a spec carrying the threshold."""
     import json
@@ -75,7 +75,8 @@ def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicid
                                                      num_labels=len(classes)))
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    (path / SPEC_FILE).write_text(json.dumps({"classes": list(classes), "threshold": threshold}))
+    spec = {"classes": list(classes), "threshold": threshold, **({"thresholds": thresholds} if thresholds else {})}
+    (path / SPEC_FILE).write_text(json.dumps(spec))
     return path
 
 
@@ -95,6 +96,9 @@ def test_learned_layer_fires_where_no_rule_does_and_says_so(tmp_path, monkeypatc
     assert triage("I have crushing chest pain and I am sweating").layer == "rule"  # a rule goes first
     monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "never", 1.01)))
     assert triage(message) is None
+    # served int8 (dynamically quantized) with the threshold calibrated for int8, where torch can
+    monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "int8", 1.01, thresholds={"fp32": 1.01, "int8": 0.0})))
+    assert classifier().precision == "int8" and classifier().threshold == 0.0 and triage(message).layer == "classifier"
     monkeypatch.setenv(MODEL_ENV, "off")
     assert classifier() is None
     (tmp_path / "artifacts").mkdir()
@@ -121,3 +125,19 @@ def test_an_answer_never_contradicts_the_notice():
     assert a.triage and a.triage["layer"] == "rule"
     assert "not serious" not in a.text and "heart attack" in a.text
     assert any("contradicts the urgent-care notice" in w for w in a.warnings)
+
+
+def test_the_benchmarks_reviewed_messages_are_never_trained_on():
+    """The GenMedGPT-5k messages the benchmark's triage review labelled are kept out of training, and the training
+    review labels only kinds the layer knows."""
+    import json
+
+    from retriever_train.triage import BENCHMARK_REVIEW, TRAIN_REVIEW
+    from retriever_train.triage_data import EMERGENCY
+
+    bench = [json.loads(x) for x in BENCHMARK_REVIEW.read_text().splitlines()]
+    train = [json.loads(x) for x in TRAIN_REVIEW.read_text().splitlines()]
+    assert len(bench) == 500 and len(train) > 500
+    assert not {r["index"] for r in bench} & {r["index"] for r in train}
+    assert {r["label"] for r in train} <= {*EMERGENCY, "none"}
+    assert {r["label"] for r in bench} == {"emergency", "non_urgent"}
