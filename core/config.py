@@ -229,6 +229,11 @@ class GeneratorConfig:
 UNSUPPORTED_ACTIONS = ("remove", "mark")
 
 
+DEFAULT_MIN_RELEVANCE = 0.45
+"""The relevance gate for an index built without calibration: measured on the base MiniLM, where the dev
+questions' 1st percentile was 0.481 and the highest of 40 out-of-scope questions 0.423."""
+
+
 @dataclass(frozen=True)
 class VerifyConfig:
     """The verification stage every answer passes (the `verify:` block of serve and eval configs). Thresholds
@@ -250,10 +255,11 @@ class VerifyConfig:
     sentences with their markers). Measured on 200 dev drafts (threshold 0.55): token F1 0.263 at 0, 0.294 at 0.34,
     0.295 at 0.5 (53% extractive), 0.342 at 0.67 (87% extractive: quotes match MedQuAD's gold wording); 0.5 keeps
     the model's answer whenever most of it is supported."""
-    min_relevance: float = 0.45
+    min_relevance: float = -1.0
     """Below this cosine between the question and its best passage, the sources do not answer the question
-    (answer_mode no_answer). Measured: the dev questions' 1st percentile is 0.481, the highest of 40 questions the
-    corpus cannot answer 0.423 (all refused; 99.5% of dev kept)."""
+    (answer_mode no_answer). -1 (default): the gate calibrated for the index in use (its manifest's
+    `calibration`, written by `medcite index` from dev, patient-style and out-of-scope questions), or
+    DEFAULT_MIN_RELEVANCE for an index without one; 0..1: this value, whatever the index."""
     extractive_sentences: int = 3
     """Passage sentences quoted in an extractive answer."""
     judges: str = ""
@@ -271,8 +277,9 @@ class VerifyConfig:
     """Sent with every answer."""
 
     def __post_init__(self) -> None:
-        for name in ("support_threshold", "lexical_weight", "min_kept_share", "min_relevance", "judge_threshold",
-                     "answer_threshold"):
+        if self.min_relevance != -1.0 and not 0.0 <= self.min_relevance <= 1.0:
+            raise ConfigError(f"verify.min_relevance must be -1 (calibrated) or in [0, 1], got {self.min_relevance}")
+        for name in ("support_threshold", "lexical_weight", "min_kept_share", "judge_threshold", "answer_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.unsupported not in UNSUPPORTED_ACTIONS:

@@ -130,6 +130,8 @@ class Answer:
     retrieval_query: str = ""
     """What retrieval searched for: the question, or for a follow-up the standalone question built from the
     conversation (service/followup.py)."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """Which calibration each verification threshold came from ({relevance: {threshold, source}, ...})."""
     id: str = field(default_factory=lambda: "ans-" + uuid.uuid4().hex[:20])
     """The answer's id, which feedback refers to (POST /v1/feedback)."""
 
@@ -144,7 +146,7 @@ class Answer:
                 "invalid_markers": self.invalid_markers, "usage": self.usage, "timings": self.timings,
                 "stop_reason": self.stop_reason, "model": self.model, "index": self.index,
                 "prompt_version": self.prompt_version, "judge": self.judge,
-                "retrieval_query": self.retrieval_query or self.question}
+                "retrieval_query": self.retrieval_query or self.question, "calibration": self.calibration}
 
 
 FINISH_REASONS: dict[str, str] = {"end_of_turn": "stop", "length": "length", "timeout": "length", "cancelled": "length"}

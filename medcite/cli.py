@@ -59,7 +59,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from index_build.build import build_index
 
-    build_index(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    result = build_index(cfg, log=log)
+    cal = result.manifest.get("calibration") or {}
+    if cal.get("embedder_sha256") != result.manifest["embedder"]["sha256"]:
+        from retriever_train.calibrate import (
+            calibrate_index,  # the gates verify reads, for this index's embedder
+        )
+
+        calibrate_index(result.out, cfg.data_dir, log)
     return 0
 
 

@@ -42,6 +42,9 @@ class IndexRetriever:
         """Fuse in the records whose title's question type (MedQuAD's "Gout: treatment") matches what the
         question asks (hybrid only; `question_types`)."""
         self.fingerprint: str = manifest["fingerprint"]
+        cal = manifest.get("calibration") or {}
+        # a calibration is this index's only when it was made with this index's embedder (no silent reuse)
+        self.calibration: dict = cal if cal.get("embedder_sha256") == manifest["embedder"]["sha256"] else {}
         self.sources = sorted({p.source for p in passages})
         self._by_record: dict[str, list[Passage]] = {}
         for p in passages:

@@ -81,7 +81,7 @@ from service.schemas import (
 )
 from service.triage import model_dir as triage_model_dir
 from service.triage import triage
-from service.verify import check, verify_passages
+from service.verify import calibration_in_force, check, verify_passages
 
 log = logging.getLogger("medcite.api")
 MAX_BODY_BYTES = 64 * 1024
@@ -344,7 +344,9 @@ async def readyz(components: NamedDependency[Components]) -> Response:
     except MedciteError as e:
         return _error(503, "not_ready", str(e))
     return Response({"status": "ready", "index": components.retriever.fingerprint,
-                     "model": components.generator.name, "judge": components.judge_info()})
+                     "model": components.generator.name, "judge": components.judge_info(),
+                     "calibration": calibration_in_force(components.cfg.verify, components.retriever,
+                                                         components.judges)})
 
 
 @post("/v1/retrieve", status_code=200, guards=[auth_guard], responses=API_ERRORS)
@@ -383,7 +385,9 @@ async def answer(data: JSONBody[AnswerRequest], request: Request, components: Na
         return _answer_out(a)
     with _queued(components):
         items = await _first_then_rest(run(stream=True), cfg.request_timeout_s)
-    alarm = triage(data.question)  # the urgent-care notice goes ahead of the draft, not only in the final answer
+    # the urgent-care notice goes ahead of the draft, not only in the final answer (off the event loop: the
+    # learned layer is a model)
+    alarm = await anyio.to_thread.run_sync(triage, data.question)
 
     def events() -> Iterator[ServerSentEventMessage]:
         if alarm is not None:

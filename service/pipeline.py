@@ -34,7 +34,7 @@ from generator.prompt import (
 )
 from service.followup import standalone
 from service.triage import contradicts, triage
-from service.verify import NO_ANSWER_TEXT, verify
+from service.verify import NO_ANSWER_TEXT, calibration_in_force, verify
 
 DEFAULT_VERIFY = VerifyConfig()
 
@@ -83,9 +83,10 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
         v = verify(query, gen.text, shown, retriever, verify_cfg, judges)
         text, sentences, answer_mode, warnings, verify_ms = v.text, v.sentences, v.mode, v.warnings, v.verify_ms
         disclaimer, judge = verify_cfg.disclaimer, v.judge
+        calibration = calibration_in_force(verify_cfg, retriever, judges) if retriever is not None else {}
     else:
         text, sentences, answer_mode, warnings, verify_ms, disclaimer = gen.text, [], "unverified", [], 0.0, ""
-        judge = "none"
+        judge, calibration = "none", {}
     alarm = triage(question) if verify_cfg is not None else None  # a bare-model chat is triaged by its front
     if alarm is not None and any(contradicts(v.text) for v in sentences):  # the answer never argues with it
         warnings = [*warnings, *(f"removed a sentence that contradicts the urgent-care notice: {v.text[:60]}"
@@ -106,7 +107,8 @@ def assemble(question: str, gen: Generation, shown: list[PromptPassage], retriev
         index=retriever.fingerprint if retriever is not None else None,
         prompt_version=PROMPT_VERSION, mode=mode if retriever is not None else None,
         answer_mode=answer_mode, sentences=sentences, warnings=[*notes, *warnings], disclaimer=disclaimer,
-        triage=alarm.to_dict() if alarm else None, draft=gen.text, judge=judge, retrieval_query=query)
+        triage=alarm.to_dict() if alarm else None, draft=gen.text, judge=judge, retrieval_query=query,
+        calibration=calibration)
 
 
 def answer(question: str, retriever: Retriever | None, generator: Generator, k: int = 3, mode: str = "hybrid",

@@ -131,6 +131,9 @@ class AnswerResponse(msgspec.Struct):
     retrieval_query: str = ""
     """What retrieval searched for: the question, or for a follow-up the standalone question built from
     `history`."""
+    calibration: dict[str, Any] = {}
+    """Which calibration each verification threshold came from: {relevance: {threshold, source: index <fp> |
+    config | default}, faithfulness or support, answerhood}."""
 
 
 class VerifyPassage(msgspec.Struct, forbid_unknown_fields=True):

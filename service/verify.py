@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.config import VerifyConfig
+from core.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
 from core.quality import split_sentences
 from core.support import (
     SentenceVerdict,
@@ -241,6 +241,32 @@ def check(question: str, draft: str, shown: list[PromptPassage], retriever: Retr
     return out, judge.name, threshold
 
 
+def relevance_gate(cfg: VerifyConfig, retriever: Retriever | None) -> tuple[float, str]:
+    """The relevance gate in force and where it comes from: the config's value when set, else the calibration of
+    the index in use (its manifest), else the built-in default."""
+    if cfg.min_relevance >= 0.0:
+        return cfg.min_relevance, "config"
+    cal = (getattr(retriever, "calibration", None) or {}).get("relevance")
+    if cal:
+        return float(cal["threshold"]), f"index {retriever.fingerprint[:12]}"
+    return DEFAULT_MIN_RELEVANCE, "default"
+
+
+def calibration_in_force(cfg: VerifyConfig, retriever: Retriever | None, judges: Judges | None) -> dict:
+    """Which calibration each threshold comes from (what /readyz and every answer report)."""
+    gate, source = relevance_gate(cfg, retriever)
+    out = {"relevance": {"threshold": gate, "source": source}}
+    if judges is not None and judges.faithfulness is not None:
+        out["faithfulness"] = {"threshold": cfg.judge_threshold or judges.faithfulness.threshold,
+                               "source": "config" if cfg.judge_threshold else "judge"}
+    else:
+        out["support"] = {"threshold": cfg.support_threshold, "source": "config"}
+    answer = answer_gate(cfg, judges)
+    if answer is not None:
+        out["answerhood"] = {"threshold": answer, "source": "config" if cfg.answer_threshold else "judge"}
+    return out
+
+
 def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Retriever | None,
            cfg: VerifyConfig, judges: Judges | None = None) -> Verified:
     t = time.perf_counter()
@@ -252,10 +278,11 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     name = support_judge(embed, cfg, judges)[0].name
     texts = [p.text for p in shown]
     relevance = None
+    gate, _ = relevance_gate(cfg, retriever)
     if texts:
         vecs = embed([question, *texts])
         relevance = round(float((vecs[1:] @ vecs[0]).max()), 4)
-    if not texts or relevance < cfg.min_relevance:
+    if not texts or relevance < gate:
         return Verified(NO_ANSWER_TEXT, [], "no_answer", [], relevance, verify_ms=ms(), judge=name)
 
     checked, name, _ = check(question, draft, shown, retriever, cfg, judges, embed)
