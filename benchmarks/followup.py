@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--index", default="artifacts/index")
     ap.add_argument("--answers", action="store_true", help="also generate and verify turn-2 answers (minutes)")
+    ap.add_argument("--answer-arms", default="written_out,as_written,focus,model,both",
+                    help="the arms whose turn-2 answers are generated (with --answers)")
     args = ap.parse_args()
 
     from judge.models import load_judges
@@ -107,7 +109,7 @@ def main() -> int:
         row["shown"] = {arm: shown_gold(q, c["gold"]) for arm, q in row["queries"].items()}
         if args.answers:
             row["cites"] = {}
-            for arm in row["queries"]:
+            for arm in args.answer_arms.split(","):
                 how = "off" if arm in ("as_written", "written_out") else arm
                 a = answer(c["written_out"] if arm == "written_out" else c["turn2"], retriever, generator, k=cfg.k,
                            mode=cfg.mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify, judges=judges,
@@ -125,7 +127,7 @@ def main() -> int:
              "query_overlap_with_written_out": round(statistics.fmean(
                  len(_words(r["queries"][arm]) & _words(r["written_out"])) / len(_words(r["written_out"]))
                  for r in rows), 4)}
-        if args.answers:
+        if args.answers and arm in rows[0]["cites"]:
             s["cites_gold"] = round(statistics.fmean(r["cites"][arm] for r in rows), 4)
         if arm in ARMS:
             s["rewrite_ms_p50"] = round(statistics.median(r["rewrite_ms"][arm] for r in rows), 1)

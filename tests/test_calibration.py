@@ -5,8 +5,8 @@ answer and /readyz say which calibration is in force."""
 import json
 
 from core.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
-from retriever import index_dir as fmt
 from index_build.build import build_index
+from retriever import index_dir as fmt
 from retriever.search import IndexRetriever
 from retriever_train.calibrate import OUT_OF_SCOPE, calibrate_index
 from service.verify import calibration_in_force, relevance_gate
