@@ -173,8 +173,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.feedback import FeedbackStore
     from service.triage import classifier
 
-    classifier()  # the triage layer too, when one is trained
+    layer = classifier()  # the triage layer too, when one is trained
     store = FeedbackStore(cfg.feedback_db, cfg.log_text) if cfg.feedback_db else None
+    print("medcite: triage by the reviewed rules" + (f" and the learned layer ({layer.precision})" if layer else
+          " alone (`make models` trains the learned layer that catches how patients word emergencies)"),
+          file=sys.stderr)
 
     print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "
           f"http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
