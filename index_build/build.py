@@ -54,9 +54,15 @@ class BuildResult:
     """True when the existing index already matched and nothing was done."""
 
 
+_FACTORY_ONLY = ("faiss_factory", "faiss_search", "train_sample")
+
+
 def fingerprint(cfg: IndexConfig, reads: list[CorpusRead], embedder_key: str) -> str:
     """Hash of everything the index content depends on: inputs, embedder, content-relevant settings."""
     settings = {k: v for k, v in config_to_dict(cfg).items() if k not in _EXECUTION_ONLY}
+    if cfg.faiss_index != "factory":  # the factory's settings only count for a factory index (old fingerprints hold)
+        for k in _FACTORY_ONLY:
+            settings.pop(k, None)
     blob = json.dumps({"format": fmt.FORMAT_VERSION, "corpora": [(r.spec, r.sha256) for r in reads],
                        "embedder": embedder_key, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -101,6 +107,8 @@ def _build_faiss(cfg: IndexConfig, vectors):
     import faiss
 
     n, dim = vectors.shape
+    if cfg.faiss_index == "factory":
+        return build_factory(vectors, cfg.faiss_factory, cfg.faiss_search, cfg.train_sample, cfg.shard_size)
     if cfg.faiss_index == "flat":
         index = faiss.IndexFlatIP(dim)
     elif cfg.faiss_index == "hnsw":
@@ -115,6 +123,39 @@ def _build_faiss(cfg: IndexConfig, vectors):
         index.train(vectors)
         index.nprobe = min(cfg.ivf_nprobe, nlist)
     index.add(vectors)
+    return index
+
+
+def ivf_lists(n: int) -> int:
+    """FAISS's guideline for the number of IVF lists: ~4 x sqrt(n), here a power of two, and >= 39 training
+    points per list."""
+    import math
+
+    return max(1, min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), n // 39))
+
+
+def build_factory(vectors, factory: str, search: str = "", train_sample: int = 100_000, shard: int = 4096,
+                  seed: int = 0):
+    """An index from a FAISS factory string: trained once on a seeded sample, then added shard by shard (the
+    memory for codes grows with each shard, the float vectors are never all copied), search parameters set."""
+    import faiss
+    import numpy as np
+
+    n, dim = vectors.shape
+    try:
+        index = faiss.index_factory(dim, factory.format(nlist=ivf_lists(n)), faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ConfigError(f"faiss_factory {factory!r}: {str(e).splitlines()[-1]}") from None
+    if not index.is_trained:
+        rows = np.random.default_rng(seed).permutation(n)[: min(n, train_sample)]
+        index.train(np.ascontiguousarray(vectors[np.sort(rows)]))
+    for start in range(0, n, shard):
+        index.add(np.ascontiguousarray(vectors[start:start + shard]))
+    if search:
+        try:
+            faiss.ParameterSpace().set_index_parameters(index, search)
+        except RuntimeError as e:
+            raise ConfigError(f"faiss_search {search!r}: {str(e).splitlines()[-1]}") from None
     return index
 
 

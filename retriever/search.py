@@ -73,7 +73,8 @@ class IndexRetriever:
                                     f"rebuild with `medcite index --out {root}`")
         with open(root / fmt.PASSAGES, encoding="utf-8") as f:
             passages = [Passage(**json.loads(line)) for line in f]
-        dense = faiss.read_index(str(root / fmt.DENSE))
+        # memory-mapped and read-only: API processes on one host share one copy of the vectors or codes
+        dense = faiss.read_index(str(root / fmt.DENSE), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         if dense.ntotal != len(passages):
             raise IndexCorruptError(f"{root}: {dense.ntotal} vectors for {len(passages)} passages; rebuild with "
                                     f"`medcite index --out {root}`")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import IndexCorruptError, IndexNotFoundError, InvalidRequestError, MedciteError
+from core.errors import ConfigError, IndexCorruptError, IndexNotFoundError, InvalidRequestError, MedciteError
 from index_build.build import build_index
 from retriever.search import IndexRetriever
 
@@ -96,6 +96,28 @@ def test_approximate_indexes(index_config, tmp_path, kind):
     hits = r.search("aspirin dosing", k=3, mode="dense")
     assert len(hits) == 3
     assert all(h.passage.source == "wikidoc" for h in r.search("aspirin", k=2, mode="dense", source="wikidoc"))
+
+
+def test_a_factory_index_is_trained_once_filled_by_shards_and_memory_mapped(index_config, tmp_path):
+    import faiss
+
+    from index_build.build import build_factory, fingerprint, ivf_lists
+
+    cfg = index_config(faiss_index="factory", faiss_factory="IVF{nlist},SQ8", faiss_search="nprobe=4",
+                       out=str(tmp_path / "factory"), shard_size=4)
+    m = build_index(cfg, log=lambda _: None).manifest
+    assert m["faiss"]["type"] == "factory"
+    r = IndexRetriever.load(cfg.out)
+    assert len(r.search("aspirin dosing", k=3, mode="dense")) == 3
+    assert all(h.passage.source == "wikidoc" for h in r.search("aspirin", k=2, mode="dense", source="wikidoc"))
+    flat = IndexRetriever.load(build_index(index_config(out=str(tmp_path / "flat")), log=lambda _: None).out)
+    assert faiss.extract_index_ivf(r.dense).nprobe == 4  # the search parameters travel in the index
+    assert m["fingerprint"] != flat.fingerprint
+    assert fingerprint(index_config(faiss_factory="other"), [], "e") == fingerprint(index_config(), [], "e")
+    assert ivf_lists(1_000_000) == 4096 and ivf_lists(100) == 2
+    vecs = flat.dense.reconstruct_n(0, flat.dense.ntotal)
+    with pytest.raises(ConfigError, match="faiss_factory"):
+        build_factory(vecs, "NotAnIndex12")
 
 
 def test_load_errors_name_the_fix(index_config, tmp_path):
