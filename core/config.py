@@ -57,6 +57,9 @@ def default_data_dir() -> str:
     return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
+INDEX_ENGINES = ("local", "ray")
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """How `medcite index` turns corpus files into an index directory (configs/index.yaml)."""
@@ -83,7 +86,16 @@ class IndexConfig:
     shard_size: int = 4096
     """Passages per embedding checkpoint; a killed build resumes from the last finished shard."""
     threads: int = 0
-    """torch threads for embedding; 0 = all cores."""
+    """torch threads for embedding; 0 = all cores (engine ray: per actor, and 0 = 1 thread per actor)."""
+    engine: str = "local"
+    """local (one process) or ray: Ray Data cleans and chunks in CPU tasks and embeds with an actor pool, one
+    actor per GPU when the cluster has GPUs (README "Index building on Ray"). Both write the same index. Flag:
+    --engine."""
+    ray_address: str = ""
+    """engine ray: the cluster to join (`ray start --head` prints it; `auto` finds a local one); empty starts a
+    Ray instance inside the job. Flag: --ray-address."""
+    ray_actors: int = 0
+    """engine ray: embedding actors; 0 = one per GPU in the cluster, or one per CPU when it has none."""
     faiss_index: str = "flat"
     """FAISS index type: flat (exact inner product), hnsw, ivfpq, or factory (`faiss_factory`, for 1M-100M
     vectors: README "Indexes at scale")."""
@@ -127,8 +139,10 @@ class IndexConfig:
                      "ivf_nlist", "pq_m", "pq_nbits", "ivf_nprobe", "train_sample"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads < 0 or self.limit < 0:
-            raise ConfigError("threads and limit must be >= 0")
+        if self.threads < 0 or self.limit < 0 or self.ray_actors < 0:
+            raise ConfigError("threads, limit and ray_actors must be >= 0")
+        if self.engine not in INDEX_ENGINES:
+            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
         if not self.corpora:
             raise ConfigError("corpora is empty: name at least one `<reader>:<path>`")
         for spec in self.corpora:
@@ -719,6 +733,9 @@ class EvalConfig:
     """Open-ended questions to use (0 = all), in file order. Flag: --limit."""
     k: int = 3
     """Passages per retrieval arm (serving's default)."""
+    concurrency: int = 1
+    """Questions in flight at once. Above 1 only with generator.backend remote (a vLLM or medcite server batches
+    them; a local model answers one at a time); results are identical to the sequential run. Flag: --concurrency."""
     prompt_tokens: int = 1536
     """Prompt token budget, as in serving."""
     mirage: str = "mirage/benchmark.json"
@@ -762,6 +779,9 @@ class EvalConfig:
             raise ConfigError(f"run_name must be a plain name, got {self.run_name!r}")
         if not self.questions and not self.mirage:
             raise ConfigError("nothing to evaluate: questions and mirage are both empty")
+        if self.concurrency < 1 or (self.concurrency > 1 and self.generator.backend != "remote"):
+            raise ConfigError(f"concurrency {self.concurrency}: must be >= 1, and above 1 only with generator.backend "
+                              "remote (a local model answers one question at a time)")
         check_decoding_parity(self.generator, self.decoding)
 
 

@@ -248,30 +248,43 @@ def normalise_whitespace(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def clean_records(records: list[Record]) -> tuple[list[Record], dict[str, int]]:
-    """Apply every rule in order; returns the kept records and, per rule, how many records it touched.
+def clean_text(text: str, focus: str = "") -> tuple[str, list[str]]:
+    """One record's text after every per-record rule, and the rules that changed it (a pure function of the
+    record, so the Ray engine runs it in parallel tasks)."""
+    touched = []
+    for rule, fn in (("key_points", strip_key_points),
+                     ("restated_question", lambda t: strip_restated_question(t, focus)),
+                     ("whitespace", normalise_whitespace)):
+        new = fn(text)
+        if new != text:
+            touched.append(rule)
+            text = new
+    return text, touched
 
-    Exact duplicate answers (after the other rules) keep the first record; the dropped ids are remembered in
-    its `duplicate_ids`, so a citation of either id can be resolved."""
-    counts: Counter[str] = Counter({rule: 0 for rule in CLEANING_RULES})
+
+def drop_duplicates(records: list[Record], counts: Counter[str]) -> list[Record]:
+    """Keep the first record of every exact answer text (empty ones dropped); the dropped ids are remembered in
+    its `duplicate_ids`, so a citation of either id can be resolved. Global, so it runs in one process."""
     kept: list[Record] = []
     first_with_text: dict[str, Record] = {}
     for rec in records:
-        text = rec.text
-        for rule, fn in (("key_points", strip_key_points),
-                         ("restated_question", lambda t, r=rec: strip_restated_question(t, r.meta.get("focus", ""))),
-                         ("whitespace", normalise_whitespace)):
-            new = fn(text)
-            if new != text:
-                counts[rule] += 1
-                text = new
-        rec.text = text
-        if not text:
+        if not rec.text:
             continue
-        if text in first_with_text:
-            first_with_text[text].duplicate_ids.append(rec.id)
+        if rec.text in first_with_text:
+            first_with_text[rec.text].duplicate_ids.append(rec.id)
             counts["duplicate_answers"] += 1
             continue
-        first_with_text[text] = rec
+        first_with_text[rec.text] = rec
         kept.append(rec)
-    return kept, dict(counts)
+    return kept
+
+
+def clean_records(records: list[Record]) -> tuple[list[Record], dict[str, int]]:
+    """Apply every rule in order; returns the kept records and, per rule, how many records it touched.
+
+    Exact duplicate answers (after the other rules) keep the first record (`drop_duplicates`)."""
+    counts: Counter[str] = Counter({rule: 0 for rule in CLEANING_RULES})
+    for rec in records:
+        rec.text, touched = clean_text(rec.text, rec.meta.get("focus", ""))
+        counts.update(touched)
+    return drop_duplicates(records, counts), dict(counts)

@@ -33,6 +33,7 @@ from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text,
 from generator.prompt import PROMPT_VERSION
 
 OPEN = "open"
+OVERLOAD_ATTEMPTS = 20
 
 
 @dataclass
@@ -128,7 +129,7 @@ def run_identity(cfg: EvalConfig) -> dict:
     from retriever.index_dir import read_manifest
 
     d = config_to_dict(cfg)
-    for k in ("run_name", "out", "bootstrap_samples", "wrong_f1"):
+    for k in ("run_name", "out", "bootstrap_samples", "wrong_f1", "concurrency"):  # concurrency: same results
         d.pop(k, None)
     flat = {f"config.{k}": v for k, v in d.items()}
     if any(not a.endswith(":none") for a in cfg.arms):
@@ -206,14 +207,44 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
         if not mine:
             continue
         gcfg = cfg.generator if model == "base" else replace(cfg.generator, adapter=cfg.adapter)
+        if cfg.concurrency > 1:  # the remote client's queue admits every request in flight
+            gcfg = replace(gcfg, queue_size=max(gcfg.queue_size, cfg.concurrency))
         gen = load_generator(gcfg, cfg.decoding)
-        for arm, item in mine:
-            row = evaluate_item(item, arm, retriever, gen, cfg, judges)
+        for row in _rows(mine, retriever, gen, cfg, judges):
             journal.append(progress_path, row)
             bar.update(1)
         del gen  # one model in memory at a time
     bar.close()
     return finalize(cfg, out, items, retriever, log)
+
+
+def _rows(todo: list[tuple[str, Item]], retriever, gen, cfg: EvalConfig, judges) -> Iterator[dict]:
+    """Rows as they finish: one at a time, or `concurrency` requests in flight to a remote generator (greedy
+    decoding makes each answer independent of the others, so the rows are the sequential run's)."""
+    import stamina
+
+    from core.errors import OverloadedError
+
+    # A shared generator server that is full answers 503: a batch job waits and asks again (serving fails fast)
+    @stamina.retry(on=OverloadedError, attempts=OVERLOAD_ATTEMPTS, wait_initial=0.5, wait_max=10.0, timeout=None)
+    def one(arm: str, item: Item) -> dict:
+        return evaluate_item(item, arm, retriever, gen, cfg, judges)
+
+    if cfg.concurrency == 1:
+        for arm, item in todo:
+            yield one(arm, item)
+        return
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="eval") as pool:
+        pending, queue = set(), iter(todo)
+        for arm, item in queue:  # keep `concurrency` in flight, no more (a killed run loses at most that many)
+            pending.add(pool.submit(one, arm, item))
+            if len(pending) >= cfg.concurrency:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in finished)
+        for f in pending:
+            yield f.result()
 
 
 def _ordered_rows(cfg: EvalConfig, items: list[Item], done: dict) -> Iterator[dict]:

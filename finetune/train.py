@@ -14,6 +14,13 @@ copied, with its report and plot, to <out>/<run_name>/ in one atomic rename.
 
 A killed job rerun with the same config resumes from its last checkpoint (Trainer state, optimizer, RNG and the
 probe history in metrics.jsonl).
+
+Several GPUs: the same job under `accelerate launch` runs DDP, one process per GPU (configs/accelerate-ddp.yaml;
+README "Fine-tuning on several GPUs"). Rank 0 prepares the data, scores probes and publishes the adapter; every
+rank trains and records its final LoRA weights' checksum in <work>/rank-<i>.json (equal on all ranks: DDP keeps
+the replicas in step).
+
+    accelerate launch --config_file configs/accelerate-ddp.yaml -m medcite finetune --config configs/finetune-llama3.2-3b.yaml
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 from core import journal
 from core.config import FinetuneConfig, config_to_dict
 from core.errors import ConfigError, DataError, ModelLoadError, QualityError
-from core.files import check_run_identity, last_complete_checkpoint, staging_dir
+from core.files import atomic_write_json, check_run_identity, last_complete_checkpoint, staging_dir
 from core.quality import answer_metrics, quality_score, summarize
 from finetune.data import data_fingerprint, load_rows, prepare
 from generator.hf import HFGenerator, nf4_config, resolve_model
@@ -165,7 +172,7 @@ def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out:
             self.last_train: dict[str, float] = {}
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
+            if logs and "loss" in logs and state.is_world_process_zero:
                 self.last_train = {k: logs[k] for k in ("loss", "mean_token_accuracy", "learning_rate") if k in logs}
                 journal.append(out / "train_log.jsonl", {"step": state.global_step, "epoch": state.epoch,
                                                         **self.last_train})
@@ -184,6 +191,8 @@ def make_probe_callback(cfg: FinetuneConfig, tokenizer, probes: list[dict], out:
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
             import torch
 
+            if not state.is_world_process_zero:  # the probes are answered once; other ranks wait at the next step
+                return
             t = time.perf_counter()
             was_training = model.training
             model.eval()
@@ -227,6 +236,10 @@ def _load_model(source: str, cfg: FinetuneConfig):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(dtype)
+        if torch.cuda.is_available():  # a 4-bit base is placed at load: on this process's own GPU under DDP
+            from accelerate import PartialState
+
+            kwargs["device_map"] = {"": PartialState().local_process_index}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
@@ -336,9 +349,16 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from accelerate import PartialState
+
+    # One process unless started by `accelerate launch` / torchrun. cpu=True on a CPU host: without it PartialState
+    # does not join the gloo group under torchrun (accelerate 1.x), and every rank would think it is rank 0.
+    ranks = PartialState(cpu=not torch.cuda.is_available())
     source, base_name = resolve_model(cfg.model, "", log)
     tokenizer = _load_tokenizer(source, cfg)
-    data = ensure_data(cfg, lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]), load_retriever, log)
+    with ranks.main_process_first():  # rank 0 prepares the data; the others then find it prepared
+        data = ensure_data(cfg, lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"]), load_retriever,
+                           log if ranks.is_main_process else lambda _: None)
     if prepare_only:
         return data
     train_rows, eval_rows = load_rows(data / "train.jsonl"), load_rows(data / "eval.jsonl")
@@ -347,16 +367,18 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     probes = probe_rows(eval_rows, cfg.probe_size)
     work = run_dir(cfg)
     ckpts = work / "checkpoints"
-    ckpts.mkdir(parents=True, exist_ok=True)
-    check_run_identity(work / "run.json", run_identity(cfg, data), "fine-tuning run")
-    (work / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    with ranks.main_process_first():
+        ckpts.mkdir(parents=True, exist_ok=True)
+        check_run_identity(work / "run.json", run_identity(cfg, data), "fine-tuning run")
+        if ranks.is_main_process:
+            (work / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     torch.manual_seed(cfg.seed)
     model = _load_model(source, cfg)
     stops = preflight_tokens(tokenizer, model.generation_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     history = read_history(work / "metrics.jsonl")
-    if 0 not in history:  # the base model's answers: the bar every checkpoint must clear
+    if 0 not in history and ranks.is_main_process:  # the base model's answers: the bar every checkpoint must clear
         log(f"scoring the base model on {len(probes)} probe prompts")
         model.eval()
         with torch.inference_mode():
@@ -366,6 +388,7 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
         (work / "probes").mkdir(exist_ok=True)
         (work / "probes" / "step-0.json").write_text(json.dumps(answers, indent=1))
         log(f"base: quality {summary['quality']:.4f}  F1 {summary.get('token_f1', 0):.3f}")
+    ranks.wait_for_everyone()
     model = lora_model(model, cfg)
     trainer = build_trainer(cfg, model, tokenizer, train_rows, eval_rows, ckpts,
                             [make_probe_callback(cfg, tokenizer, probes, work, log)])
@@ -373,14 +396,37 @@ def run(cfg: FinetuneConfig, load_retriever: Callable[[str], Any], log: Callable
     if trainer.eval_dataset is not None:
         preflight_labels(trainer.eval_dataset, stops, cfg.max_length, "eval", len(eval_rows))
     resume = last_complete_checkpoint(ckpts)
-    if resume:
+    if resume and ranks.is_main_process:
         log(f"resuming from {resume}")
     t = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_s = time.perf_counter() - t
+    record_rank(work, ranks, trainer, model)
+    if ranks.num_processes > 1:
+        log(f"rank {ranks.process_index}/{ranks.num_processes}: trained {trainer.state.global_step} steps")
+    ranks.wait_for_everyone()
+    final = Path(cfg.out) / cfg.run_name
+    if not ranks.is_main_process:  # rank 0 alone chooses and publishes the adapter
+        return final
     log(f"trained {trainer.state.global_step} steps in {train_s:.0f} s "
-        f"({result.metrics.get('train_samples_per_second', 0):.2f} samples/s)")
+        f"({result.metrics.get('train_samples_per_second', 0):.2f} samples/s"
+        f"{f' over {ranks.num_processes} processes' if ranks.num_processes > 1 else ''})")
     return write_outputs(cfg, work, base_name, data, tokenizer, log)
+
+
+def record_rank(work: Path, ranks, trainer, model) -> None:
+    """<work>/rank-<i>.json: what this process trained, with a checksum of its final LoRA weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    atomic_write_json(work / f"rank-{ranks.process_index}.json",
+                      {"rank": ranks.process_index, "world_size": ranks.num_processes,
+                       "backend": str(ranks.backend or "none"), "steps": trainer.state.global_step,
+                       "lora_sha256": digest.hexdigest()})
 
 
 def choose_checkpoint(history: dict[int, dict], ckpts: Path) -> tuple[int, dict]:

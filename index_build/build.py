@@ -41,7 +41,7 @@ from retriever.embedder import dir_checksum, load_embedder, model_files, resolve
 from retriever.index_dir import embed_text
 
 # Settings that change how the build runs but not what it produces.
-_EXECUTION_ONLY = ("data_dir", "out", "threads")
+_EXECUTION_ONLY = ("data_dir", "out", "threads", "engine", "ray_address", "ray_actors")
 _INDEX_ENTRIES = {fmt.MANIFEST, fmt.PASSAGES, fmt.DENSE, fmt.BM25_DIR, fmt.EMBEDDER_DIR, fmt.DUPLICATES}
 BM25_TOKENIZER = {"stemmer": "english", "stopwords": "en"}
 
@@ -175,40 +175,72 @@ def _build_bm25(texts: list[str], dest: Path) -> None:
         bm.save(str(tmp), show_progress=False)
 
 
-def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, progress: bool = True) -> Any:
-    """Embeddings for `texts` in input order, computed shard by shard with checkpoints under work/shards."""
+def shard_plan(lengths: list[int], shard_size: int) -> list[list[int]]:
+    """Passage positions per embedding shard: longest first, ties by position. A fixed global order, so shard i
+    always holds the same passages (whichever engine, whichever run), and batches inside a shard pad little."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[s:s + shard_size] for s in range(0, len(order), shard_size)]
+
+
+def token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]]
+
+
+def write_shard(path: Path, vectors) -> None:
     import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(vectors, dtype=np.float32), allow_pickle=False)
+
+
+def encode_shard(model, texts: list[str], batch_size: int, on_batch=lambda n: None):
+    """One shard's normalised embeddings, `batch_size` passages per forward pass (the same batches on every engine,
+    so the vectors agree across engines to fp32 rounding)."""
+    import numpy as np
+
+    parts = []
+    for b in range(0, len(texts), batch_size):
+        batch = texts[b:b + batch_size]
+        parts.append(model.encode(batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False))
+        on_batch(len(batch))
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def assemble_shards(shards: list[list[int]], shard_dir: Path, n: int, dim: int):
+    """The (n, dim) matrix in passage order from the finished shard files."""
+    import numpy as np
+
+    out = np.zeros((n, dim), dtype=np.float32)
+    for i, ids in enumerate(shards):
+        vecs = np.load(shard_dir / f"{i:05d}.npy", allow_pickle=False)
+        if vecs.shape != (len(ids), dim):
+            raise IndexCorruptError(f"embedding shard {i} holds {vecs.shape}, expected {(len(ids), dim)}")
+        out[ids] = vecs
+    return out
+
+
+def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, progress: bool = True,
+                    lengths: list[int] | None = None) -> Any:
+    """Embeddings for `texts` in input order, computed shard by shard with checkpoints under work/shards."""
     from tqdm import tqdm
 
-    tok = model.tokenizer
-    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]]
-    # Longest first, ties by position: a fixed global order, so shard i always holds the same passages.
-    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    shards = shard_plan(lengths if lengths is not None else token_lengths(model.tokenizer, texts), cfg.shard_size)
     shard_dir = work / "shards"
     shard_dir.mkdir(exist_ok=True)
-    shards = [order[s:s + cfg.shard_size] for s in range(0, len(order), cfg.shard_size)]
     done = sum(len(ids) for i, ids in enumerate(shards) if (shard_dir / f"{i:05d}.npy").is_file())
     if done:
         log(f"resuming: {done}/{len(texts)} passages already embedded")
-    dim = model.get_embedding_dimension()
-    out = np.zeros((len(texts), dim), dtype=np.float32)
     bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0,
                file=sys.stderr, disable=not progress)
     for i, ids in enumerate(shards):
         path = shard_dir / f"{i:05d}.npy"
         if not path.is_file():
-            parts = []
-            for b in range(0, len(ids), cfg.batch_size):
-                batch = [texts[j] for j in ids[b:b + cfg.batch_size]]
-                parts.append(model.encode(batch, batch_size=len(batch), normalize_embeddings=True,
-                                          convert_to_numpy=True, show_progress_bar=False))
-                bar.update(len(batch))
-            vecs = np.concatenate(parts).astype(np.float32, copy=False)
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, vecs, allow_pickle=False)
-        out[ids] = np.load(path, allow_pickle=False)
+            write_shard(path, encode_shard(model, [texts[j] for j in ids], cfg.batch_size, bar.update))
     bar.close()
-    return out
+    return assemble_shards(shards, shard_dir, len(texts), model.get_embedding_dimension())
 
 
 def build_index(cfg: IndexConfig, log=print) -> BuildResult:
@@ -247,16 +279,27 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
     work.mkdir(exist_ok=True)
 
     if not (work / fmt.MANIFEST).is_file():
-        records, cleaning = clean_records([rec for r in reads for rec in r.records])
         _copy_embedder(source, work / fmt.EMBEDDER_DIR)
-        model = load_embedder(str(work / fmt.EMBEDDER_DIR), cfg.threads)
-        passages = chunk_records(records, model.tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
-        log(f"{sum(len(r.records) for r in reads)} records read, {len(records)} kept after cleaning, "
-            f"{len(passages)} passages")
+        all_records = [rec for r in reads for rec in r.records]
+        if cfg.engine == "ray":
+            from index_build import ray_engine
+
+            session = ray_engine.connect(cfg)
+            records, cleaning, passages, lengths = ray_engine.clean_and_chunk(all_records, work / fmt.EMBEDDER_DIR,
+                                                                               cfg)
+        else:
+            records, cleaning = clean_records(all_records)
+            model = load_embedder(str(work / fmt.EMBEDDER_DIR), cfg.threads)
+            passages = chunk_records(records, model.tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
+        log(f"{len(all_records)} records read, {len(records)} kept after cleaning, {len(passages)} passages")
         atomic_write_jsonl(work / fmt.PASSAGES, (p.__dict__ for p in passages))
         atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
         texts = [embed_text(p) for p in passages]
-        vectors = embed_in_shards(model, texts, work, cfg, log)
+        if cfg.engine == "ray":
+            vectors = ray_engine.embed(session, texts, lengths, work, cfg, log)
+            model = load_embedder(str(work / fmt.EMBEDDER_DIR), 1)  # for the manifest's numbers only
+        else:
+            vectors = embed_in_shards(model, texts, work, cfg, log)
 
         import faiss
 

@@ -36,22 +36,27 @@ def _word_end(text: str, pos: int) -> int:
     return pos
 
 
-def chunk_records(records: list[Record], tokenizer, size: int = 200, overlap: int = 40) -> list[Passage]:
-    """Passages for every record, in record order; ids are `<record id>#<n>`."""
-    passages: list[Passage] = []
-    texts = [r.text for r in records]
+def record_spans(texts: list[str], tokenizer, size: int = 200, overlap: int = 40) -> list[list[tuple[int, int]]]:
+    """Character spans of each text's passages (token windows widened to whole words, repeats dropped)."""
     # One batched call to the fast tokenizer: offsets map tokens back to characters.
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
                     verbose=False)["offset_mapping"] if texts else []
-    for rec, offsets in zip(records, enc, strict=True):
-        spans = []
+    out = []
+    for text, offsets in zip(texts, enc, strict=True):
+        spans: list[tuple[int, int]] = []
         for start, end in token_windows(len(offsets), size, overlap):
             if start >= end:
                 continue
-            a, b = _word_start(rec.text, offsets[start][0]), _word_end(rec.text, offsets[end - 1][1])
+            a, b = _word_start(text, offsets[start][0]), _word_end(text, offsets[end - 1][1])
             if not spans or (a, b) != spans[-1]:
                 spans.append((a, b))
-        for n, (a, b) in enumerate(spans or [(0, len(rec.text))]):
-            passages.append(Passage(id=f"{rec.id}#{n}", record_id=rec.id, title=rec.title,
-                                    text=rec.text[a:b].strip(), source=rec.source, url=rec.url))
-    return passages
+        out.append(spans or [(0, len(text))])
+    return out
+
+
+def chunk_records(records: list[Record], tokenizer, size: int = 200, overlap: int = 40) -> list[Passage]:
+    """Passages for every record, in record order; ids are `<record id>#<n>`."""
+    spans = record_spans([r.text for r in records], tokenizer, size, overlap)
+    return [Passage(id=f"{rec.id}#{n}", record_id=rec.id, title=rec.title, text=rec.text[a:b].strip(),
+                    source=rec.source, url=rec.url)
+            for rec, rec_spans in zip(records, spans, strict=True) for n, (a, b) in enumerate(rec_spans)]

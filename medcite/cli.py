@@ -26,6 +26,7 @@ from typing import Any
 from core.config import (
     DEFAULT_INDEX,
     FAISS_KINDS,
+    INDEX_ENGINES,
     EvalConfig,
     FinetuneConfig,
     IndexConfig,
@@ -351,7 +352,7 @@ def config_flags(p: argparse.ArgumentParser, cls: type, names: tuple[str, ...],
                    help=f"override any {cls.__name__} field, e.g. --set k=5 (repeatable; wins over flags)")
 
 
-CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS}
+CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS, "engine": INDEX_ENGINES}
 _SERVE_FLAGS = ("index", "generator.model", "generator.adapter", "generator.threads")
 _SERVE_ALIASES = {"generator.model": "--model", "generator.adapter": "--adapter", "generator.threads": "--threads"}
 
@@ -366,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build the search index from corpus files",
                        description="Corpus files -> cleaned passages -> embeddings -> index directory.")
     p.add_argument("--config", help="YAML config (see configs/index.yaml); flags override it")
-    config_flags(p, IndexConfig, ("data_dir", "out", "embedder", "faiss_index", "limit", "threads"))
+    config_flags(p, IndexConfig, ("data_dir", "out", "embedder", "faiss_index", "limit", "threads", "engine",
+                                   "ray_address", "ray_actors"))
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="retrieve passages for a query (no generation)")
@@ -410,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (configs/eval.yaml); flags override it")
     p.add_argument("--quick", action="store_true",
                    help="50 dev questions + 100 MIRAGE items, base:none vs base:hybrid (run name 'quick')")
-    config_flags(p, EvalConfig, ("questions", "arms", "adapter", "limit", "mirage_limit", "index", "data_dir", "out",
+    config_flags(p, EvalConfig, ("questions", "arms", "adapter", "limit", "concurrency", "mirage_limit", "index", "data_dir", "out",
                                  "run_name"))
     p.set_defaults(func=cmd_eval)
 

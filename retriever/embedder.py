@@ -47,8 +47,9 @@ def dir_checksum(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_embedder(path: str, threads: int = 0):
-    """A SentenceTransformer on CPU. Threads: 0 = all cores. Imports torch/sentence-transformers lazily."""
+def load_embedder(path: str, threads: int = 0, device: str = "cpu"):
+    """A SentenceTransformer on `device` (CPU unless told: the Ray engine's GPU actors pass cuda). Threads: 0 = all
+    cores. Imports torch/sentence-transformers lazily."""
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -58,6 +59,6 @@ def load_embedder(path: str, threads: int = 0):
     hf_logging.disable_progress_bar()  # the per-load "Loading weights" bar is noise in CLI output and logs
 
     try:
-        return SentenceTransformer(path, device="cpu")
+        return SentenceTransformer(path, device=device)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load embedder {path!r}: {str(e).splitlines()[0]}") from None

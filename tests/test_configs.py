@@ -40,6 +40,12 @@ def test_every_yaml_loads(monkeypatch):
                                        "eval.yaml", "judges.yaml"}
     for f in files:
         assert f.read_text().startswith("#") and "Run" in f.read_text().split("\n\n")[0], f"{f} needs its run line"
+        if f.name.startswith("accelerate-"):  # a launcher config, read by accelerate itself
+            from accelerate.commands.config.config_args import ClusterConfig
+
+            launch = ClusterConfig.from_yaml_file(str(f))
+            assert launch.distributed_type == "MULTI_GPU" and launch.num_processes >= 2
+            continue
         cls = _class_for(f.name)
         if cls is ServeConfig and "host: 0.0.0.0" in f.read_text():
             # a server reachable from other machines refuses to start without a key: say so, then give one

@@ -32,7 +32,7 @@ def _expand(value: str) -> str:
 def test_compose_services_commands_and_configs():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"index", "api", "finetune", "eval", "vllm"}
+    assert set(services) == {"index", "api", "lb", "finetune", "eval", "vllm"}
     for name in MEDCITE_SERVICES:
         cmd = [_expand(c) for c in services[name]["command"]]
         assert cmd[0] in _verbs(), f"{name}: {cmd[0]} is not a medcite verb"
@@ -42,7 +42,12 @@ def test_compose_services_commands_and_configs():
         assert "artifacts:/app/artifacts" in services[name]["volumes"]
     api = services["api"]
     assert api["depends_on"]["index"]["condition"] == "service_completed_successfully"
-    assert "/readyz" in " ".join(api["healthcheck"]["test"]) and "127.0.0.1:8000:8000" in api["ports"]
+    assert "/readyz" in " ".join(api["healthcheck"]["test"]) and "ports" not in api  # replicas: no host port each
+    assert _expand(str(api["deploy"]["replicas"])) == "2"
+    lb = services["lb"]  # one address in front of the replicas, started once they are healthy
+    assert "127.0.0.1:8000:8000" in lb["ports"] and lb["depends_on"]["api"]["condition"] == "service_healthy"
+    conf = (ROOT / lb["volumes"][0].split(":")[0]).read_text()
+    assert "server api:8000" in conf and "proxy_buffering off" in conf  # SSE streams through unbuffered
     assert ":?" in api["environment"]["MEDCITE_API_KEY"]  # the compose deployment refuses to start without a key
     assert services["finetune"]["profiles"] == ["train"] and services["eval"]["profiles"] == ["eval"]
     assert services["vllm"]["profiles"] == ["gpu"]

@@ -363,3 +363,43 @@ def test_merge_writes_a_plain_model_that_answers_like_base_plus_adapter(ft_data,
     with_adapter = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), adapter=str(adapter), threads=1), d)
     plain = HFGenerator.load(GeneratorConfig(model=str(merged), threads=1), d)
     assert plain.generate(msgs).text == with_adapter.generate(msgs).text
+
+
+def test_ddp_on_two_cpu_processes_trains_both_ranks_and_writes_one_adapter(ft_data, tmp_path, tiny_index,
+                                                                          tiny_llm_dir):
+    """`accelerate launch` with 2 CPU processes (its multi-process launcher, torchrun, with gloo: accelerate's
+    `--cpu` path needs MPI): the same job and config as one process. Both ranks train (their final LoRA weights
+    agree: DDP averaged the gradients), rank 0 alone prepares the data and publishes one adapter."""
+    import socket
+
+    import yaml
+
+    from core.config import config_to_dict
+
+    cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_steps=2, eval_steps=2, batch_size=1)
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "medcite", "finetune", "--config", str(path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    ranks = [json.loads((tmp_path / "work" / "tiny" / f"rank-{i}.json").read_text()) for i in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    assert {r["backend"] for r in ranks} == {"gloo"} and {r["steps"] for r in ranks} == {2}
+    assert ranks[0]["lora_sha256"] == ranks[1]["lora_sha256"]  # replicas in step after the all-reduces
+    assert "rank 0/2: trained 2 steps" in log and "rank 1/2: trained 2 steps" in log
+    assert log.count("kept checkpoint-") == 1 and log.count("scoring the base model") == 1
+    assert log.count("formatting ") == 1  # the data was prepared once, by rank 0
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["tiny"]  # one adapter, no leftovers
+    assert (tmp_path / "adapters" / "tiny" / "adapter_model.safetensors").is_file()
+    # it trained: the published weights differ from a fresh LoRA initialisation (B starts at zero)
+    from safetensors.numpy import load_file
+
+    weights = load_file(tmp_path / "adapters" / "tiny" / "adapter_model.safetensors")
+    assert any(abs(v).max() > 0 for k, v in weights.items() if "lora_B" in k)

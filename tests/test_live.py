@@ -145,3 +145,68 @@ def test_openai_client_lists_the_model_and_follows_a_conversation(server, tiny_g
     last = chunks[-1].model_extra
     assert last["retrieval_query"] == "How is Ewing Sarcoma treated?" and last["answer_id"].startswith("ans-")
     assert "".join(c.choices[0].delta.content or "" for c in chunks).strip() == resp.choices[0].message.content
+
+
+def test_eval_with_concurrent_requests_to_a_remote_generator_matches_the_sequential_run(server, tiny_index,
+                                                                                        fixture_data, tmp_path):
+    """`medcite eval --concurrency 4` against a remote generator (medcite's own endpoint here, vLLM in
+    production): requests overlap, and results.jsonl is byte-identical to the sequential run's."""
+    import json
+    import threading
+
+    from core.config import EvalConfig, GeneratorConfig
+    from evaluation.run import run_eval
+    from service.components import load_generator
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "gold_answer": a}) + "\n" for i, (q, a) in
+                                 enumerate([("How is Ewing sarcoma treated?", "Chemotherapy and surgery."),
+                                            ("What causes gout?", "Uric acid crystals."),
+                                            ("What triggers migraine?", "Stress and hormones."),
+                                            ("Is aspirin risky for bleeding?", "Yes, it thins the blood."),
+                                            ("What is topic 1?", "Topic one.")])))
+    peak, lock = [0, 0], threading.Lock()
+
+    class Overlap:  # counts requests in flight at once
+        def __init__(self, inner):
+            self.inner = inner
+            self.name, self.context_window, self.count_tokens = inner.name, inner.context_window, inner.count_tokens
+
+        def generate(self, messages, **kw):
+            with lock:
+                peak[0] += 1
+                peak[1] = max(peak)
+            try:
+                return self.inner.generate(messages, **kw)
+            finally:
+                with lock:
+                    peak[0] -= 1
+
+    def gen_loader(gcfg, decoding):
+        return Overlap(load_generator(ServeConfig(generator=gcfg, decoding=decoding)))
+
+    def cfg(run: str, n: int) -> EvalConfig:
+        return EvalConfig(run_name=run, data_dir=str(fixture_data), questions=str(questions), mirage="",
+                          index=str(tiny_index), arms=("base:none", "base:hybrid"), k=2, concurrency=n,
+                          out=str(tmp_path / "out"), bootstrap_samples=200, decoding=DecodingConfig(max_new_tokens=8),
+                          generator=GeneratorConfig(backend="remote", remote_url=server, remote_model="medcite",
+                                                    remote_api_key_env="MEDCITE_TEST_REMOTE_KEY",
+                                                    remote_extra_body={"use_retrieval": False},
+                                                    remote_penalty_scope="generated"))  # medcite penalises as served
+
+    import os
+
+    os.environ["MEDCITE_TEST_REMOTE_KEY"] = "test-key"
+    try:
+        seq = run_eval(cfg("seq", 1), lambda p: IndexRetriever.load(p, threads=1), gen_loader, log=lambda _: None)
+        assert peak[1] == 1
+        par = run_eval(cfg("par", 4), lambda p: IndexRetriever.load(p, threads=1), gen_loader, log=lambda _: None)
+    finally:
+        del os.environ["MEDCITE_TEST_REMOTE_KEY"]
+    assert peak[1] > 1, "the concurrent run never had two requests in flight"
+    assert (par / "results.jsonl").read_bytes() == (seq / "results.jsonl").read_bytes()
+    assert len((seq / "results.jsonl").read_text().splitlines()) == 10
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only with generator.backend remote"):
+        EvalConfig(concurrency=2)

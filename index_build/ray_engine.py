@@ -1,0 +1,192 @@
+"""index_build's Ray Data engine: the same index as the local engine, built by a Ray cluster.
+
+    medcite index --engine ray                                   # a Ray instance inside the job (all local cores)
+    medcite index --engine ray --ray-address auto                # join the cluster `ray start --head` started
+    medcite index --engine ray --ray-address ray://head:10001 --ray-actors 8
+
+What runs where. The driver reads and hashes the corpus files (the fingerprint, which names the resumable build
+directory, needs every file's hash before anything else), drops exact duplicate answers (a global step) and
+writes the outputs. Ray Data runs the per-record cleaning rules and the chunking in CPU tasks, and the embedding
+in a pool of actors (`map_batches` with a callable class, one shard of passages per call, `num_gpus=1` per actor
+when the cluster has GPUs). Actors return vectors, the driver writes each finished shard atomically under the
+build directory, so no shared filesystem is needed and a killed driver keeps every finished shard: the rerun
+embeds only the missing ones. A killed actor is restarted by Ray and its shard retried; a shard is written once,
+by index, so a retried or duplicated result can neither lose nor repeat a passage. Shards, their order (longest
+first) and the batches inside them are the local engine's, so the vectors agree with it to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import IndexConfig
+from core.corpus import CLEANING_RULES, clean_text, drop_duplicates
+from core.errors import ConfigError
+from core.types import Passage, Record
+
+# Rows per CPU task of the cleaning and chunking stages: big enough that a task's tokenizer load (~0.1 s) is noise.
+_RECORDS_PER_TASK = 2000
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(model_dir: str):
+    """The embedder's tokenizer, once per Ray worker process (workers are reused across tasks)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def connect(cfg: IndexConfig) -> dict[str, Any]:
+    """Start or join Ray; returns what the embedding stage needs to size its actor pool."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("engine ray needs Ray Data: pip install 'medcite[scale]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"could not join the Ray cluster at {cfg.ray_address!r}: {e}") from None
+    import logging
+
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the build's own log
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.verbose_stats_logs = False
+    res = ray.cluster_resources()
+    return {"cpus": int(res.get("CPU", 1)), "gpus": int(res.get("GPU", 0))}
+
+
+def _clean_batch(batch: dict) -> dict:
+    texts, rules = [], {r: [] for r in CLEANING_RULES[:-1]}
+    for text, focus in zip(batch["text"], batch["focus"], strict=True):
+        new, touched = clean_text(str(text), str(focus))
+        texts.append(new)
+        for r in rules:
+            rules[r].append(r in touched)
+    return {"pos": batch["pos"], "text": texts, **rules}
+
+
+def _chunk_batch(batch: dict, model_dir: str, size: int, overlap: int) -> dict:
+    from index_build.build import token_lengths
+    from index_build.chunk import record_spans
+    from retriever.index_dir import embed_text
+
+    tok = _tokenizer(model_dir)
+    texts = [str(t) for t in batch["text"]]
+    out: dict[str, list] = {"pos": [], "n": [], "text": []}
+    embedded = []
+    for pos, title, text, spans in zip(batch["pos"], batch["title"], texts,
+                                       record_spans(texts, tok, size, overlap), strict=True):
+        for n, (a, b) in enumerate(spans):
+            out["pos"].append(int(pos))
+            out["n"].append(n)
+            out["text"].append(text[a:b].strip())
+            embedded.append(embed_text(Passage("", "", str(title), out["text"][-1], "")))
+    # token lengths of what gets embedded: the shard plan orders by them (index_build.build.shard_plan)
+    out["tokens"] = token_lengths(tok, embedded)
+    return out
+
+
+def clean_and_chunk(records: list[Record], model_dir: Path, cfg: IndexConfig
+                    ) -> tuple[list[Record], dict[str, int], list[Passage], list[int]]:
+    """Cleaned, deduplicated records, the cleaning counts, their passages and each passage's token length."""
+    from collections import Counter
+
+    import ray.data
+
+    rows = [{"pos": i, "text": r.text, "focus": str(r.meta.get("focus", ""))} for i, r in enumerate(records)]
+    cleaned = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // _RECORDS_PER_TASK)) \
+        .map_batches(_clean_batch, batch_size=_RECORDS_PER_TASK, batch_format="numpy").take_all()
+    counts: Counter[str] = Counter({rule: 0 for rule in CLEANING_RULES})
+    for row in cleaned:
+        records[int(row["pos"])].text = str(row["text"])
+        counts.update(r for r in CLEANING_RULES[:-1] if row[r])
+    kept = drop_duplicates(records, counts)
+
+    rows = [{"pos": i, "title": r.title, "text": r.text} for i, r in enumerate(kept)]
+    chunks = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // _RECORDS_PER_TASK)) \
+        .map_batches(_chunk_batch, batch_size=_RECORDS_PER_TASK, batch_format="numpy",
+                     fn_kwargs={"model_dir": str(model_dir), "size": cfg.chunk_tokens,
+                                "overlap": cfg.chunk_overlap}).take_all()
+    chunks.sort(key=lambda c: (int(c["pos"]), int(c["n"])))  # record order, then window order: the local order
+    passages, lengths = [], []
+    for c in chunks:
+        rec = kept[int(c["pos"])]
+        passages.append(Passage(id=f"{rec.id}#{int(c['n'])}", record_id=rec.id, title=rec.title, text=str(c["text"]),
+                                source=rec.source, url=rec.url))
+        lengths.append(int(c["tokens"]))
+    return kept, dict(counts), passages, lengths
+
+
+class ShardEmbedder:
+    """A Ray Data actor: loads the index's embedder once, embeds one shard per call."""
+
+    def __init__(self, model_dir: str, batch_size: int, threads: int, device: str) -> None:
+        from retriever.embedder import load_embedder
+
+        self.model = load_embedder(model_dir, threads, device=device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from index_build.build import encode_shard
+
+        vectors = [encode_shard(self.model, [str(t) for t in texts], self.batch_size) for texts in batch["texts"]]
+        return {"shard": np.asarray(batch["shard"]), "vectors": np.array(vectors, dtype=object)
+                if len({v.shape for v in vectors}) > 1 else np.stack(vectors)}
+
+
+def actor_count(cfg: IndexConfig, session: dict[str, Any]) -> int:
+    if cfg.ray_actors:
+        return cfg.ray_actors
+    return session["gpus"] or max(1, session["cpus"] // max(1, cfg.threads))
+
+
+def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: Path, cfg: IndexConfig, log,
+          embedder_cls: type = ShardEmbedder, progress: bool = True):
+    """Embeddings for `texts` in input order: the missing shards through the actor pool, written by the driver."""
+    import ray.data
+    from tqdm import tqdm
+
+    from index_build.build import assemble_shards, shard_plan, write_shard
+
+    shards = shard_plan(lengths, cfg.shard_size)
+    shard_dir = work / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    missing = [i for i in range(len(shards)) if not (shard_dir / f"{i:05d}.npy").is_file()]
+    done = sum(len(shards[i]) for i in range(len(shards)) if i not in set(missing))
+    if done:
+        log(f"resuming: {done}/{len(texts)} passages already embedded")
+    gpus = session["gpus"] > 0
+    actors = actor_count(cfg, session)
+    log(f"embedding {len(missing)} shard(s) with {actors} Ray actor(s) on {'GPU' if gpus else 'CPU'}")
+    bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0, file=sys.stderr,
+               disable=not progress)
+    if missing:
+        ds = ray.data.from_items([{"shard": i, "texts": [texts[j] for j in shards[i]]} for i in missing],
+                                 override_num_blocks=len(missing))
+        ds = ds.map_batches(
+            embedder_cls, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            fn_constructor_kwargs={"model_dir": str(work / "embedder"), "batch_size": cfg.batch_size,
+                                   "threads": cfg.threads or 1, "device": "cuda" if gpus else "cpu"},
+            # A killed actor is restarted and its shard retried, however often: Ray Data's default for actor pools
+            # (max_restarts=-1, max_task_retries=-1 in 2.60; passing them is deprecated). The tests kill one.
+            num_gpus=1 if gpus else 0, num_cpus=0 if gpus else (cfg.threads or 1))
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
+            for shard, vecs in zip(batch["shard"], batch["vectors"], strict=True):
+                path = shard_dir / f"{int(shard):05d}.npy"
+                if not path.is_file():  # a retried task's second copy of a shard is dropped, never appended
+                    write_shard(path, vecs)
+                    bar.update(len(shards[int(shard)]))
+    bar.close()
+    dim = int(__import__("numpy").load(shard_dir / "00000.npy", mmap_mode="r").shape[1]) if shards else 0
+    return assemble_shards(shards, shard_dir, len(texts), dim)
