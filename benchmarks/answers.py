@@ -1,7 +1,8 @@
 """Answers benchmark: what the trained judges change in served answers, against the lexical judge, on the same
 drafts in one run.
 
-    .venv/bin/python benchmarks/answers.py [--index artifacts/index] [--judges artifacts/judges] [--limit 100]
+    .venv/bin/python benchmarks/answers.py [--index artifacts/index] [--judges artifacts/judges|off] [--limit 100]
+    .venv/bin/python benchmarks/answers.py --index artifacts/index-tuned --name answers-tuned   # the tuned index
 
 Question sets (all from reserved MedQuAD documents, never trained on):
 - dev: the dev split's reference questions (templated);
@@ -94,6 +95,8 @@ def main() -> int:
     ap.add_argument("--judges", default="artifacts/judges")
     ap.add_argument("--limit", type=int, default=100, help="questions per set (dev, consumer, yes_no)")
     ap.add_argument("--sample", type=int, default=30, help="dev answers of each arm written for reading")
+    ap.add_argument("--name", default="answers", help="results file stem: benchmarks/results/<name>.json (e.g. "
+                                                       "answers-tuned for --index artifacts/index-tuned)")
     args = ap.parse_args()
 
     from core.types import Generation, Hit
@@ -105,10 +108,13 @@ def main() -> int:
 
     cfg = ServeConfig(index=args.index)
     retriever = load_retriever(cfg)  # as served: the question-type prior (and a reranker, where configured)
-    judges = Judges.load(args.judges)
+    # --judges off (or no trained judges yet): the lexical arm alone
+    judges = Judges.load(args.judges) if args.judges != "off" and Path(args.judges).is_dir() else None
     generator = load_generator(cfg)
     sets = question_sets(args.limit)
-    cache = drafts(sets, retriever, generator, cfg, RESULTS / "answers_drafts.jsonl")
+    # drafts depend on the index: a cache per index fingerprint
+    suffix = "" if args.name == "answers" else f"-{retriever.fingerprint[:12]}"
+    cache = drafts(sets, retriever, generator, cfg, RESULTS / f"answers_drafts{suffix}.jsonl")
     by_id = {}
 
     def passage(pid: str):
@@ -121,9 +127,9 @@ def main() -> int:
     def gold_text(gold: str) -> str:
         return " ".join(p.text for p in retriever.passages_of(retriever.resolve_record(gold)))
 
-    arms = {"lexical": None, "judges": judges}
+    arms = {"lexical": None, **({"judges": judges} if judges else {})}
     results: dict = {"command": "python benchmarks/answers.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
-                     "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe(),
+                     "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe() if judges else "off",
                      "sets": {}}
     sample: list[dict] = []
     f1_by_arm: dict[str, list[float]] = {}
@@ -169,11 +175,12 @@ def main() -> int:
     results["dev_no_retrieval"] = {"token_f1": mean_ci(none_f1),
                                    **{f"{arm}_minus_none": paired_bootstrap(f1_by_arm[arm], none_f1)
                                       for arm in arms},
-                                   "judges_minus_lexical": paired_bootstrap(f1_by_arm["judges"], f1_by_arm["lexical"])}
-    atomic_write_json(RESULTS / "answers.json", results)
-    atomic_write_jsonl(RESULTS / "answers_sample.jsonl", sample)
+                                   **({"judges_minus_lexical": paired_bootstrap(f1_by_arm["judges"], f1_by_arm["lexical"])}
+                                      if judges else {})}
+    atomic_write_json(RESULTS / f"{args.name}.json", results)
+    atomic_write_jsonl(RESULTS / f"{args.name}_sample.jsonl", sample)
     print(json.dumps(results["dev_no_retrieval"]))
-    print(f"wrote {RESULTS / 'answers.json'}")
+    print(f"wrote {RESULTS / (args.name + '.json')}")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Renders the README's trained-judges tables from benchmarks/results/judges.json and answers.json (the numbers are
-never typed by hand), between the `<!-- judges-results -->` and `<!-- /judges-results -->` markers.
+"""The trained judges' tables, rendered from benchmarks/results/judges.json and answers.json (never typed by hand):
+scripts/docs.py puts them into the docs' `judges` and `answers` blocks.
 
-    .venv/bin/python benchmarks/report_judges.py          # rewrites README.md in place; --check: exit 1 if stale
+    .venv/bin/python benchmarks/report_judges.py          # print both tables
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- judges-results -->", "<!-- /judges-results -->"
 
 
-def render() -> str:
+def render_judges() -> str:
     j = json.loads((ROOT / "benchmarks/results/judges.json").read_text())
-    a = json.loads((ROOT / "benchmarks/results/answers.json").read_text())
     f = j["faithfulness"]
     out = [f"Measured (`{j['command']}`, {j['date']}, `benchmarks/results/judges.json`): a probe set of "
            f"{j['probe']['pairs']} (passage, sentence) pairs from {j['probe']['passages']} passages of the 200 dev "
@@ -34,7 +32,12 @@ def render() -> str:
         out += [f"Answerhood on the dev documents' questions against own and other sentences: ROC AUC "
                 f"{j['answerhood']['scorer']['auc']:.3f} (the embedder's cosine: {j['answerhood']['cosine']['auc']:.3f})."
                 f" The faithfulness judge costs {f['ms_per_pair']['judge']} ms a pair here.", ""]
-    out += [f"Served answers (`{a['command']}`, {a['date']}, `benchmarks/results/answers.json`): the same llama.cpp "
+    return "\n".join(out) + "\n"
+
+
+def render_answers() -> str:
+    a = json.loads((ROOT / "benchmarks/results/answers.json").read_text())
+    out = [f"Served answers (`{a['command']}`, {a['date']}, `benchmarks/results/answers.json`): the same llama.cpp "
             "q4_0 drafts (hybrid k=3 with the question-type prior) verified by the lexical judge and by the trained "
             "judges, side by side; every question from reserved documents:", "",
             "| set | n | arm | cites gold record | gold shown | no_answer | generated / extractive | token F1 |",
@@ -62,13 +65,7 @@ def render() -> str:
 
 
 def main() -> int:
-    readme = (ROOT / "README.md").read_text()
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1) if END in rest else ("", rest)
-    new = f"{head}{START}\n{render()}{END}{tail}"
-    if "--check" in sys.argv:
-        return 0 if new == readme else 1
-    (ROOT / "README.md").write_text(new)
+    print(render_judges() + "\n" + render_answers(), end="")
     return 0
 
 

@@ -918,7 +918,7 @@ def _shown_default(f: dataclasses.Field) -> str:
 
 
 def markdown_tables() -> str:
-    """Every config class as a `| key | default | meaning |` table, as the README shows them."""
+    """Every config class as a `| key | default | meaning |` table, as docs/configuration.md shows them."""
     out = []
     for cls, prefix, note in CONFIG_TABLES:
         out += [f"**{cls.__name__}**{note}", "", "| key | default | meaning |", "|---|---|---|"]
@@ -930,19 +930,5 @@ def markdown_tables() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-README_START, README_END = "<!-- config-tables:", "<!-- /config-tables -->"
-
-
-def readme_block(readme: str) -> str:
-    return readme.split(README_START, 1)[1].split("\n", 1)[1].split(README_END, 1)[0]
-
-
-if __name__ == "__main__":  # python -m core.config [--readme]: print the tables, or rewrite them in README.md
-    import sys
-
-    if sys.argv[1:] == ["--readme"]:
-        path = Path("README.md")
-        text = path.read_text()
-        path.write_text(text.replace(readme_block(text), markdown_tables()))
-    else:
-        print(markdown_tables(), end="")
+if __name__ == "__main__":  # python -m core.config: print the tables (scripts/docs.py puts them into the docs)
+    print(markdown_tables(), end="")

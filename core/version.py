@@ -5,4 +5,4 @@ from importlib.metadata import PackageNotFoundError, version
 try:
     __version__ = version("medcite")
 except PackageNotFoundError:  # a source tree that was not installed
-    __version__ = "0.1.0"
+    __version__ = "0.2.0"

@@ -9,7 +9,8 @@ directory, needs every file's hash before anything else), drops exact duplicate 
 writes the outputs. Ray Data runs the per-record cleaning rules and the chunking in CPU tasks, and the embedding
 in a pool of actors (`map_batches` with a callable class, one shard of passages per call, `num_gpus=1` per actor
 when the cluster has GPUs). Actors return vectors, the driver writes each finished shard atomically under the
-build directory, so no shared filesystem is needed and a killed driver keeps every finished shard: the rerun
+build directory; the embedder travels through Ray's object store (each node unpacks it once into its temp
+directory), so no shared filesystem is needed, and a killed driver keeps every finished shard: the rerun
 embeds only the missing ones. A killed actor is restarted by Ray and its shard retried; a shard is written once,
 by index, so a retried or duplicated result can neither lose nor repeat a passage. Shards, their order (longest
 first) and the batches inside them are the local engine's, so the vectors agree with it to fp32 rounding.
@@ -29,6 +30,37 @@ from core.types import Passage, Record
 
 # Rows per CPU task of the cleaning and chunking stages: big enough that a task's tokenizer load (~0.1 s) is noise.
 _RECORDS_PER_TASK = 2000
+
+
+def ship_model(model_dir: Path) -> list:
+    """The embedder's files in the object store, with their checksum: workers on any node can load it."""
+    import ray
+
+    from retriever.embedder import dir_checksum, model_files
+
+    payload = {str(p.relative_to(model_dir)): p.read_bytes() for p in model_files(model_dir)}
+    return [ray.put(payload), dir_checksum(model_dir)]
+
+
+def local_model(shipped: list) -> str:
+    """This node's copy of a shipped embedder (unpacked once per node, atomically), as a directory path."""
+    import tempfile
+
+    import ray
+
+    from core.files import staging_dir
+
+    ref, sha = shipped
+    dest = Path(tempfile.gettempdir()) / f"medcite-embedder-{sha[:16]}"
+    if not dest.is_dir():
+        try:
+            with staging_dir(dest) as tmp:
+                for rel, data in ray.get(ref).items():
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / rel).write_bytes(data)
+        except FileExistsError:  # another worker on this node unpacked it first
+            pass
+    return str(dest)
 
 
 @functools.lru_cache(maxsize=2)
@@ -73,12 +105,12 @@ def _clean_batch(batch: dict) -> dict:
     return {"pos": batch["pos"], "text": texts, **rules}
 
 
-def _chunk_batch(batch: dict, model_dir: str, size: int, overlap: int) -> dict:
+def _chunk_batch(batch: dict, model: list, size: int, overlap: int) -> dict:
     from index_build.build import token_lengths
     from index_build.chunk import record_spans
     from retriever.index_dir import embed_text
 
-    tok = _tokenizer(model_dir)
+    tok = _tokenizer(local_model(model))
     texts = [str(t) for t in batch["text"]]
     out: dict[str, list] = {"pos": [], "n": [], "text": []}
     embedded = []
@@ -113,7 +145,7 @@ def clean_and_chunk(records: list[Record], model_dir: Path, cfg: IndexConfig
     rows = [{"pos": i, "title": r.title, "text": r.text} for i, r in enumerate(kept)]
     chunks = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // _RECORDS_PER_TASK)) \
         .map_batches(_chunk_batch, batch_size=_RECORDS_PER_TASK, batch_format="numpy",
-                     fn_kwargs={"model_dir": str(model_dir), "size": cfg.chunk_tokens,
+                     fn_kwargs={"model": ship_model(model_dir), "size": cfg.chunk_tokens,
                                 "overlap": cfg.chunk_overlap}).take_all()
     chunks.sort(key=lambda c: (int(c["pos"]), int(c["n"])))  # record order, then window order: the local order
     passages, lengths = [], []
@@ -128,10 +160,10 @@ def clean_and_chunk(records: list[Record], model_dir: Path, cfg: IndexConfig
 class ShardEmbedder:
     """A Ray Data actor: loads the index's embedder once, embeds one shard per call."""
 
-    def __init__(self, model_dir: str, batch_size: int, threads: int, device: str) -> None:
+    def __init__(self, model: list, batch_size: int, threads: int, device: str) -> None:
         from retriever.embedder import load_embedder
 
-        self.model = load_embedder(model_dir, threads, device=device)
+        self.model = load_embedder(local_model(model), threads, device=device)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -176,7 +208,7 @@ def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: P
         ds = ds.map_batches(
             embedder_cls, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={"model_dir": str(work / "embedder"), "batch_size": cfg.batch_size,
+            fn_constructor_kwargs={"model": ship_model(work / "embedder"), "batch_size": cfg.batch_size,
                                    "threads": cfg.threads or 1, "device": "cuda" if gpus else "cpu"},
             # A killed actor is restarted and its shard retried, however often: Ray Data's default for actor pools
             # (max_restarts=-1, max_task_retries=-1 in 2.60; passing them is deprecated). The tests kill one.

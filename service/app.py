@@ -582,8 +582,19 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
         middleware=[_request_log],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # `medcite serve` sets up plain JSON-line logging itself
+        openapi_config=_openapi_config(),
         debug=False,
     )
+
+
+def _openapi_config():
+    """The schema names medcite and its version (Litestar's default says "Litestar API 1.0.0")."""
+    from litestar.openapi import OpenAPIConfig
+
+    from core.version import __version__
+
+    return OpenAPIConfig(title="medcite", version=__version__,
+                         description="Retrieval-augmented medical question answering with cited, verified answers.")
 
 
 class EventStream(ServerSentEvent):

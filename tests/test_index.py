@@ -223,16 +223,3 @@ def test_five_random_sigkills_then_rerun_equals_an_uninterrupted_build(tmp_path,
     assert not list(tmp_path.glob(".idx.build-*"))  # no half-built leftovers
 
 
-def test_the_readme_faiss_table_is_rendered_from_its_results_file():
-    import json
-    import re
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
-    from benchmarks.faiss_scale import table
-
-    result = json.loads((root / "benchmarks" / "results" / "faiss_scale.json").read_text())
-    block = re.search(r"<!-- faiss-results -->\n(.*?)\n<!-- /faiss-results -->", (root / "README.md").read_text(),
-                      re.S)
-    assert block and block.group(1) == table(result)

@@ -205,16 +205,6 @@ def test_question_type_prior_lifts_the_record_of_the_asked_type():
     assert fuse_question_type("Tell me about gout", ranked, passages, 60) == ranked  # nothing asked: unchanged
 
 
-def test_readme_judges_tables_are_rendered_from_the_results_files():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(root / "benchmarks" / "report_judges.py"), "--check"], cwd=root)
-    assert r.returncode == 0, "README's judges tables differ from benchmarks/results: run benchmarks/report_judges.py"
-
-
 def test_symptom_tables_keep_every_row_and_decimal_frequencies():
     from service.verify import table_items
 

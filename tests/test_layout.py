@@ -1,4 +1,4 @@
-"""The layout the README's "Layout" section promises: one job per top-level package, arrows pointing down only.
+"""The layout docs/getting-started.md's "Layout" section promises: one job per top-level package, arrows pointing down only.
 Read from the source with `ast` (lazy imports inside functions count too)."""
 
 import ast

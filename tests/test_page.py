@@ -246,7 +246,7 @@ def test_accessibility_in_light_dark_and_narrow(browser, site, scheme, width, qu
     shot = tmp_path / name
     pg.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    out = os.environ.get("MEDCITE_SCREENSHOTS")  # MEDCITE_SCREENSHOTS=docs/screenshots: the README's images
+    out = os.environ.get("MEDCITE_SCREENSHOTS")  # MEDCITE_SCREENSHOTS=docs/screenshots: the docs' images
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(out) / name)

@@ -1,0 +1,308 @@
+"""Renders every generated block of the README and docs/ from its source: measured tables from
+benchmarks/results/*.json (with the command and date that produced each file), the config tables from the config
+dataclasses, the endpoint list and docs/openapi.json from the app's OpenAPI schema.
+
+    .venv/bin/python scripts/docs.py            # rewrite the blocks in place
+    .venv/bin/python scripts/docs.py --check    # exit 1 and name the stale blocks (tests/test_docs.py runs it)
+
+A block is two marker lines in a Markdown file, `<!-- gen:NAME -->` and `<!-- /gen:NAME -->`; everything between
+them belongs to the script. A NAME without a renderer, or a results file that is missing, is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- gen:([a-z0-9-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S)
+PAGES = ("README.md", "docs/*.md")
+
+# The command that writes a results file which does not record its own (older benchmarks).
+COMMANDS = {"retrieval": "python benchmarks/retrieval.py", "serving": "python benchmarks/serving.py",
+            "load": "python benchmarks/load.py", "finetune": "python benchmarks/training.py",
+            "verification": "python benchmarks/verification.py",
+            "verification-llamacpp": "python benchmarks/verification.py --backend llamacpp"}
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"docs: {path.relative_to(ROOT)} is missing (run its benchmark)")
+    return json.loads(path.read_text())
+
+
+def _git_date(path: Path) -> str:
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "date not recorded"
+
+
+def source(*names: str) -> str:
+    """The provenance line under every measured table."""
+    parts = []
+    for n in names:
+        d = load(n)
+        cmd = d.get("command") or COMMANDS.get(n, f"python benchmarks/{n}.py")
+        date = d.get("date") or _git_date(RESULTS / f"{n}.json")
+        parts.append(f"`benchmarks/results/{n}.json` (`{cmd}`, {date})")
+    return "_Rendered from " + "; ".join(parts) + " by `scripts/docs.py`._"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def f3(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+# --- renderers: one per block name -------------------------------------------------------------------------------
+
+def summary() -> str:
+    a, j, r, t = load("answers"), load("judges"), load("retrieval"), load("triage")
+    dev, cons, oos = a["sets"]["dev"]["judges"], a["sets"]["consumer"]["judges"], a["sets"]["out_of_scope"]["judges"]
+    d = a["dev_no_retrieval"]["judges_minus_none"]
+    fj = j["faithfulness"]["judge"]
+    rows = [["retrieval: gold record in the top 5 (dev, hybrid)", f3(r["quality"]["hybrid"]["recall@5"])],
+            ["answers citing the gold record (dev / patient-style rewrites)",
+             f"{f3(dev['cites_gold'])} / {f3(cons['cites_gold'])}"],
+            ["token F1 gain of RAG over no retrieval (dev, 95% CI)",
+             f"{d['mean_diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"],
+            ["out-of-scope questions refused", f3(oos["no_answer"])],
+            ["faithfulness judge: balanced accuracy on altered / faithful sentences", f3(fj["balanced_accuracy"])],
+            ["emergency triage recall / false alarms (held out)",
+             f"{f3(t['heldout']['served']['recall'])} / {f3(t['heldout']['served']['false_alarms'])}"]]
+    return table(["what", "measured"], rows) + "\n\n" + source("answers", "judges", "retrieval", "triage")
+
+
+def retrieval() -> str:
+    r = load("retrieval")
+    q = r["quality"]
+    rows = [[m, f3(v["recall@1"]), f3(v["recall@5"]), f3(v["recall@10"]), f3(v["mrr@10"])]
+            for m, v in q.items() if isinstance(v, dict) and "recall@1" in v]
+    lat = r["latency"]
+    return (f"{r['dev_questions']} dev questions over {r['passages']:,} passages (record-level unless named):\n\n"
+            + table(["mode", "recall@1", "recall@5", "recall@10", "MRR@10"], rows)
+            + f"\n\nRetrieve p50: bare FAISS {lat['p50_ms']['bare']} ms, dense {lat['p50_ms']['dense']} ms, hybrid "
+              f"{lat['p50_ms']['hybrid']} ms ({lat['ratio_hybrid_retrieve_over_bare']}x bare). Index build "
+              f"throughput {r['throughput']['ratio']}x a plain `encode` loop.\n\n" + source("retrieval"))
+
+
+def serving() -> str:
+    s = load("serving")
+    p = s["penalty_scope_quality"]
+    rows = [[scope, v["questions"], f3(v["token_f1"]), f3(v["end_of_turn_share"]), f3(v["runaway_list_share"]),
+             v["mean_completion_tokens"]] for scope, v in p.items()]
+    return (f"End to end: pipeline overhead over generation {s['e2e']['overhead']:.1%} (p50 {s['e2e']['e2e_p50_ms']} "
+            f"ms for {s['e2e']['max_new_tokens']} new tokens); HTTP retrieve throughput {s['retrieve']['ratio']}x "
+            f"in-process; decode {s['decode']['decode_tokens_per_s']} tokens/s, {s['decode']['ratio']} of the "
+            f"memory-bandwidth bound.\n\nRepetition penalty 1.3 applied to generated tokens only, against the whole "
+            "sequence:\n\n"
+            + table(["penalty scope", "questions", "token F1", "ends its turn", "runaway lists", "mean tokens"], rows)
+            + "\n\n" + source("serving"))
+
+
+def load_() -> str:
+    d = load("load")
+    rows = []
+    for name in ("retrieve", "answer", "answer_again", "burst"):
+        v = d.get(name)
+        if isinstance(v, dict) and "p50_ms" in v:
+            rows.append([name, v.get("route", ""), v.get("requests", ""), v.get("concurrency", ""),
+                         v.get("p50_ms"), v.get("p99_ms"), v.get("throughput_rps"),
+                         v.get("unintended_error_count", 0)])
+    return (d["what"] + ":\n\n" + table(["run", "route", "requests", "concurrency", "p50 ms", "p99 ms", "req/s",
+                                          "unintended errors"], rows) + "\n\n" + source("load"))
+
+
+def judges() -> str:
+    from benchmarks.report_judges import render_judges
+
+    return render_judges() + "\n" + source("judges")
+
+
+def answers() -> str:
+    from benchmarks.report_judges import render_answers
+
+    return render_answers() + "\n" + source("answers")
+
+
+def verification() -> str:
+    keys = ("token_f1", "rouge_l", "cites", "citation_support", "invented_terms", "mode_extractive", "mode_no_answer")
+    out = []
+    for name in ("verification", "verification-llamacpp"):
+        v = load(name)
+        rows = [[k, f3(v["before"][k]["mean"]), f3(v["after"][k]["mean"]),
+                 f3(v["baseline_none"][k]["mean"]) if k in v["baseline_none"] else "-"] for k in keys]
+        out += [f"{v['questions']} dev questions, `{name}`: drafts before verification, verified answers, and no "
+                "retrieval:", "", table(["metric", "draft", "verified", "no retrieval"], rows), ""]
+        if "timing" in v:
+            out += [f"Verification time / generation time: median {v['timing']['verify_over_generate_median']}.", ""]
+    return "\n".join(out) + source("verification", "verification-llamacpp")
+
+
+def triage() -> str:
+    t = load("triage")
+    rows = []
+    for name, label in (("heldout", "held-out set"), ("dev_set", "dev set"), ("genmedgpt_reviewed", "GenMedGPT, reviewed")):
+        v = t[name]
+        for layer in ("rules", "learned", "served"):
+            rows.append([label, f"{v['n']['emergencies']} / {v['n']['non_urgent']}", layer, f3(v[layer]["recall"]),
+                         f3(v[layer]["false_alarms"])])
+    dev = t["dev"]
+    return (table(["set", "emergencies / non-urgent", "layer", "recall", "false alarms"], rows)
+            + f"\n\nOn the {dev['n']} dev reference questions the served triage fires on {dev['rate']:.1%}. Learned "
+              f"layer: `{t['layer']}` ({t['precision']}, threshold {t['threshold']}), p50 {t['latency_p50_ms']} ms."
+            + "\n\n" + source("triage"))
+
+
+def followup() -> str:
+    f = load("followup")
+    rows = [[arm, f3(v.get("gold_shown")), f3(v.get("cites_gold")), f3(v.get("query_overlap_with_written_out")),
+             v.get("rewrite_ms_p50", "-")] for arm, v in f["arms"].items()]
+    return (f"{f['n']} two-turn conversations; turn 2 is a follow-up that names no subject (`written_out`: the same "
+            "question with its subject spelled out, the ceiling):\n\n"
+            + table(["arm", "gold shown", "cites gold", "query overlap with written-out", "rewrite p50 ms"], rows)
+            + "\n\n" + source("followup"))
+
+
+def overhead() -> str:
+    o = load("overhead")
+    return (f"/metrics and feedback on vs off, {o['n']} retrieve requests: p50 {o['retrieve_p50_ms']['on']} vs "
+            f"{o['retrieve_p50_ms']['off']} ms (+{o['added_p50_ms']} ms, ratio {o['ratio_on_off']}).\n\n"
+            + source("overhead"))
+
+
+def page() -> str:
+    p = load("page")
+    return (f"In chromium: first draft on screen {p['first_draft_over_retrieve_prefill_ms_p50']} ms (p50) after "
+            f"retrieval + prefill; page script {p['script_ms_per_token_p50']} ms per streamed token (p50, max "
+            f"{p['script_ms_per_token_max']}).\n\n" + source("page"))
+
+
+def faiss() -> str:
+    from benchmarks.faiss_scale import table as faiss_table
+
+    return faiss_table(load("faiss_scale")) + "\n\n" + source("faiss_scale")
+
+
+def ray_index() -> str:
+    r = load("ray_index")
+    rows = [[arm, v["embed_passages_per_s"], v["build_passages_per_s"], v["build_s"],
+             r["ratios"].get(arm, {}).get("embed_vs_local", 1.0)] for arm, v in r["arms"].items()]
+    return (f"{r['records']} MedQuAD records ({r['runs']['local'][0]['passages']} passages), {r['device']}, Ray "
+            f"{r['ray_version']}, {r['repeats']} rounds A/B/C (medians); `ray.init` {r['ray_init_seconds']} s once "
+            f"per job; same passages as the local engine: {r['same_passages_as_local']}.\n\n"
+            + table(["arm", "embedding passages/s", "whole build passages/s", "build s", "embedding vs local"], rows)
+            + "\n\n" + source("ray_index"))
+
+
+def finetune_speed() -> str:
+    f = load("finetune")
+    return (f"{f['what']}: tokens/s ratio {f['tokens_per_s_ratio_A_over_B']} (target >= {f['target_speed_ratio']}),"
+            f" peak memory ratio {f['peak_memory_ratio_A_over_B']}; NF4 over float peak memory "
+            f"{f['peak_memory_nf4_over_float_A']}.\n\n" + source("finetune"))
+
+
+def config_tables() -> str:
+    from core.config import markdown_tables
+
+    return markdown_tables().rstrip("\n") + "\n\n_Rendered from the config dataclasses in `core/config.py` by " \
+        "`scripts/docs.py`._"
+
+
+def _schema() -> dict:
+    from core.config import ServeConfig
+    from service.app import create_app
+    from tests.fakes import FakeGenerator, FakeRetriever
+
+    app = create_app(FakeRetriever(), FakeGenerator(), ServeConfig())
+    return app.openapi_schema.to_schema()
+
+
+def openapi() -> str:
+    schema = _schema()
+    rows = []
+    for path, ops in sorted(schema["paths"].items()):
+        for method, op in ops.items():
+            if method in ("get", "post", "put", "delete", "patch"):
+                codes = ", ".join(sorted(op.get("responses", {})))
+                rows.append([f"`{method.upper()} {path}`", (op.get("summary") or op.get("description") or "")
+                             .splitlines()[0] if (op.get("summary") or op.get("description")) else "", codes])
+    return (table(["endpoint", "what it does", "responses"], rows)
+            + f"\n\n_Rendered from the app's OpenAPI schema (medcite {schema['info']['version']}) by "
+              "`scripts/docs.py`; the whole schema: [openapi.json](openapi.json), or `/schema/openapi.json` from a "
+              "running server._")
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "summary": summary, "retrieval": retrieval, "serving": serving, "load": load_, "judges": judges,
+    "answers": answers, "verification": verification, "triage": triage, "followup": followup,
+    "overhead": overhead, "page": page, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
+    "config-tables": config_tables, "openapi": openapi}
+
+
+def files() -> list[Path]:
+    out = []
+    for pattern in PAGES:
+        out += sorted(ROOT.glob(pattern))
+    return out
+
+
+def render_file(text: str, cache: dict[str, str]) -> str:
+    def fill(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in RENDERERS:
+            raise SystemExit(f"docs: no renderer for block {name!r} ({', '.join(RENDERERS)})")
+        if name not in cache:
+            cache[name] = RENDERERS[name]().rstrip("\n") + "\n"
+        return m.group(1) + cache[name] + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def extra_files() -> dict[Path, str]:
+    """Generated files beside the pages: the OpenAPI schema, and the changelog as a page."""
+    return {ROOT / "docs" / "openapi.json": json.dumps(_schema(), indent=1, sort_keys=True) + "\n",
+            ROOT / "docs" / "changelog.md": "<!-- copied from CHANGELOG.md by scripts/docs.py: edit that file -->\n"
+                                            + (ROOT / "CHANGELOG.md").read_text()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if any block or generated file is stale")
+    args = ap.parse_args()
+    cache: dict[str, str] = {}
+    stale = []
+    outputs = {p: render_file(p.read_text(), cache) for p in files()} | extra_files()
+    for path, new in outputs.items():
+        old = path.read_text() if path.is_file() else None
+        if old != new:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"docs: stale generated content in {', '.join(stale)}; run python scripts/docs.py", file=sys.stderr)
+        return 1
+    print(f"docs: {len(cache)} block kind(s) in {len(outputs)} file(s); "
+          f"{'up to date' if not stale else 'rewrote ' + ', '.join(stale)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
