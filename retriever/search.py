@@ -74,10 +74,11 @@ class IndexRetriever:
         with open(root / fmt.PASSAGES, encoding="utf-8") as f:
             passages = [Passage(**json.loads(line)) for line in f]
         # memory-mapped and read-only: API processes on one host share one copy of the vectors or codes. MMAP maps
-        # IVF lists; MMAP_IFC maps flat codes too (without it a flat index is read into private memory: measured
-        # 0.7 MB private after loading the 59 MB flat index with it, the whole index without)
-        dense = faiss.read_index(str(root / fmt.DENSE),
-                                 faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        # IVF lists; MMAP_IFC maps flat codes (flat, hnsw storage: without it the 59 MB flat index is read into
+        # private memory, with it 0.7 MB private after load). The two flags together fail on IVF (faiss 1.15.1).
+        ivf = manifest.get("faiss", {}).get("type") in ("ivfpq", "factory")
+        dense = faiss.read_index(str(root / fmt.DENSE), (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC)
+                                 | faiss.IO_FLAG_READ_ONLY)
         if dense.ntotal != len(passages):
             raise IndexCorruptError(f"{root}: {dense.ntotal} vectors for {len(passages)} passages; rebuild with "
                                     f"`medcite index --out {root}`")

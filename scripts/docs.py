@@ -156,6 +156,20 @@ def verification() -> str:
     return "\n".join(out) + source("verification", "verification-llamacpp")
 
 
+def gate() -> str:
+    g = load("gate")
+    names = ("dev", "consumer", "yes_no", "out_of_scope")
+    rows = []
+    for path, v in g["indexes"].items():
+        cells = [f"{v['sets'][n].get('no_answer', v['sets'][n].get('refused')):.3f}" for n in names if n in v["sets"]]
+        rows.append([f"`{path}`", f"{v['gate']:.4f} ({v['gate_source']})", *cells])
+    return ("The relevance gate in force for each index (its own calibration) and the share of each question set it "
+            "answers `no_answer` (out of scope: the share refused); with the lexical judge this is the whole "
+            "`no_answer` rate:\n\n"
+            + table(["index", "gate (source)", "dev reference", "patient-style rewrites", "yes/no",
+                     "out of scope refused"], rows) + "\n\n" + source("gate"))
+
+
 def triage() -> str:
     t = load("triage")
     rows = []
@@ -253,7 +267,7 @@ def openapi() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     "summary": summary, "retrieval": retrieval, "serving": serving, "load": load_, "judges": judges,
     "answers": answers, "verification": verification, "triage": triage, "followup": followup,
-    "overhead": overhead, "page": page, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
+    "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
     "config-tables": config_tables, "openapi": openapi}
 
 
