@@ -40,7 +40,7 @@ def main() -> int:
     from generator.prompt import approx_tokens
     from service.components import load_retriever
     from service.pipeline import _prepare
-    from service.verify import relevance_gate
+    from service.verify import gate_embed, relevance_gate
 
     class Budget:  # what _prepare asks of a generator: 3 passages of <= 200 tokens fit the 1536-token budget anyway
         context_window = None
@@ -53,11 +53,12 @@ def main() -> int:
         if not Path(path, "manifest.json").is_file():
             print(f"{path}: no index, skipped")
             continue
-        cfg = ServeConfig(index=path)
+        cfg = ServeConfig(index=str(Path(path).resolve()))  # exactly this index: the default would give way to the tuned one
         retriever = load_retriever(cfg)
         gate, source = relevance_gate(VerifyConfig(), retriever)
         cal = (retriever.calibration or {}).get("relevance") or {}
         row: dict = {"fingerprint": retriever.fingerprint[:12], "gate": gate, "gate_source": source,
+                     "gate_embedder": cal.get("embedder", "index"),
                      "embedder": retriever.manifest["embedder"].get("name"),
                      "calibrated_on": {k: cal.get(k) for k in ("dev", "patient_style", "out_of_scope") if k in cal},
                      "sets": {}}
@@ -67,7 +68,7 @@ def main() -> int:
                 p = _prepare(q["question"], retriever, Budget(), cfg.k, cfg.mode, cfg.prompt_tokens, 256)
                 texts = [s.text for s in p.shown]
                 if texts:
-                    vecs = retriever.embed([q["question"], *texts])
+                    vecs = gate_embed(retriever, retriever.embed)([q["question"], *texts])  # as verify scores it
                     rel = float((vecs[1:] @ vecs[0]).max())
                 else:
                     rel = -1.0

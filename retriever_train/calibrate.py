@@ -41,12 +41,12 @@ OUT_OF_SCOPE = [
 RULE = "midpoint of the out-of-scope 95th percentile and the in-scope (dev + patient-style) 2nd percentile"
 
 
-def relevance(retriever, question: str, k: int = 3, mode: str = "hybrid") -> float:
+def relevance(retriever, question: str, k: int = 3, mode: str = "hybrid", embed=None) -> float:
     """What verify's gate reads: the best cosine between the question and the passages shown for it."""
     hits = retriever.search(question, k=k, mode=mode)
     if not hits:
         return 0.0
-    vecs = retriever.embed([question, *[h.passage.text for h in hits]])
+    vecs = (embed or retriever.embed)([question, *[h.passage.text for h in hits]])
     return float((vecs[1:] @ vecs[0]).max())
 
 
@@ -57,18 +57,23 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 
 def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[str],
-                        out_of_scope: Sequence[str] = OUT_OF_SCOPE, k: int = 3, mode: str = "hybrid") -> dict:
-    """The relevance gate for this retriever's embedder, with the numbers that chose it."""
-    dev = [relevance(retriever, q, k, mode) for q in in_scope]
-    pat = [relevance(retriever, q, k, mode) for q in patient]
-    oos = [relevance(retriever, q, k, mode) for q in out_of_scope]
+                        out_of_scope: Sequence[str] = OUT_OF_SCOPE, k: int = 3, mode: str = "hybrid",
+                        embedder: str = "index") -> dict:
+    """The relevance gate for this retriever, scored by its own embedder or the reference one, with the numbers
+    that chose it."""
+    from service.verify import reference_embed
+
+    embed = reference_embed if embedder == "reference" else None
+    dev = [relevance(retriever, q, k, mode, embed) for q in in_scope]
+    pat = [relevance(retriever, q, k, mode, embed) for q in patient]
+    oos = [relevance(retriever, q, k, mode, embed) for q in out_of_scope]
     inside = dev + pat
     threshold = round((_quantile(oos, 0.95) + _quantile(inside, 0.02)) / 2, 4)
 
     def kept(v):
         return round(sum(x >= threshold for x in v) / max(1, len(v)), 4)
 
-    return {"threshold": threshold, "rule": RULE, "k": k, "mode": mode,
+    return {"threshold": threshold, "rule": RULE, "k": k, "mode": mode, "embedder": embedder,
             "dev": {"n": len(dev), "kept": kept(dev), "p1": round(_quantile(dev, 0.01), 4)},
             "patient_style": {"n": len(pat), "kept": kept(pat), "p2": round(_quantile(pat, 0.02), 4)},
             "out_of_scope": {"n": len(oos), "refused": round(1 - kept(oos), 4),
@@ -110,8 +115,17 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
         log(f"no dev split under {data_dir}: the index carries no calibration (verify uses min_relevance)")
         return None
     started = time.time()
-    retriever = load_retriever(ServeConfig(index=str(index_dir)))  # as served: the question-type prior too
-    cal = {"relevance": calibrate_relevance(retriever, *questions),
+    # as served (the question-type prior too), and exactly this index: the default path would give way to the tuned
+    # index when one exists (core.config.resolve_index), and calibrate that instead
+    retriever = load_retriever(ServeConfig(index=str(Path(index_dir).resolve())))
+    from retriever.embedder import dir_checksum, resolve_embedder
+
+    # An index with another embedder than the packaged MiniLM (a domain-tuned one) is gated on the reference
+    # MiniLM's scale: service.verify.gate_embed says why, with the numbers.
+    reference_sha = dir_checksum(resolve_embedder(""))
+    embedder = "index" if retriever.manifest["embedder"]["sha256"] == reference_sha else "reference"
+    cal = {"relevance": calibrate_relevance(retriever, *questions, embedder=embedder) |
+                        ({"reference_sha256": reference_sha} if embedder == "reference" else {}),
            "embedder_sha256": retriever.manifest["embedder"]["sha256"],
            "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "seconds": round(time.time() - started, 1)}

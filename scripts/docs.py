@@ -162,7 +162,8 @@ def gate() -> str:
     rows = []
     for path, v in g["indexes"].items():
         cells = [f"{v['sets'][n].get('no_answer', v['sets'][n].get('refused')):.3f}" for n in names if n in v["sets"]]
-        rows.append([f"`{path}`", f"{v['gate']:.4f} ({v['gate_source']})", *cells])
+        rows.append([f"`{path}`", f"{v['gate']:.4f} ({v['gate_source']}, {v.get('gate_embedder', 'index')} embedder)",
+                     *cells])
     return ("The relevance gate in force for each index (its own calibration) and the share of each question set it "
             "answers `no_answer` (out of scope: the share refused); with the lexical judge this is the whole "
             "`no_answer` rate:\n\n"

@@ -26,6 +26,10 @@ def test_each_index_carries_the_calibration_of_its_own_embedder(index_config, mi
     cals = {name: calibrate_index(path, "", lambda _: None, (IN_SCOPE, PATIENT))
             for name, path in (("tiny", tiny), ("minilm", other))}
     assert cals["tiny"]["relevance"]["threshold"] != cals["minilm"]["relevance"]["threshold"]
+    # another embedder than the packaged MiniLM (a tuned one) is gated on the reference MiniLM's scale, and says so
+    assert cals["tiny"]["relevance"]["embedder"] == "reference" and cals["minilm"]["relevance"]["embedder"] == "index"
+    assert calibration_in_force(VerifyConfig(), IndexRetriever.load(tiny), None)["relevance"]["embedder"] == "reference"
+    assert calibration_in_force(VerifyConfig(), IndexRetriever.load(other), None)["relevance"]["embedder"] == "index"
     for name, path in (("tiny", tiny), ("minilm", other)):
         r = IndexRetriever.load(path)
         manifest = json.loads((path / fmt.MANIFEST).read_text())
