@@ -40,7 +40,7 @@ def main() -> int:
     from generator.prompt import approx_tokens
     from service.components import load_retriever
     from service.pipeline import _prepare
-    from service.verify import gate_embed, relevance_gate
+    from service.verify import relevance_gate, verify_embed
 
     class Budget:  # what _prepare asks of a generator: 3 passages of <= 200 tokens fit the 1536-token budget anyway
         context_window = None
@@ -58,7 +58,7 @@ def main() -> int:
         gate, source = relevance_gate(VerifyConfig(), retriever)
         cal = (retriever.calibration or {}).get("relevance") or {}
         row: dict = {"fingerprint": retriever.fingerprint[:12], "gate": gate, "gate_source": source,
-                     "gate_embedder": cal.get("embedder", "index"),
+                     "verify_embedder": cal.get("embedder", "index"),
                      "embedder": retriever.manifest["embedder"].get("name"),
                      "calibrated_on": {k: cal.get(k) for k in ("dev", "patient_style", "out_of_scope") if k in cal},
                      "sets": {}}
@@ -68,7 +68,7 @@ def main() -> int:
                 p = _prepare(q["question"], retriever, Budget(), cfg.k, cfg.mode, cfg.prompt_tokens, 256)
                 texts = [s.text for s in p.shown]
                 if texts:
-                    vecs = gate_embed(retriever, retriever.embed)([q["question"], *texts])  # as verify scores it
+                    vecs = verify_embed(retriever, retriever.embed)([q["question"], *texts])  # as verify scores it
                     rel = float((vecs[1:] @ vecs[0]).max())
                 else:
                     rel = -1.0

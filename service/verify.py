@@ -71,14 +71,15 @@ class _Embed:
     the extractive fallback."""
 
     def __init__(self, retriever: Retriever):
-        self.retriever, self.cache = retriever, {}
+        # the scale the index's calibration was made on: its own embedder, or the reference one (verify_embed)
+        self.retriever, self.cache, self.encode = retriever, {}, verify_embed(retriever, retriever.embed)
 
     def __call__(self, texts: list[str]):
         import numpy as np
 
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if todo:
-            for t, v in zip(todo, self.retriever.embed(todo), strict=True):
+            for t, v in zip(todo, self.encode(todo), strict=True):
                 self.cache[t] = v
         return np.stack([self.cache[t] for t in texts])
 
@@ -259,12 +260,14 @@ def reference_embed(texts: list[str]):
                                        show_progress_bar=False)
 
 
-def gate_embed(retriever: Retriever | None, fallback):
-    """What the relevance gate embeds with: the reference embedder when the index's calibration was made with it
+def verify_embed(retriever: Retriever | None, fallback):
+    """What verification's cosines (the relevance gate, the lexical judge's support, extractive quote choice)
+    embed with: the reference embedder when the index's calibration was made with it
     (a domain-tuned index: its embedder, trained on in-domain pairs, scores out-of-scope questions as close as
     patient questions, measured on the tuned index: out-of-scope p95 0.446 above the dev 1st percentile 0.375,
     while the reference MiniLM on the same shown passages refuses 0.975 and keeps 0.98 of patient rewrites),
-    else the index's own (`fallback`)."""
+    else the index's own (`fallback`). The lexical support threshold (0.55) was set on the reference MiniLM's
+    scale too, so it holds for a tuned index the same way."""
     cal = (getattr(retriever, "calibration", None) or {}).get("relevance") or {}
     return reference_embed if cal.get("embedder") == REFERENCE_GATE else fallback
 
@@ -284,7 +287,7 @@ def calibration_in_force(cfg: VerifyConfig, retriever: Retriever | None, judges:
     """Which calibration each threshold comes from (what /readyz and every answer report)."""
     gate, source = relevance_gate(cfg, retriever)
     out = {"relevance": {"threshold": gate, "source": source,
-                         "embedder": "reference" if gate_embed(retriever, None) is reference_embed else "index"}}
+                         "embedder": "reference" if verify_embed(retriever, None) is reference_embed else "index"}}
     if judges is not None and judges.faithfulness is not None:
         out["faithfulness"] = {"threshold": cfg.judge_threshold or judges.faithfulness.threshold,
                                "source": "config" if cfg.judge_threshold else "judge"}
@@ -309,7 +312,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     relevance = None
     gate, _ = relevance_gate(cfg, retriever)
     if texts:
-        vecs = gate_embed(retriever, embed)([question, *texts])
+        vecs = embed([question, *texts])
         relevance = round(float((vecs[1:] @ vecs[0]).max()), 4)
     if not texts or relevance < gate:
         return Verified(NO_ANSWER_TEXT, [], "no_answer", [], relevance, verify_ms=ms(), judge=name)
