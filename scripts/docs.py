@@ -142,6 +142,23 @@ def answers() -> str:
     return render_answers() + "\n" + source("answers")
 
 
+def answers_tuned() -> str:
+    """The served answers with the tuned index (make retriever), every arm the file holds."""
+    a = load("answers-tuned")
+    rows = []
+    for name, v in a["sets"].items():
+        for arm, x in v.items():
+            if arm == "n":
+                continue
+            f1 = f3(x["token_f1"]["mean"]) if x.get("token_f1") else "-"
+            rows.append([name, v["n"], arm, f3(x["cites_gold"]), f3(x["gold_shown"]), f3(x["no_answer"]), f1])
+    d = a["dev_no_retrieval"]["lexical_minus_none"]
+    return (f"With `artifacts/index-tuned` (index {a['index'][:12]}, judges: {a['judges']}):\n\n"
+            + table(["set", "n", "arm", "cites gold record", "gold shown", "no_answer", "token F1"], rows)
+            + f"\n\nDev, paired: RAG (lexical) - no retrieval token F1 {d['mean_diff']:+.3f} "
+              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}].\n\n" + source("answers-tuned"))
+
+
 def verification() -> str:
     keys = ("token_f1", "rouge_l", "cites", "citation_support", "invented_terms", "mode_extractive", "mode_no_answer")
     out = []
@@ -267,7 +284,7 @@ def openapi() -> str:
 
 RENDERERS: dict[str, Callable[[], str]] = {
     "summary": summary, "retrieval": retrieval, "serving": serving, "load": load_, "judges": judges,
-    "answers": answers, "verification": verification, "triage": triage, "followup": followup,
+    "answers": answers, "answers-tuned": answers_tuned, "verification": verification, "triage": triage, "followup": followup,
     "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
     "config-tables": config_tables, "openapi": openapi}
 
