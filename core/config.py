@@ -109,6 +109,11 @@ class IndexConfig:
     recall@10 stopped rising by nprobe 128 (benchmarks/faiss_scale.py)."""
     train_sample: int = 100_000
     """factory: vectors (a seeded sample) the quantizers train on."""
+    faiss_refine: int = 0
+    """factory: re-rank the top `faiss_refine` x k candidates of the compressed index by exact inner product
+    against the float vectors, stored beside it (dense-refine.faiss) and memory-mapped at load, so only the
+    candidates' rows are read from disk; 0 = off. The compressed codes stay what must sit in memory; the floats
+    are a page-cache store (README "Indexes at scale")."""
     hnsw_m: int = 32
     """hnsw: neighbours per node."""
     hnsw_ef_construction: int = 200
@@ -139,8 +144,10 @@ class IndexConfig:
                      "ivf_nlist", "pq_m", "pq_nbits", "ivf_nprobe", "train_sample"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads < 0 or self.limit < 0 or self.ray_actors < 0:
-            raise ConfigError("threads, limit and ray_actors must be >= 0")
+        if self.threads < 0 or self.limit < 0 or self.ray_actors < 0 or self.faiss_refine < 0:
+            raise ConfigError("threads, limit, ray_actors and faiss_refine must be >= 0")
+        if self.faiss_refine and self.faiss_index != "factory":
+            raise ConfigError("faiss_refine re-ranks a compressed index: set faiss_index: factory with it")
         if self.engine not in INDEX_ENGINES:
             raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
         if not self.corpora:
@@ -252,6 +259,7 @@ class GeneratorConfig:
 
 
 UNSUPPORTED_ACTIONS = ("remove", "mark")
+JUDGE_PRECISIONS = ("int8", "fp32")
 
 
 DEFAULT_MIN_RELEVANCE = 0.45
@@ -287,10 +295,16 @@ class VerifyConfig:
     DEFAULT_MIN_RELEVANCE for an index without one; 0..1: this value, whatever the index."""
     extractive_sentences: int = 3
     """Passage sentences quoted in an extractive answer."""
+    section_prior: float = 0.0
+    """Added to the answerhood of a quotable sentence, for the order of quotes only, when its passage's MedQuAD
+    section is the question type the question asks for ("Gout: treatment" for "how is gout treated")."""
     judges: str = ""
     """Directory of the trained judges (`make models`: faithfulness/ and answerhood/, each with calibration.json).
     Empty: artifacts/judges when it exists, else the lexical judge (overlap + embedder cosine) and the embedder's
     cosine for choosing quotes; `off`: never. /readyz and every answer say which judge ran."""
+    judge_precision: str = "int8"
+    """int8: the judges' Linear layers run as torch dynamic int8 (benchmarks/judges.py measures both on the probe
+    set at the calibrated thresholds); fp32: as trained."""
     judge_threshold: float = 0.0
     """A sentence is supported when the faithfulness judge's probability reaches this; 0: the threshold calibrated
     with the judge (its calibration.json). Without a judge, support_threshold applies to the lexical score."""
@@ -304,11 +318,14 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if self.min_relevance != -1.0 and not 0.0 <= self.min_relevance <= 1.0:
             raise ConfigError(f"verify.min_relevance must be -1 (calibrated) or in [0, 1], got {self.min_relevance}")
-        for name in ("support_threshold", "lexical_weight", "min_kept_share", "judge_threshold", "answer_threshold"):
+        for name in ("support_threshold", "lexical_weight", "min_kept_share", "judge_threshold", "answer_threshold",
+                     "section_prior"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.unsupported not in UNSUPPORTED_ACTIONS:
             raise ConfigError(f"verify.unsupported must be remove or mark, got {self.unsupported!r}")
+        if self.judge_precision not in JUDGE_PRECISIONS:
+            raise ConfigError(f"verify.judge_precision must be int8 or fp32, got {self.judge_precision!r}")
         if not 1 <= self.extractive_sentences <= 10:
             raise ConfigError(f"verify.extractive_sentences must be in [1, 10], got {self.extractive_sentences}")
 

@@ -42,7 +42,8 @@ from retriever.index_dir import embed_text
 
 # Settings that change how the build runs but not what it produces.
 _EXECUTION_ONLY = ("data_dir", "out", "threads", "engine", "ray_address", "ray_actors")
-_INDEX_ENTRIES = {fmt.MANIFEST, fmt.PASSAGES, fmt.DENSE, fmt.BM25_DIR, fmt.EMBEDDER_DIR, fmt.DUPLICATES}
+_INDEX_ENTRIES = {fmt.MANIFEST, fmt.PASSAGES, fmt.DENSE, fmt.DENSE_REFINE, fmt.BM25_DIR, fmt.EMBEDDER_DIR,
+                  fmt.DUPLICATES}
 BM25_TOKENIZER = {"stemmer": "english", "stopwords": "en"}
 
 
@@ -54,7 +55,7 @@ class BuildResult:
     """True when the existing index already matched and nothing was done."""
 
 
-_FACTORY_ONLY = ("faiss_factory", "faiss_search", "train_sample")
+_FACTORY_ONLY = ("faiss_factory", "faiss_search", "train_sample", "faiss_refine")
 
 
 def fingerprint(cfg: IndexConfig, reads: list[CorpusRead], embedder_key: str) -> str:
@@ -157,6 +158,19 @@ def build_factory(vectors, factory: str, search: str = "", train_sample: int = 1
         except RuntimeError as e:
             raise ConfigError(f"faiss_search {search!r}: {str(e).splitlines()[-1]}") from None
     return index
+
+
+def write_refine(vectors, dest: Path, shard: int = 4096) -> None:
+    """The float vectors as an IndexFlatIP beside a compressed index (faiss_refine): retriever.search maps it
+    read-only and wraps both in a faiss.IndexRefine, which reads only the candidates' rows."""
+    import faiss
+    import numpy as np
+
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    for start in range(0, len(vectors), shard):
+        flat.add(np.ascontiguousarray(vectors[start:start + shard]))
+    with atomic_path(dest) as tmp:
+        faiss.write_index(flat, str(tmp))
 
 
 def _build_bm25(texts: list[str], dest: Path) -> None:
@@ -307,6 +321,8 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
         index = _build_faiss(cfg, vectors)
         with atomic_path(work / fmt.DENSE) as tmp:
             faiss.write_index(index, str(tmp))
+        if cfg.faiss_refine:
+            write_refine(vectors, work / fmt.DENSE_REFINE, cfg.shard_size)
         _build_bm25(texts, work / fmt.BM25_DIR)
         shutil.rmtree(work / "shards")
 
@@ -320,7 +336,8 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
                          "max_seq_length": int(model.max_seq_length),
                          # which `medcite train-retriever` run produced it (None: an untrained embedder)
                          "training_run": _training_run(work / fmt.EMBEDDER_DIR)},
-            "faiss": {"type": cfg.faiss_index, "ntotal": int(index.ntotal)},
+            "faiss": {"type": cfg.faiss_index, "ntotal": int(index.ntotal),
+                      **({"refine": cfg.faiss_refine} if cfg.faiss_refine else {})},
             "bm25": BM25_TOKENIZER,
             "corpora": [{"spec": r.spec, "files": r.files, "sha256": r.sha256, "records": len(r.records),
                          "skipped_without_answer": r.skipped_empty, "failed_count": len(r.failed),

@@ -5,6 +5,8 @@
                         cleaning counts, resolved config, library versions, build time, file sizes
       passages.jsonl    one Passage per line; line i is FAISS id i and BM25 doc i
       dense.faiss       FAISS index over L2-normalised title+text embeddings (inner product = cosine)
+      dense-refine.faiss  only with faiss_refine: the float vectors (IndexFlatIP), memory-mapped at load, that
+                        re-rank a compressed index's candidates by exact inner product
       bm25/             bm25s index (numpy arrays + JSON; no pickle)
       embedder/         copy of the sentence-transformers model used, so queries always embed the same way
       duplicates.json   {dropped record id: kept record id} for exact-duplicate answers
@@ -26,6 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl"
 DENSE = "dense.faiss"
+DENSE_REFINE = "dense-refine.faiss"
 BM25_DIR = "bm25"
 EMBEDDER_DIR = "embedder"
 DUPLICATES = "duplicates.json"

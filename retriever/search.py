@@ -79,6 +79,11 @@ class IndexRetriever:
         ivf = manifest.get("faiss", {}).get("type") in ("ivfpq", "factory")
         dense = faiss.read_index(str(root / fmt.DENSE), (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC)
                                  | faiss.IO_FLAG_READ_ONLY)
+        refine = manifest.get("faiss", {}).get("refine")
+        if refine:  # a compressed index's candidates re-ranked against the float vectors, mapped, not read
+            flat = faiss.read_index(str(root / fmt.DENSE_REFINE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+            dense = faiss.IndexRefine(dense, flat)  # faiss's wrapper keeps both parts alive with it
+            dense.k_factor = float(refine)
         if dense.ntotal != len(passages):
             raise IndexCorruptError(f"{root}: {dense.ntotal} vectors for {len(passages)} passages; rebuild with "
                                     f"`medcite index --out {root}`")

@@ -120,6 +120,29 @@ def test_a_factory_index_is_trained_once_filled_by_shards_and_memory_mapped(inde
         build_factory(vecs, "NotAnIndex12")
 
 
+def test_a_refined_factory_index_ranks_like_flat_and_maps_its_floats(index_config, tmp_path):
+    import faiss
+
+    # codes so coarse (4 sub-quantizers of 4 bits: 2 bytes a vector) that the order is mostly wrong; the refine
+    # store re-ranks enough candidates (all of this tiny corpus) to give exactly the flat index's top k
+    cfg = index_config(faiss_index="factory", faiss_factory="IVF{nlist},PQ4x4", faiss_search="nprobe=2",
+                       faiss_refine=50, out=str(tmp_path / "refined"))
+    m = build_index(cfg, log=lambda _: None).manifest
+    assert m["faiss"]["refine"] == 50 and "dense-refine.faiss" in m["files"]
+    r = IndexRetriever.load(cfg.out)
+    assert isinstance(r.dense, faiss.IndexRefine) and r.dense.k_factor == 50
+    flat = IndexRetriever.load(build_index(index_config(out=str(tmp_path / "flat")), log=lambda _: None).out)
+    for q in ("aspirin dosing", "insulin pump", "gout treatment"):
+        got, want = r._dense(q, 3, None), flat._dense(q, 3, None)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)  # exact scores, not codes'
+    assert m["fingerprint"] != build_index(index_config(faiss_index="factory", faiss_factory="IVF{nlist},PQ4x4",
+                                                        faiss_search="nprobe=2", out=str(tmp_path / "plain")),
+                                           log=lambda _: None).manifest["fingerprint"]
+    with pytest.raises(ConfigError, match="faiss_index: factory"):
+        index_config(faiss_refine=4)
+
+
 def test_load_errors_name_the_fix(index_config, tmp_path):
     with pytest.raises(IndexNotFoundError, match="medcite index"):
         IndexRetriever.load(tmp_path / "missing")
