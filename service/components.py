@@ -25,7 +25,7 @@ def load_judges(cfg: ServeConfig):
     """The trained judges of verify.judges (judge.models), or None for the lexical judge."""
     from judge.models import load_judges as load
 
-    return load(cfg.verify.judges)
+    return load(cfg.verify.judges, cfg.verify.judge_precision)
 
 
 def load_generator(cfg: ServeConfig, log=lambda msg: print(msg, file=sys.stderr)) -> Generator:

@@ -182,16 +182,27 @@ def quote(marker: int, text: str, title: str, question: str) -> str:
     return body if names_subject(question, title) else f"About {_focus(title)}: {body}"
 
 
+def asks_for_section(question: str, title: str) -> bool:
+    """Whether the passage's MedQuAD section (the question type its title names: "Gout: treatment") is one the
+    question asks for (retriever.search.question_types, the retrieval prior's reading of the question)."""
+    from retriever.search import question_types
+
+    return title.rpartition(": ")[2].lower() in question_types(question)
+
+
 def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int, judges: Judges | None = None,
-               floor: float | None = None) -> list[SentenceVerdict]:
+               floor: float | None = None, section_prior: float = 0.0) -> list[SentenceVerdict]:
     """The passage sentences (or lists) that best answer the question, quoted, best first, each with its marker.
-    With `floor`, only those scoring at least that."""
+    With `floor`, only those scoring at least that; `section_prior` is added, for the order only, to units of a
+    passage whose section the question asks for."""
     units = candidates(question, shown)
     if not units:
         return []
     sims = answer_scores(question, units, shown, embed, judges)
-    best = [i for i in sorted(range(len(units)), key=lambda i: (-sims[i], i)) if floor is None or sims[i] >= floor][:n]
     titles = {p.marker: p.hit.passage.title for p in shown}
+    wanted = {m for m, t in titles.items() if section_prior and asks_for_section(question, t)}
+    rank = [sims[i] + (section_prior if units[i][0] in wanted else 0.0) for i in range(len(units))]
+    best = [i for i in sorted(range(len(units)), key=lambda i: (-rank[i], i)) if floor is None or sims[i] >= floor][:n]
     return [SentenceVerdict(quote(units[i][0], units[i][1], titles[units[i][0]], question), [units[i][0]], True,
                             round(sims[i], 4)) for i in best]
 
@@ -347,7 +358,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     if kept_share < cfg.min_kept_share or not supported:
-        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate)
+        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate, cfg.section_prior)
         if quoted:
             warnings.append(f"too little of the generated answer was supported ({len(supported)} of {len(body)} "
                             "sentences): quoting the passages instead")

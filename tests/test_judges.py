@@ -8,6 +8,7 @@ import random
 import pytest
 
 from core.config import JudgeTrainConfig, ServeConfig, VerifyConfig
+from core.errors import ConfigError
 from core.types import Hit, Passage
 from generator.prompt import PromptPassage
 from judge.models import CrossEncoderJudge, Judges, load_judges
@@ -100,6 +101,24 @@ def test_quotes_name_their_subject_and_lists_stay_lists():
     assert quoted[1].text.startswith("About Pseudogout: ")  # another condition's passage is named as such
 
 
+def test_the_section_prior_puts_the_asked_sections_quote_first():
+    docs = [("Gout: symptoms", "Gout flares are treated quickly because the joint pain is severe and sudden."),
+            ("Gout: treatment", "Doctors prescribe colchicine or anti-inflammatory drugs for gout flares.")]
+    shown = _shown(docs)
+    embed = lambda texts: FakeRetriever().embed(texts)  # noqa: E731
+    # the scorer prefers the symptoms sentence (it says "treated"); the question asks for treatment
+    scorer = Judges(answerhood=ScriptedJudge(bad=(), good=("treated",)))
+    question = "How is gout treated?"
+    assert extractive(question, shown, embed, 1, scorer)[0].citations == [1]
+    assert extractive(question, shown, embed, 1, scorer, section_prior=0.8)[0].citations == [2]
+    # the floor still reads the scorer's own score: the prior orders, it does not let a non-answer through
+    assert extractive(question, shown, embed, 2, scorer, floor=0.5, section_prior=0.8)[0].citations == [1]
+    with pytest.raises(ConfigError, match="section_prior"):
+        VerifyConfig(section_prior=2.0)
+    with pytest.raises(ConfigError, match="judge_precision"):
+        VerifyConfig(judge_precision="fp16")
+
+
 def _reserved_data(fixture_data, tmp_path):
     reserved = tmp_path / "reserved.txt"
     reserved.write_text("1:0000002_1\n")  # the aspirin document: never in the judges' rows
@@ -140,8 +159,15 @@ def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, t
     assert "gate" in json.loads((tmp_path / "judges" / "answerhood" / "calibration.json").read_text())
     judges = load_judges(str(tmp_path / "judges"))
     assert isinstance(judges.faithfulness, CrossEncoderJudge) and judges.answerhood is not None
-    p = judges.faithfulness.score([("Gout: treatment\nColchicine treats gout.", "Colchicine treats gout.")])
+    pair = [("Gout: treatment\nColchicine treats gout.", "Colchicine treats gout.")]
+    p = judges.faithfulness.score(pair)
     assert 0 <= p[0] <= 1
+    # serving's default precision: Linear layers int8, scores close to fp32's, and the answer says which ran
+    assert judges.faithfulness.precision == "int8" and judges.describe()["faithfulness"]["precision"] == "int8"
+    assert any("quantized" in type(m).__module__ for m in judges.faithfulness.model.modules())
+    fp32 = load_judges(str(tmp_path / "judges"), "fp32")
+    assert not any("quantized" in type(m).__module__ for m in fp32.faithfulness.model.modules())
+    assert fp32.faithfulness.score(pair)[0] == pytest.approx(p[0], abs=0.05)
     with pytest.raises(Exception, match="make models"):
         CrossEncoderJudge.load(tmp_path / "judges" / "faithfulness-run")  # not a published judge
     # a rerun resumes (nothing left to train) and refuses other settings
