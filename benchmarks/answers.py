@@ -11,7 +11,7 @@ Question sets (all from reserved MedQuAD documents, never trained on):
 - yes_no: the yes/no questions among both ("Is X inherited?", "can you tell me is it inherited ...");
 - out_of_scope: 40 questions the corpus cannot answer (benchmarks/verification.py's list): must stay refused.
 Every question is retrieved and generated once with the served default (llama.cpp q4_0, hybrid, k=3; drafts cached
-in benchmarks/results/answers_drafts.jsonl, reused by a rerun), then verified twice: the lexical judge (overlap +
+in benchmarks/results/answers_drafts-<index fingerprint>.jsonl, reused by a rerun), then verified twice: the lexical judge (overlap +
 cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make models`).
 Per set and arm: the answer cites the gold record, the gold record is shown, no_answer, answer modes, token F1
 against the gold answer; dev also without retrieval (paired bootstrap of RAG - none); verification time over
@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=30, help="dev answers of each arm written for reading")
     ap.add_argument("--name", default="answers", help="results file stem: benchmarks/results/<name>.json (e.g. "
                                                        "answers-tuned for --index artifacts/index-tuned)")
+    ap.add_argument("--verify", action="append", default=[], metavar="KEY=VALUE",
+                    help="a VerifyConfig field for both arms, e.g. section_prior=0.3 (repeatable)")
     args = ap.parse_args()
 
     from core.types import Generation, Hit
@@ -107,14 +109,16 @@ def main() -> int:
     from service.pipeline import assemble
 
     cfg = ServeConfig(index=args.index)
+    verify_cfg = VerifyConfig(**{k: type(getattr(VerifyConfig(), k))(v)
+                                 for k, _, v in (kv.partition("=") for kv in args.verify)})
     retriever = load_retriever(cfg)  # as served: the question-type prior (and a reranker, where configured)
     # --judges off (or no trained judges yet): the lexical arm alone
-    judges = Judges.load(args.judges) if args.judges != "off" and Path(args.judges).is_dir() else None
+    judges = (Judges.load(args.judges, cfg.verify.judge_precision) if args.judges != "off"
+              and Path(args.judges).is_dir() else None)
     generator = load_generator(cfg)
     sets = question_sets(args.limit)
     # drafts depend on the index: a cache per index fingerprint
-    suffix = "" if args.name == "answers" else f"-{retriever.fingerprint[:12]}"
-    cache = drafts(sets, retriever, generator, cfg, RESULTS / f"answers_drafts{suffix}.jsonl")
+    cache = drafts(sets, retriever, generator, cfg, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}.jsonl")
     by_id = {}
 
     def passage(pid: str):
@@ -130,6 +134,7 @@ def main() -> int:
     arms = {"lexical": None, **({"judges": judges} if judges else {})}
     results: dict = {"command": "python benchmarks/answers.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
                      "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe() if judges else "off",
+                     "verify": {kv.partition("=")[0]: getattr(verify_cfg, kv.partition("=")[0]) for kv in args.verify},
                      "sets": {}}
     sample: list[dict] = []
     f1_by_arm: dict[str, list[float]] = {}
@@ -142,7 +147,7 @@ def main() -> int:
                 shown = [PromptPassage(m, Hit(passage(pid), 1.0, m), text) for m, pid, text in d["shown"]]
                 gen = Generation(d["text"], d["prompt_tokens"], d["completion_tokens"], d["stop_reason"])
                 a = assemble(q["question"], gen, shown, retriever, generator, cfg.mode, d["retrieve_ms"],
-                             d["generate_ms"], VerifyConfig(), js)
+                             d["generate_ms"], verify_cfg, js)
                 gold = retriever.resolve_record(q["gold"]) if q["gold"] else ""
                 cited = {retriever.resolve_record(c.hit.passage.record_id) for c in a.citations}
                 cites.append(float(bool(gold) and gold in cited))
@@ -154,8 +159,10 @@ def main() -> int:
                     f1s.append(token_f1(strip_markers(a.text), gold_text(q["gold"])))
                 verify_ms.append(a.timings["verify_ms"])
                 ratios.append(a.timings["verify_ms"] / max(d["generate_ms"], 1.0))
-                if name == "dev" and len([s for s in sample if s["arm"] == arm]) < args.sample:
-                    sample.append({"arm": arm, "question": q["question"], "answer": a.text, "mode": a.answer_mode,
+                if name in ("dev", "consumer") and len([s for s in sample if s["arm"] == arm and s["set"] == name]
+                                                       ) < args.sample:
+                    sample.append({"arm": arm, "set": name, "question": q["question"], "gold": gold,
+                                   "cites_gold": bool(cites[-1]), "answer": a.text, "mode": a.answer_mode,
                                    "draft": d["text"], "warnings": a.warnings,
                                    "passages": [[p.marker, p.hit.passage.title, p.text] for p in shown]})
             out[arm] = {"cites_gold": round(statistics.fmean(cites), 4), "gold_shown": round(statistics.fmean(shown_gold), 4),

@@ -1,17 +1,21 @@
 """Compressed FAISS indexes: recall@10 against flat, memory per vector and query latency on the real corpus, the
-nprobe each needs, hybrid recall on dev with the chosen one, and on synthetic vectors how build time, memory and
-latency grow with N.
+nprobe each needs, the same codes with a refine store, hybrid recall on dev with the chosen ones, and on synthetic
+vectors how build time, memory and latency grow with N.
 
-    .venv/bin/python benchmarks/faiss_scale.py [--index artifacts/index] [--sizes 100000,1000000]
-                                                # -> benchmarks/results/faiss_scale.json
+    .venv/bin/python benchmarks/faiss_scale.py [--index $PWD/artifacts/index] [--sizes 100000,1000000,5000000]
+                                                # -> benchmarks/results/faiss_scale.json (~40 min here)
 
 1. Real corpus: the flat index's vectors (reconstructed, no re-embedding); queries are the 200 dev questions
    embedded by the index's embedder; ground truth the flat top-10. Each factory string is trained on a seeded
    sample and filled shard by shard (index_build.build.build_factory); nprobe rises until recall@10 >= 0.95
    (FAISS ParameterSpace). Memory per vector = serialized index bytes / N (the index is memory-mapped at load).
-2. Hybrid R@5 on dev with the chosen index in place of flat (a copy of the index directory).
-3. Synthetic: clustered random vectors (384-d) at each size, the chosen factory string: train + add seconds,
-   bytes per vector, p50 single-query latency at the chosen nprobe.
+2. Refined: the PQ codes' top k_factor x 10 re-ranked by exact inner product against the floats (faiss
+   IndexRefine over a memory-mapped IndexFlatIP: `faiss_refine` of `medcite index`). The codes are what must
+   sit in memory; the floats are a disk store of which a query reads k_factor x 10 rows.
+3. Hybrid R@5 on dev with the chosen indexes in place of flat (a copy of the index directory, loaded as served).
+4. Synthetic: clustered random vectors (384-d) at each size, the chosen factory string: train + add CPU
+   seconds (process time, all threads: other jobs on the box do not inflate it), bytes per vector, p50
+   single-query CPU ms at the chosen nprobe, recall@10 against exact search with and without the refine store.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ from core.files import atomic_write_json  # noqa: E402
 # OPQ48,IVF_HNSW32,PQ48 (0.79), OPQ32,IVF_HNSW32,PQ32 (0.72), IVF_HNSW32,PQ128 (0.87); a flat refine (RFlat) keeps
 # every float, so it is no compression.
 CANDIDATES = ["IVF{nlist},SQ8", "IVF{nlist},PQ48", "IVF{nlist},PQ96", "IVF{nlist},PQ128"]
+REFINE_BASES = ["IVF{nlist},PQ48", "IVF{nlist},PQ128"]
+K_FACTORS = (2, 4, 8)
+# the refine store is written through an in-memory IndexFlatIP (a second copy of the floats): at 5M x 384 that is
+# 15 GB beside the training jobs on this 24 GB box, so the synthetic refine columns stop at 1M (a refined query
+# reads k_factor x 10 rows whatever N is)
+REFINE_SYNTHETIC_MAX = 1_000_000
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -50,15 +60,6 @@ def bytes_of(index) -> int:
     with tempfile.NamedTemporaryFile() as f:
         faiss.write_index(index, f.name)
         return os.path.getsize(f.name)
-
-
-def p50_ms(index, queries) -> float:
-    times = []
-    for q in queries:
-        t = time.perf_counter()
-        index.search(q[None, :], 10)
-        times.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(times), 4)
 
 
 def tune(index, queries, truth) -> tuple[int, float]:
@@ -88,23 +89,90 @@ def synthetic(n: int, dim: int = 384, centers: int = 2000, seed: int = 0):
     return out
 
 
+def cpu_s(fn):
+    """fn's result and the CPU seconds this process spent on it (all threads): robust to other jobs on the box,
+    where wall time swings 3-8x."""
+    t = time.process_time()
+    out = fn()
+    return out, round(time.process_time() - t, 2)
+
+
+def p50_cpu_ms(index, queries) -> float:
+    times = []
+    for q in queries:
+        t = time.process_time()
+        index.search(q[None, :], 10)
+        times.append((time.process_time() - t) * 1000)
+    return round(statistics.median(times), 4)
+
+
+def refined(index, flat, k_factor: int):
+    """index's candidates (k_factor x k of them) re-ranked by exact inner product against the flat floats: what
+    retriever.search assembles for an index built with faiss_refine."""
+    import faiss
+
+    out = faiss.IndexRefine(index, flat)
+    out.k_factor = float(k_factor)
+    return out
+
+
+def r_at_5(r, dev: list[dict]) -> float:
+    hits = [r.search(d["question"], k=5, mode="hybrid") for d in dev]
+    return statistics.fmean(r.resolve_record(d["gold_medquad_id"]) in {r.resolve_record(h.passage.record_id)
+                                                                          for h in hs}
+                            for d, hs in zip(dev, hits, strict=True))
+
+
+def table(result: dict) -> str:
+    """The docs' table of this benchmark, rendered from its results file (tests check they agree)."""
+    real, hybrid = result["real_corpus"], result["hybrid_dev"]
+    lines = [f"Measured by `{result['command']}` ({result['date']}, FAISS {result['faiss']}, "
+             f"{real['n']:,} passages x {real['dim']}, 200 dev questions, recall@10 against flat; size = the codes "
+             "that sit in memory; with refine, the floats stay on disk, memory-mapped, and only candidates' rows "
+             "are read):", "",
+             "| index | nprobe | recall@10 | bytes / vector | size / flat | disk / flat | p50 CPU ms / query |",
+             "|---|---|---|---|---|---|---|",
+             f"| flat | | 1.000 | {real['flat']['bytes_per_vector']} | 1.000 | 1.000 | {real['flat']['p50_cpu_ms']} |"]
+    for name, c in {**real["candidates"], **real.get("refined", {})}.items():
+        lines.append(f"| `{name}` | {c['nprobe']} | {c['recall_at_10']:.3f} | {c['bytes_per_vector']} | "
+                     f"{c['size_over_flat']:.3f} | {c.get('disk_over_flat', c['size_over_flat']):.3f} | "
+                     f"{c['p50_cpu_ms']} |")
+    lines += ["", f"Codes alone, best recall at <= 1/8 of flat: `{real['chosen']}`; recall@10 >= 0.95 "
+              f"{'met' if real['chosen_meets_recall_target'] else 'not met'}. With the refine store: "
+              f"`{real.get('chosen_refined')}`. Hybrid R@5 on dev: flat {hybrid.get('flat_r_at_5')}, codes alone "
+              f"{hybrid.get('compressed_r_at_5')} ({hybrid.get('compressed_difference_points')} points), refined "
+              f"{hybrid.get('refined_r_at_5')} ({hybrid.get('refined_difference_points')} points)."]
+    if result["synthetic_growth"]:
+        lines += ["", "Synthetic clustered vectors (CPU seconds, robust to other jobs on the box; recall against "
+                  "exact search on 100 queries):", "",
+                  "| synthetic N | factory | build CPU s | bytes / vector (flat 1536) | p50 CPU ms | recall@10 | "
+                  "refined p50 CPU ms | refined recall@10 |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {g['n']:,} | `{g['factory']}` | {g['build_cpu_s']} | {g['bytes_per_vector']} | "
+                  f"{g['p50_cpu_ms']} | {g.get('recall_at_10', '')} | {g.get('p50_cpu_ms_refined', '')} | "
+                  f"{g.get('recall_at_10_refined', '')} |" for g in result["synthetic_growth"]]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", default="artifacts/index")
-    ap.add_argument("--sizes", default="100000,1000000", help="synthetic sizes (e.g. 100000,1000000,5000000)")
+    ap.add_argument("--sizes", default="100000,1000000,5000000", help="synthetic sizes")
+    ap.add_argument("--candidates", default=";".join(CANDIDATES), help="factory strings to measure (';'-separated)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "faiss_scale.json"))
     args = ap.parse_args()
+    candidates = args.candidates.split(";")
 
     import faiss
     import numpy as np
 
     from core.config import RetrieverTrainConfig
-    from index_build.build import build_factory, ivf_lists
+    from index_build.build import build_factory, ivf_lists, write_refine
     from retriever import index_dir as fmt
     from retriever.search import IndexRetriever
     from retriever_train.data import read_dev
 
     faiss.cvar.distance_compute_blas_threshold = 20  # (default) batch searches use BLAS
-    root = Path(args.index)
+    root = Path(args.index).resolve()
     flat = faiss.read_index(str(root / fmt.DENSE))
     vectors = flat.reconstruct_n(0, flat.ntotal)
     n, dim = vectors.shape
@@ -114,90 +182,104 @@ def main() -> int:
     truth = flat.search(queries, 10)[1].tolist()
     flat_bytes = bytes_of(flat)
     real = {"n": n, "dim": dim, "nlist": ivf_lists(n), "flat": {"bytes_per_vector": round(flat_bytes / n, 1),
-                                                                 "p50_ms": p50_ms(flat, queries)}, "candidates": {}}
-    for factory in CANDIDATES:
-        t = time.perf_counter()
-        index = build_factory(vectors, factory, "", 100_000, 4096)
-        build_s = round(time.perf_counter() - t, 2)
+                                                                 "p50_cpu_ms": p50_cpu_ms(flat, queries)},
+            "candidates": {}, "refined": {}}
+    built = {}
+    for factory in candidates:
+        index, build_cpu = cpu_s(lambda f=factory: build_factory(vectors, f, "", 100_000, 4096))
         nprobe, recall = tune(index, queries, truth)
         size = bytes_of(index)
-        real["candidates"][factory] = {"nprobe": nprobe, "recall_at_10": recall, "build_s": build_s,
+        built[factory] = index
+        real["candidates"][factory] = {"nprobe": nprobe, "recall_at_10": recall, "build_cpu_s": build_cpu,
                                        "bytes_per_vector": round(size / n, 1),
-                                       "size_over_flat": round(size / flat_bytes, 4), "p50_ms": p50_ms(index, queries)}
+                                       "size_over_flat": round(size / flat_bytes, 4), "p50_cpu_ms": p50_cpu_ms(index, queries)}
         print(factory, real["candidates"][factory], flush=True)
-    # the best recall among the indexes at most 1/8 of flat (the issue's size target)
+    # PQ codes plus a re-rank of their candidates against the floats (faiss_refine): the codes are what must sit
+    # in memory; the floats are read row by row from a memory-mapped file, candidates only
+    for factory in [f for f in built if f in REFINE_BASES or f not in CANDIDATES]:  # and any asked for
+        index = built[factory]
+        faiss.ParameterSpace().set_index_parameters(index, f"nprobe={real['candidates'][factory]['nprobe']}")
+        size = bytes_of(index)
+        for k_factor in K_FACTORS:
+            both = refined(index, flat, k_factor)
+            r = recall_at(both.search(queries, 10)[1].tolist(), truth)
+            real["refined"][f"{factory} + refine x{k_factor}"] = {
+                "factory": factory, "k_factor": k_factor, "nprobe": real["candidates"][factory]["nprobe"],
+                "recall_at_10": round(r, 4), "bytes_per_vector": round(size / n, 1),
+                "size_over_flat": round(size / flat_bytes, 4),
+                "disk_over_flat": round((size + flat_bytes) / flat_bytes, 4), "p50_cpu_ms": p50_cpu_ms(both, queries)}
+            print(f"{factory} + refine x{k_factor}", real["refined"][f"{factory} + refine x{k_factor}"], flush=True)
+    # the best recall among the indexes at most 1/8 of flat (the issue's size target), codes alone
     small = {f: c for f, c in real["candidates"].items() if c["size_over_flat"] <= 0.125}
     chosen = max(small, key=lambda f: (small[f]["recall_at_10"], -small[f]["bytes_per_vector"])) if small else None
     real["chosen"] = chosen
     real["chosen_meets_recall_target"] = bool(chosen and small[chosen]["recall_at_10"] >= 0.95)
+    # with the refine store: the smallest codes, then the fewest candidates, reaching recall@10 >= 0.95
+    ok = {name: c for name, c in real["refined"].items() if c["recall_at_10"] >= 0.95 and c["size_over_flat"] <= 0.125}
+    chosen_refined = min(ok, key=lambda f: (ok[f]["bytes_per_vector"], ok[f]["k_factor"])) if ok else None
+    real["chosen_refined"] = chosen_refined
 
-    hybrid = {}
-    if chosen:
-        def r_at_5(r: IndexRetriever) -> float:
-            hits = [r.search(d["question"], k=5, mode="hybrid") for d in dev]
-            return statistics.fmean(
-                r.resolve_record(d["gold_medquad_id"]) in {r.resolve_record(h.passage.record_id) for h in hs}
-                for d, hs in zip(dev, hits, strict=True))
-
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "index"
+    hybrid = {"flat_r_at_5": round(r_at_5(retriever, dev), 4)}
+    for key, name in (("compressed", chosen), ("refined", chosen_refined)):
+        if not name:
+            continue
+        c = real["candidates"].get(name) or real["refined"][name]
+        factory = c.get("factory", name)
+        with tempfile.TemporaryDirectory() as tmp:  # an index directory as `medcite index` writes it, loaded the
+            copy = Path(tmp) / "index"             # served way (memory-mapped, the refine store wrapped)
             shutil.copytree(root, copy)
-            index = build_factory(vectors, chosen, f"nprobe={real['candidates'][chosen]['nprobe']}", 100_000, 4096)
-            faiss.write_index(index, str(copy / fmt.DENSE))
+            faiss.ParameterSpace().set_index_parameters(built[factory], f"nprobe={c['nprobe']}")
+            faiss.write_index(built[factory], str(copy / fmt.DENSE))
             manifest = json.loads((copy / fmt.MANIFEST).read_text())
+            manifest["faiss"] = {"type": "factory", "ntotal": n}
+            if "k_factor" in c:
+                write_refine(vectors, copy / fmt.DENSE_REFINE)
+                manifest["faiss"]["refine"] = c["k_factor"]
             manifest["files"] = fmt.file_sizes(copy)
             (copy / fmt.MANIFEST).write_text(json.dumps(manifest))
-            hybrid = {"flat_r_at_5": round(r_at_5(retriever), 4),
-                      "compressed_r_at_5": round(r_at_5(IndexRetriever.load(copy)), 4)}
-            hybrid["difference_points"] = round(100 * (hybrid["compressed_r_at_5"] - hybrid["flat_r_at_5"]), 2)
-        print("hybrid", hybrid, flush=True)
+            hybrid[f"{key}_r_at_5"] = round(r_at_5(IndexRetriever.load(copy), dev), 4)
+            hybrid[f"{key}_difference_points"] = round(100 * (hybrid[f"{key}_r_at_5"] - hybrid["flat_r_at_5"]), 2)
+    print("hybrid", hybrid, flush=True)
+    del built
 
     growth = []
+    name = chosen_refined or chosen or candidates[-1]
+    c = real["candidates"].get(name) or real["refined"][name]
+    factory, k_factor = c.get("factory", name), c.get("k_factor", 0)
     for size in [int(s) for s in args.sizes.split(",") if s]:
         x = synthetic(size, dim)
         q = x[np.random.default_rng(1).permutation(size)[:200]] + 0.01
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-        factory = chosen or CANDIDATES[-1]
-        print(f"synthetic {size} x {dim}: {factory}", flush=True)
-        t = time.perf_counter()
-        index = build_factory(x, factory, f"nprobe={real['candidates'].get(factory, {}).get('nprobe', 16)}",
-                              100_000, 65_536)
-        build_s = round(time.perf_counter() - t, 1)
-        growth.append({"n": size, "factory": factory.format(nlist=ivf_lists(size)), "build_s": build_s,
-                       "bytes_per_vector": round(bytes_of(index) / size, 1),
-                       "flat_bytes_per_vector": dim * 4, "p50_ms": p50_ms(index, q[:100])})
-        print(growth[-1], flush=True)
+        print(f"synthetic {size} x {dim}: {factory}" + (f" + refine x{k_factor}" if k_factor else ""), flush=True)
+        wall = time.perf_counter()
+        index, build_cpu = cpu_s(lambda x=x: build_factory(x, factory, f"nprobe={c['nprobe']}", 100_000, 65_536))
+        row = {"n": size, "factory": factory.format(nlist=ivf_lists(size)), "build_cpu_s": build_cpu,
+               "build_wall_s": round(time.perf_counter() - wall, 1), "bytes_per_vector": round(bytes_of(index) / size, 1),
+               "flat_bytes_per_vector": dim * 4, "p50_cpu_ms": p50_cpu_ms(index, q[:100])}
+        if k_factor and size <= REFINE_SYNTHETIC_MAX:
+            with tempfile.TemporaryDirectory() as tmp:  # the refine store on disk, mapped as served
+                write_refine(x, Path(tmp) / fmt.DENSE_REFINE, 65_536)
+                mapped = faiss.read_index(str(Path(tmp) / fmt.DENSE_REFINE),
+                                          faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+                both = refined(index, mapped, k_factor)
+                exact = faiss.IndexFlatIP(dim)
+                exact.add(x)
+                truth_q = exact.search(q[:100], 10)[1].tolist()
+                del exact
+                row.update({"refine": k_factor, "p50_cpu_ms_refined": p50_cpu_ms(both, q[:100]),
+                            "recall_at_10": round(recall_at(index.search(q[:100], 10)[1].tolist(), truth_q), 4),
+                            "recall_at_10_refined": round(recall_at(both.search(q[:100], 10)[1].tolist(), truth_q), 4)})
+                del both, mapped
+        growth.append(row)
+        print(row, flush=True)
         del x, index
     result = {"command": "python benchmarks/faiss_scale.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
               "faiss": faiss.__version__, "index": retriever.fingerprint, "real_corpus": real,
               "hybrid_dev": hybrid, "synthetic_growth": growth, "cpu_threads": faiss.omp_get_max_threads()}
-    atomic_write_json(ROOT / "benchmarks" / "results" / "faiss_scale.json", result)
+    atomic_write_json(args.out, result)
     print(table(result))
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def table(result: dict) -> str:
-    """The README's table of this benchmark, rendered from its results file (tests check they agree)."""
-    real, hybrid = result["real_corpus"], result["hybrid_dev"]
-    lines = [f"Measured by `{result['command']}` ({result['date']}, FAISS {result['faiss']}, "
-             f"{real['n']:,} passages x {real['dim']}, 200 dev questions, recall@10 against flat):", "",
-             "| index | nprobe | recall@10 | bytes / vector | size / flat | p50 ms / query | build s |",
-             "|---|---|---|---|---|---|---|",
-             f"| flat | | 1.000 | {real['flat']['bytes_per_vector']} | 1.000 | {real['flat']['p50_ms']} | |"]
-    for name, c in real["candidates"].items():
-        lines.append(f"| `{name}` | {c['nprobe']} | {c['recall_at_10']:.3f} | {c['bytes_per_vector']} | "
-                     f"{c['size_over_flat']:.3f} | {c['p50_ms']} | {c['build_s']} |")
-    lines += ["", f"Chosen (best recall at <= 1/8 of flat): `{real['chosen']}`; recall@10 >= 0.95 "
-              f"{'met' if real['chosen_meets_recall_target'] else 'not met'}. Hybrid R@5 on dev: flat "
-              f"{hybrid.get('flat_r_at_5')}, compressed {hybrid.get('compressed_r_at_5')} "
-              f"({hybrid.get('difference_points')} points)."]
-    if result["synthetic_growth"]:
-        lines += ["", "| synthetic N | factory | build s | bytes / vector (flat 1536) | p50 ms / query |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {g['n']:,} | `{g['factory']}` | {g['build_s']} | {g['bytes_per_vector']} | {g['p50_ms']} |"
-                  for g in result["synthetic_growth"]]
-    return "\n".join(lines)

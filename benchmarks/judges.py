@@ -94,9 +94,17 @@ def main() -> int:
     t = time.perf_counter()
     lex_scores = [lexical.scores([r["sentence"]], [split(r)[1]])[0][0] for r in probe]
     lex_ms = (time.perf_counter() - t) * 1000 / len(probe)
-    t = time.perf_counter()
-    model_scores = judges.faithfulness.score([(r["passage"], r["sentence"]) for r in probe])
-    judge_ms = (time.perf_counter() - t) * 1000 / len(probe)
+    int8 = Judges.load(args.judges, "int8")  # what serving loads by default (verify.judge_precision)
+    pairs = [(r["passage"], r["sentence"]) for r in probe]
+    model_scores, int8_scores, spent = [], [], {"fp32": 0.0, "int8": 0.0}
+    for i, start in enumerate(range(0, len(pairs), 100)):  # A/B/B/A... side by side, in chunks of 100 pairs
+        chunk = pairs[start:start + 100]
+        for name in (("fp32", "int8") if i % 2 == 0 else ("int8", "fp32")):
+            t = time.perf_counter()
+            got = (judges if name == "fp32" else int8).faithfulness.score(chunk)
+            spent[name] += time.perf_counter() - t
+            (model_scores if name == "fp32" else int8_scores).extend(got)
+    judge_ms = spent["fp32"] * 1000 / len(probe)
     # as served: SupportJudge skips a pair sharing under min_overlap of the sentence's words (score 0)
     served = SupportJudge(model=judges.faithfulness)
     pstems = [stems(split(r)[1]) for r in probe]
@@ -108,6 +116,10 @@ def main() -> int:
                "faithfulness": {
                    "judge": summary(served_scores, probe, judges.faithfulness.threshold),
                    "judge_model_alone": summary(model_scores, probe, judges.faithfulness.threshold),
+                   "judge_int8": summary([s if overlap(r["sentence"], ps) >= served.min_overlap else 0.0
+                                          for s, r, ps in zip(int8_scores, probe, pstems, strict=True)],
+                                         probe, judges.faithfulness.threshold),
+                   "int8_speedup": round(spent["fp32"] / spent["int8"], 3),
                    "pairs_skipped_by_overlap": round(sum(overlap(r["sentence"], ps) < served.min_overlap
                                                          for r, ps in zip(probe, pstems, strict=True)) / len(probe), 4),
                    "lexical": summary(lex_scores, probe, VerifyConfig().support_threshold),
@@ -126,13 +138,16 @@ def main() -> int:
             "pairs": n, "questions": args.questions,
             "scorer": {"auc": auc(pos(a_scores), neg(a_scores)),
                        **summary(a_scores, arows, judges.answerhood.threshold)},
+            "scorer_int8": summary(int8.answerhood.score([(r["question"], r["sentence"]) for r in arows]), arows,
+                                   judges.answerhood.threshold),
             "cosine": {"auc": auc(pos(cos), neg(cos))},
             "calibration": judges.answerhood.calibration}
     atomic_write_json(args.out, results)
     f = results["faithfulness"]
     print(f"faithfulness: balanced accuracy judge {f['judge']['balanced_accuracy']} vs lexical "
           f"{f['lexical']['balanced_accuracy']}; faithful kept {f['judge']['faithful_kept']} vs "
-          f"{f['lexical']['faithful_kept']}; ms/pair {f['ms_per_pair']}")
+          f"{f['lexical']['faithful_kept']}; ms/pair {f['ms_per_pair']}; int8 {f['judge_int8']['balanced_accuracy']} "
+          f"kept {f['judge_int8']['faithful_kept']}, {f['int8_speedup']}x faster")
     for fam in f["judge"]["by_family"]:
         print(f"  {fam:14s} judge {f['judge']['by_family'][fam]['correct']:.3f}  lexical "
               f"{f['lexical']['by_family'][fam]['correct']:.3f}  (n={f['judge']['by_family'][fam]['n']})")
