@@ -295,9 +295,14 @@ class VerifyConfig:
     DEFAULT_MIN_RELEVANCE for an index without one; 0..1: this value, whatever the index."""
     extractive_sentences: int = 3
     """Passage sentences quoted in an extractive answer."""
-    section_prior: float = 0.0
+    section_prior: float = 0.3
     """Added to the answerhood of a quotable sentence, for the order of quotes only, when its passage's MedQuAD
-    section is the question type the question asks for ("Gout: treatment" for "how is gout treated")."""
+    section is the question type the question asks for ("Gout: treatment" for "how is gout treated"). With
+    subject_prior, tuned index, trained judges, 40 a set: cites the gold record dev 0.800 -> 0.925, patient-style
+    0.675 -> 0.725, yes/no 0.850 -> 0.875; 0.5 each changed nothing more (benchmarks/answers.py --verify)."""
+    subject_prior: float = 0.3
+    """Added the same way when its passage is about the condition the question names (the title's focus as a
+    phrase): the asked condition's own passage before a similar condition's."""
     judges: str = ""
     """Directory of the trained judges (`make models`: faithfulness/ and answerhood/, each with calibration.json).
     Empty: artifacts/judges when it exists, else the lexical judge (overlap + embedder cosine) and the embedder's
@@ -319,7 +324,7 @@ class VerifyConfig:
         if self.min_relevance != -1.0 and not 0.0 <= self.min_relevance <= 1.0:
             raise ConfigError(f"verify.min_relevance must be -1 (calibrated) or in [0, 1], got {self.min_relevance}")
         for name in ("support_threshold", "lexical_weight", "min_kept_share", "judge_threshold", "answer_threshold",
-                     "section_prior"):
+                     "section_prior", "subject_prior"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.unsupported not in UNSUPPORTED_ACTIONS:

@@ -191,17 +191,23 @@ def asks_for_section(question: str, title: str) -> bool:
 
 
 def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int, judges: Judges | None = None,
-               floor: float | None = None, section_prior: float = 0.0) -> list[SentenceVerdict]:
+               floor: float | None = None, section_prior: float = 0.0, subject_prior: float = 0.0
+               ) -> list[SentenceVerdict]:
     """The passage sentences (or lists) that best answer the question, quoted, best first, each with its marker.
-    With `floor`, only those scoring at least that; `section_prior` is added, for the order only, to units of a
-    passage whose section the question asks for."""
+    With `floor`, only those scoring at least that; for the order only, `section_prior` is added to units of a
+    passage whose section the question asks for, `subject_prior` to those of a passage about the condition the
+    question names."""
     units = candidates(question, shown)
     if not units:
         return []
     sims = answer_scores(question, units, shown, embed, judges)
     titles = {p.marker: p.hit.passage.title for p in shown}
-    wanted = {m for m, t in titles.items() if section_prior and asks_for_section(question, t)}
-    rank = [sims[i] + (section_prior if units[i][0] in wanted else 0.0) for i in range(len(units))]
+    # the most specific condition named: "X-linked sideroblastic anemia" over "Sideroblastic anemia", "Salih
+    # myopathy" over "Myopathy" (both named by the question; the consumer answers quoted the general one)
+    named = {m: len(_focus(t)) for m, t in titles.items() if names_subject(question, t)}
+    bonus = {m: section_prior * asks_for_section(question, t)
+             + subject_prior * (m in named and named[m] == max(named.values())) for m, t in titles.items()}
+    rank = [sims[i] + bonus[units[i][0]] for i in range(len(units))]
     best = [i for i in sorted(range(len(units)), key=lambda i: (-rank[i], i)) if floor is None or sims[i] >= floor][:n]
     return [SentenceVerdict(quote(units[i][0], units[i][1], titles[units[i][0]], question), [units[i][0]], True,
                             round(sims[i], 4)) for i in best]
@@ -333,6 +339,9 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept: list[SentenceVerdict] = []
     for c in checked:
         v = c.verdict
+        if not c.fatal and _LIST_TALK.search(v.text):  # "...provides the following list of signs and symptoms
+            # for X [3]." with the list left behind in the passage (read in the consumer answers): says nothing
+            c.problem, c.fatal = "sentence that points at a list it does not give", True
         if c.fatal or (c.problem and cfg.unsupported == "remove"):
             warnings.append(f"removed a {c.problem}" + ("" if c.problem.startswith("sentence with") else
                                                         f": {_cut(v.text)}"))
@@ -358,7 +367,8 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     if kept_share < cfg.min_kept_share or not supported:
-        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate, cfg.section_prior)
+        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate, cfg.section_prior,
+                            cfg.subject_prior)
         if quoted:
             warnings.append(f"too little of the generated answer was supported ({len(supported)} of {len(body)} "
                             "sentences): quoting the passages instead")

@@ -113,6 +113,13 @@ def test_the_section_prior_puts_the_asked_sections_quote_first():
     assert extractive(question, shown, embed, 1, scorer, section_prior=0.8)[0].citations == [2]
     # the floor still reads the scorer's own score: the prior orders, it does not let a non-answer through
     assert extractive(question, shown, embed, 2, scorer, floor=0.5, section_prior=0.8)[0].citations == [1]
+    # the condition the question names, its most specific form, before a similar or more general one
+    docs = [("Myopathy: treatment", "Treatments for the myopathies depend on the disease and its causes."),
+            ("Salih myopathy: treatment", "Physical therapy and heart monitoring are part of the care.")]
+    scorer = Judges(answerhood=ScriptedJudge(bad=(), good=("treatments",)))
+    question = "what are the treatments for Salih myopathy?"
+    assert extractive(question, _shown(docs), embed, 1, scorer)[0].citations == [1]
+    assert extractive(question, _shown(docs), embed, 1, scorer, subject_prior=0.8)[0].citations == [2]
     with pytest.raises(ConfigError, match="section_prior"):
         VerifyConfig(section_prior=2.0)
     with pytest.raises(ConfigError, match="judge_precision"):
