@@ -142,6 +142,8 @@ def table(result: dict) -> str:
               f"`{real.get('chosen_refined')}`. Hybrid R@5 on dev: flat {hybrid.get('flat_r_at_5')}, codes alone "
               f"{hybrid.get('compressed_r_at_5')} ({hybrid.get('compressed_difference_points')} points), refined "
               f"{hybrid.get('refined_r_at_5')} ({hybrid.get('refined_difference_points')} points)."]
+    if result.get("note"):
+        lines += ["", f"Note: {result['note']}"]
     if result["synthetic_growth"]:
         lines += ["", "Synthetic clustered vectors (CPU seconds, robust to other jobs on the box; recall against "
                   "exact search on 100 queries):", "",
