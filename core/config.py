@@ -299,7 +299,7 @@ class VerifyConfig:
     """Added to the answerhood of a quotable sentence, for the order of quotes only, when its passage's MedQuAD
     section is the question type the question asks for ("Gout: treatment" for "how is gout treated"). With
     subject_prior, tuned index, trained judges, 40 a set: cites the gold record dev 0.800 -> 0.925, patient-style
-    0.675 -> 0.725, yes/no 0.850 -> 0.875; 0.5 each changed nothing more (benchmarks/answers.py --verify)."""
+    0.675 -> 0.750, yes/no 0.850 -> 0.875; 0.5 each changed nothing more (benchmarks/answers.py --verify)."""
     subject_prior: float = 0.3
     """Added the same way when its passage is about the condition the question names (the title's focus as a
     phrase): the asked condition's own passage before a similar condition's."""

@@ -143,7 +143,19 @@ NOT_ANSWER = {
     "header": "copied passage header",  # a passage's title line
     "fragment": "sentence fragment",  # copied from a passage's cut start, or under four words
     "restatement": "sentence that only restates the question",  # restates_question: nothing a passage supports
+    "pointer": "sentence that points at a list it does not give",  # points_at_list
 }
+
+LIST_TALK = re.compile(r"(provides the following list|the table below|MedlinePlus Medical Dictionary to look up"
+                       r"|The Human Phenotype Ontology \(HPO\) has collected)", re.I)
+"""A passage's talk about a list or table (GARD: "The Human Phenotype Ontology provides the following list of
+signs and symptoms for X"): alone, without the list, it says nothing."""
+
+
+def points_at_list(sentence: str) -> bool:
+    """"...provides the following list of signs and symptoms for Hodgkin lymphoma [3]." with the list left behind
+    in the passage: read in the patient-style answers, where it passed as supported and answering."""
+    return bool(LIST_TALK.search(sentence))
 
 
 _LABELS = frozenset({"passage", "passages", "source", "sources", "title", "answer", "provided", "given",
@@ -194,7 +206,7 @@ def attribute(text: str, passages: Sequence[str], titles: Sequence[str], judge: 
     """Split text into sentences and attribute each to the shown passages (markers 1..len(passages)). With the
     question, sentences that only restate it are marked as such (not answer sentences)."""
     raw = split_sentences(text)
-    kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s)
+    kinds = ["header" if is_header(s, titles) else "fragment" if is_fragment(s) else "pointer" if points_at_list(s)
              else "restatement" if question and restates_question(s, question) else "" for s in raw]
     body = [s for s, k in zip(raw, kinds, strict=True) if not k]
     scores = judge.scores(body, passages, titles) if passages else [[] for _ in body]

@@ -35,6 +35,7 @@ from core.support import (
     attribute,
     is_fragment,
     is_header,
+    points_at_list,
     restates_question,
     strip_markers,
 )
@@ -110,8 +111,6 @@ def names_subject(question: str, title: str) -> bool:
 _HPO_TABLE = re.compile(r"Signs and Symptoms Approximate number of patients \(when available\)\s+(.*?)"
                         r"(?:\s-?\s*The Human Phenotype Ontology \(HPO\) has collected|$)", re.S)
 _HPO_ITEM = re.compile(r"\s*(.+?)\s+(?:-\s|(\d+(?:\.\d+)?%|\d+/\d+)\s*|-$)")  # 90%, 7.5%, 5/7
-_LIST_TALK = re.compile(r"(provides the following list|the table below|MedlinePlus Medical Dictionary to look up"
-                        r"|The Human Phenotype Ontology \(HPO\) has collected)", re.I)
 
 
 def table_items(text: str) -> list[str]:
@@ -139,7 +138,7 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
         rows = table_items(p.text)
         if len(rows) >= 2:
             out.append((p.marker, _listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
-        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not _LIST_TALK.search(s)]
+        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)]
         i = 0
         while i < len(lines):
             s = lines[i]
@@ -339,9 +338,6 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept: list[SentenceVerdict] = []
     for c in checked:
         v = c.verdict
-        if not c.fatal and _LIST_TALK.search(v.text):  # "...provides the following list of signs and symptoms
-            # for X [3]." with the list left behind in the passage (read in the consumer answers): says nothing
-            c.problem, c.fatal = "sentence that points at a list it does not give", True
         if c.fatal or (c.problem and cfg.unsupported == "remove"):
             warnings.append(f"removed a {c.problem}" + ("" if c.problem.startswith("sentence with") else
                                                         f": {_cut(v.text)}"))

@@ -118,6 +118,16 @@ def test_sentence_that_restates_the_question_is_not_a_sourced_answer():
     assert kept.answer_mode == "generated" and kept.text == "Gout flares are treated with colchicine or NSAIDs [1]."
 
 
+def test_a_sentence_pointing_at_a_list_it_does_not_give_is_not_an_answer():
+    # a served patient-style answer: only the lead-in of GARD's symptom list, kept as supported and answering
+    pointer = "The Human Phenotype Ontology provides the following list of signs and symptoms for gout [1]."
+    v = attribute(pointer, [GOUT[0][1]], [GOUT[0][0]], SupportJudge(), 0.0)[0]
+    assert v.kind == "pointer" and not v.supported and v.not_answer.startswith("sentence that points at a list")
+    a = _answer(f"{pointer} Gout flares are treated with colchicine or NSAIDs [1].")
+    assert a.text == "Gout flares are treated with colchicine or NSAIDs [1]."
+    assert any("points at a list it does not give" in w for w in a.warnings)
+
+
 @pytest.mark.parametrize(("sentence", "question", "restates"), [
     ("There are treatments for gout.", QUESTION, True),
     ("This summary is about gout.", QUESTION, True),  # a PDQ passage's opening, quoted by the fallback before
