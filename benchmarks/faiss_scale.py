@@ -44,9 +44,9 @@ CANDIDATES = ["IVF{nlist},SQ8", "IVF{nlist},PQ48", "IVF{nlist},PQ96", "IVF{nlist
 REFINE_BASES = ["IVF{nlist},PQ48", "IVF{nlist},PQ128"]
 K_FACTORS = (2, 4, 8)
 # the refine store is written through an in-memory IndexFlatIP (a second copy of the floats): at 5M x 384 that is
-# 15 GB beside the training jobs on this 24 GB box, so the synthetic refine columns stop at 1M (a refined query
-# reads k_factor x 10 rows whatever N is)
-REFINE_SYNTHETIC_MAX = 1_000_000
+# 15.4 GB at its peak, which fits this 24 GB box only with nothing else large running; after it is written the
+# vectors are dropped and the exact search reads the memory-mapped store (7.7 GB in page cache)
+REFINE_SYNTHETIC_MAX = 5_000_000
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -155,15 +155,8 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--index", default="artifacts/index")
-    ap.add_argument("--sizes", default="100000,1000000,5000000", help="synthetic sizes")
-    ap.add_argument("--candidates", default=";".join(CANDIDATES), help="factory strings to measure (';'-separated)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "faiss_scale.json"))
-    args = ap.parse_args()
-    candidates = args.candidates.split(";")
-
+def real_corpus(root: Path, retriever, candidates: list[str]) -> tuple[dict, dict]:
+    """Parts 1-3: the compressed candidates, their refined forms and hybrid R@5 on the real corpus."""
     import faiss
     import numpy as np
 
@@ -173,12 +166,9 @@ def main() -> int:
     from retriever.search import IndexRetriever
     from retriever_train.data import read_dev
 
-    faiss.cvar.distance_compute_blas_threshold = 20  # (default) batch searches use BLAS
-    root = Path(args.index).resolve()
     flat = faiss.read_index(str(root / fmt.DENSE))
     vectors = flat.reconstruct_n(0, flat.ntotal)
     n, dim = vectors.shape
-    retriever = IndexRetriever.load(root)
     dev = read_dev(RetrieverTrainConfig())
     queries = np.asarray(retriever.embed([d["question"] for d in dev]), dtype="float32")
     truth = flat.search(queries, 10)[1].tolist()
@@ -243,16 +233,50 @@ def main() -> int:
             hybrid[f"{key}_difference_points"] = round(100 * (hybrid[f"{key}_r_at_5"] - hybrid["flat_r_at_5"]), 2)
     print("hybrid", hybrid, flush=True)
     del built
+    return real, hybrid
 
-    partial = {"command": "python benchmarks/faiss_scale.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
-               "faiss": faiss.__version__, "index": retriever.fingerprint, "real_corpus": real, "hybrid_dev": hybrid,
-               "synthetic_growth": [], "cpu_threads": faiss.omp_get_max_threads()}
-    atomic_write_json(args.out, partial)
-    growth = []
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--index", default="artifacts/index")
+    ap.add_argument("--sizes", default="100000,1000000,5000000", help="synthetic sizes")
+    ap.add_argument("--candidates", default=";".join(CANDIDATES), help="factory strings to measure (';'-separated)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "faiss_scale.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the real-corpus part and the synthetic sizes already in --out (same index and "
+                         "candidates) and measure only the rest: the 5M stage alone is most of an hour here")
+    args = ap.parse_args()
+    candidates = args.candidates.split(";")
+
+    import faiss
+    import numpy as np
+
+    from index_build.build import build_factory, ivf_lists, write_refine
+    from retriever import index_dir as fmt
+    from retriever.search import IndexRetriever
+
+    faiss.cvar.distance_compute_blas_threshold = 20  # (default) batch searches use BLAS
+    root = Path(args.index).resolve()
+    retriever = IndexRetriever.load(root)
+    previous = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else {}
+    if (previous.get("index") == retriever.fingerprint
+            and list(previous.get("real_corpus", {}).get("candidates", {})) == candidates):
+        real, hybrid, growth = previous["real_corpus"], previous["hybrid_dev"], previous["synthetic_growth"]
+        print("resumed: real corpus and synthetic", [g["n"] for g in growth], "from", args.out, flush=True)
+    else:
+        (real, hybrid), growth = real_corpus(root, retriever, candidates), []
+    dim = real["dim"]
+    chosen, chosen_refined = real["chosen"], real["chosen_refined"]
+    result = {"command": "python benchmarks/faiss_scale.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
+              "faiss": faiss.__version__, "index": retriever.fingerprint, "real_corpus": real, "hybrid_dev": hybrid,
+              "synthetic_growth": growth, "cpu_threads": faiss.omp_get_max_threads()}
+    if growth and previous.get("note"):  # what the resumed rows came from stays with them
+        result["note"] = previous["note"]
+    atomic_write_json(args.out, result)
     name = chosen_refined or chosen or candidates[-1]
     c = real["candidates"].get(name) or real["refined"][name]
     factory, k_factor = c.get("factory", name), c.get("k_factor", 0)
-    for size in [int(s) for s in args.sizes.split(",") if s]:
+    for size in [int(s) for s in args.sizes.split(",") if s and int(s) not in {g["n"] for g in growth}]:
         x = synthetic(size, dim)
         q = x[np.random.default_rng(1).permutation(size)[:200]] + 0.01
         q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -265,13 +289,11 @@ def main() -> int:
         if k_factor and size <= REFINE_SYNTHETIC_MAX:
             with tempfile.TemporaryDirectory() as tmp:  # the refine store on disk, mapped as served
                 write_refine(x, Path(tmp) / fmt.DENSE_REFINE, 65_536)
+                del x  # from here the memory-mapped store is the only copy of the floats
                 mapped = faiss.read_index(str(Path(tmp) / fmt.DENSE_REFINE),
                                           faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+                truth_q = mapped.search(q[:100], 10)[1].tolist()  # exact: a flat index
                 both = refined(index, mapped, k_factor)
-                exact = faiss.IndexFlatIP(dim)
-                exact.add(x)
-                truth_q = exact.search(q[:100], 10)[1].tolist()
-                del exact
                 row.update({"refine": k_factor, "p50_cpu_ms_refined": p50_cpu_ms(both, q[:100]),
                             "recall_at_10": round(recall_at(index.search(q[:100], 10)[1].tolist(), truth_q), 4),
                             "recall_at_10_refined": round(recall_at(both.search(q[:100], 10)[1].tolist(), truth_q), 4)})
@@ -279,12 +301,8 @@ def main() -> int:
         growth.append(row)
         print(row, flush=True)
         # written after every size: the 5M stage runs for most of an hour here, and a stop keeps what was measured
-        atomic_write_json(args.out, {**partial, "synthetic_growth": growth})
-        del x, index
-    result = {"command": "python benchmarks/faiss_scale.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
-              "faiss": faiss.__version__, "index": retriever.fingerprint, "real_corpus": real,
-              "hybrid_dev": hybrid, "synthetic_growth": growth, "cpu_threads": faiss.omp_get_max_threads()}
-    atomic_write_json(args.out, result)
+        atomic_write_json(args.out, result)
+        del index
     print(table(result))
     return 0
 
