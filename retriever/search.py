@@ -219,6 +219,11 @@ QUESTION_TYPES: dict[str, re.Pattern] = {t: re.compile(p, re.I) for t, p in {
     "research": r"\b(research|clinical trials?)\b",
     "stages": r"\b(stages?|staging)\b",
     "complications": r"\bcomplications?\b",
+    # "What is (are) X?", "what is a stroke", "what does X mean" ask for the record MedQuAD files as X's overview
+    # ("the symptoms", "it", "this" are other questions). Measured on the tuned index, record recall@3 (the k
+    # shown): dev 0.97 -> 0.99, patient-style rewrites (400) 0.83 -> 0.925
+    "overview": r"\bwhat (?:is|are|'s)(?: \(are\))? (?!the\b|it\b|this\b|that\b|these\b|there\b|my\b|your\b|"
+                r"causing\b|being\b)|\bwhat does .{3,60} mean\b",
 }.items()}
 
 
