@@ -67,14 +67,20 @@ def drafts(sets, retriever, generator, cfg: ServeConfig, path: Path) -> dict[tup
     """One generation per (question, retrieval on/off), cached in a journal (a rerun resumes)."""
     from service.pipeline import _prepare
 
-    done = {(r["question"], r["rag"]): r for r in journal.read(path)} if path.is_file() else {}
-    todo = [(q["question"], True) for rows in sets.values() for q in rows]
-    todo += [(q["question"], False) for q in sets["dev"]]
-    todo = [t for t in dict.fromkeys(todo) if t not in done]
+    done = {(r["question"], r["rag"]): r for r in journal.read(path)} if path.is_file() else {}  # the latest wins
+    wanted = [(q["question"], True) for rows in sets.values() for q in rows]
+    wanted += [(q["question"], False) for q in sets["dev"]]
+    prepared = {}
+    for question, rag in dict.fromkeys(wanted):  # retrieval is cheap: a draft whose passages changed (a new
+        p = _prepare(question, retriever if rag else None, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        prepared[(question, rag)] = p           # retrieval rule) is generated again
+        row = done.get((question, rag))
+        if row and [pid for _, pid, _ in row["shown"]] != [s.hit.passage.id for s in p.shown]:
+            del done[(question, rag)]
+    todo = [t for t in dict.fromkeys(wanted) if t not in done]
     print(f"generating {len(todo)} drafts ({len(done)} cached)", flush=True)
     for n, (question, rag) in enumerate(todo, 1):
-        r = retriever if rag else None
-        p = _prepare(question, r, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        p = prepared[(question, rag)]
         shown, retrieve_ms = p.shown, p.retrieve_ms
         t = time.perf_counter()
         gen = generator.generate(p.messages)

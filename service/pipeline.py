@@ -33,6 +33,7 @@ from generator.prompt import (
     fit_history,
 )
 from service.followup import standalone
+from service.parts import sub_questions
 from service.triage import contradicts, triage
 from service.verify import NO_ANSWER_TEXT, calibration_in_force, verify
 
@@ -49,6 +50,21 @@ class _Prepared:
     warnings: list[str]
 
 
+def retrieve(query: str, retriever: Retriever, k: int, mode: str) -> list[Hit]:
+    """The passages to show: the search's top k, or for a question asking several things (service.parts) each
+    part's hits in turn (part 1's best, part 2's best, part 1's second, ...), k or two a part, whichever is more."""
+    parts = sub_questions(query)
+    if len(parts) == 1:
+        return retriever.search(query, k=k, mode=mode)
+    per_part = [retriever.search(p, k=k, mode=mode) for p in parts]
+    out: dict[str, Hit] = {}  # by record: a record one part found is not shown twice
+    for rank in range(k):
+        for hits in per_part:
+            if rank < len(hits) and len(out) < max(k, 2 * len(parts)):
+                out.setdefault(retriever.resolve_record(hits[rank].passage.record_id), hits[rank])
+    return [Hit(h.passage, h.score, n) for n, h in enumerate(out.values(), start=1)]
+
+
 def _prepare(question: str, retriever: Retriever | None, generator: Generator, k: int, mode: str,
              budget: int, max_new_tokens: int, history: Sequence[dict[str, str]] | None = None,
              followup: str = "focus") -> _Prepared:
@@ -58,7 +74,7 @@ def _prepare(question: str, retriever: Retriever | None, generator: Generator, k
         raise InvalidRequestError(f"question is longer than {MAX_QUESTION_CHARS} characters")
     t = time.perf_counter()
     query = standalone(question, history, followup, generator).query if retriever is not None else question
-    hits: list[Hit] | None = retriever.search(query, k=k, mode=mode) if retriever is not None else None
+    hits = retrieve(query, retriever, k, mode) if retriever is not None else None
     retrieve_ms = (time.perf_counter() - t) * 1000
     if generator.context_window:  # the prompt and the longest allowed answer must both fit in the model's context
         budget = max(256, min(budget, generator.context_window - max_new_tokens))

@@ -17,7 +17,9 @@ and the rest are ordered by how well they answer it; (5) when less than `min_kep
 survive, the answer becomes extractive: the passage sentences (or lists) that best answer the question (answerhood,
 else embedder cosine), quoted, each with its marker and, when it is about another subject than the question's, that
 subject named; (6) with the answerhood scorer, no shown sentence answering the question is no_answer, with the
-closest passages listed.
+closest passages listed. A question asking several things (service.parts) is answered part by part: a sentence
+stays when it answers one of them, the kept ones go in the order of the parts, quotes are chosen for each part,
+and a part the generated answer leaves unanswered gets its own quotes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from core.terms import evidence_words, term_problems
 from core.types import Retriever
 from generator.prompt import PromptPassage
 from judge.models import support_judge
+from service.parts import sub_questions
 
 if TYPE_CHECKING:
     from judge.models import Judges
@@ -129,6 +132,10 @@ def _listed(lead: str, items: list[str]) -> str:
     return f"{lead.rstrip(': ')}: {'; '.join(shown)}."
 
 
+# the corpus's link lines, quoted as if they were answers ("More on: Alveolar Echinococcosis (AE) FAQs")
+_NAVIGATION = re.compile(r"\s*(more on|learn more|see also|read more|for more information)\b", re.I)
+
+
 def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str]]:
     """Quotable units of the shown passages, (marker, text): whole sentences, and lists quoted as lists (a lead-in
     ending in ':' with its '- item' lines; GARD's flattened symptom tables as their rows)."""
@@ -138,7 +145,11 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
         rows = table_items(p.text)
         if len(rows) >= 2:
             out.append((p.marker, _listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
-        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)]
+        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)
+                 and not _NAVIGATION.match(s)]
+        last = lines[-1].strip() if lines else ""
+        if last and not last.startswith(("-", "*", "\u2022")) and not re.search(r"[.!?:;)\]\"']$", last):
+            lines = lines[:-1]  # cut by the chunk's end: "Most people with MELAS have a buildup of lactic acid in"
         i = 0
         while i < len(lines):
             s = lines[i]
@@ -196,20 +207,46 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int,
     With `floor`, only those scoring at least that; for the order only, `section_prior` is added to units of a
     passage whose section the question asks for, `subject_prior` to those of a passage about the condition the
     question names."""
-    units = candidates(question, shown)
-    if not units:
-        return []
-    sims = answer_scores(question, units, shown, embed, judges)
     titles = {p.marker: p.hit.passage.title for p in shown}
     # the most specific condition named: "X-linked sideroblastic anemia" over "Sideroblastic anemia", "Salih
     # myopathy" over "Myopathy" (both named by the question; the consumer answers quoted the general one)
     named = {m: len(_focus(t)) for m, t in titles.items() if names_subject(question, t)}
+    units = candidates(question, shown)
+    if named:  # another condition's sentences, when the asked one's passages are shown, are noise beside them:
+        units = [u for u in units if u[0] in named]  # "About Desmoid tumor: Signs and symptoms of Desmoid tumor:
+        # ..." quoted for "what are the symptoms of Desmosterolosis?" (benchmarks/answers.py's patient answers)
+    if not units:
+        return []
+    sims = answer_scores(question, units, shown, embed, judges)
     bonus = {m: section_prior * asks_for_section(question, t)
              + subject_prior * (m in named and named[m] == max(named.values())) for m, t in titles.items()}
     rank = [sims[i] + bonus[units[i][0]] for i in range(len(units))]
-    best = [i for i in sorted(range(len(units)), key=lambda i: (-rank[i], i)) if floor is None or sims[i] >= floor][:n]
+    # the record MedQuAD files under exactly this question (the condition named, the section asked: "Koolen de
+    # Vries syndrome: diagnosis" for "how to diagnose Koolen de Vries syndrome") answers it by construction; its
+    # text may name the condition otherwise ("17q21.31 microdeletion syndrome"), which the scorer read as
+    # not answering: its units pass the floor
+    filed = {m for m in named if named[m] == max(named.values()) and asks_for_section(question, titles[m])}
+    best = [i for i in sorted(range(len(units)), key=lambda i: (-rank[i], i))
+            if floor is None or sims[i] >= floor or units[i][0] in filed][:n]
     return [SentenceVerdict(quote(units[i][0], units[i][1], titles[units[i][0]], question), [units[i][0]], True,
                             round(sims[i], 4)) for i in best]
+
+
+def answer_parts(parts: list[str], shown: list[PromptPassage], embed: _Embed, cfg: VerifyConfig,
+                 judges: Judges | None, floor: float | None, warnings: list[str], n: int = 0) -> list[SentenceVerdict]:
+    """Extractive quotes for each part of the question in turn (service.parts; one part: the question), each
+    part's best first, a passage sentence quoted once; a part nothing shown answers is said in `warnings`.
+    n: quotes per part (default verify.extractive_sentences for one part, two or more a part for several)."""
+    n = n or (cfg.extractive_sentences if len(parts) == 1 else max(2, -(-cfg.extractive_sentences // len(parts))))
+    out: list[SentenceVerdict] = []
+    body = lambda v: v.text[v.text.find('"'):]  # noqa: E731  (the quote without its "About X:", which is per part)
+    for part in parts:
+        quoted = [q for q in extractive(part, shown, embed, n, judges, floor, cfg.section_prior, cfg.subject_prior)
+                  if body(q) not in {body(v) for v in out}]
+        if not quoted and len(parts) > 1:
+            warnings.append(f"no shown passage answers this part of the question: {_cut(part)}")
+        out += quoted
+    return out
 
 
 def answer_gate(cfg: VerifyConfig, judges: Judges | None) -> float | None:
@@ -348,14 +385,23 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     body = [c.verdict for c in checked if not c.verdict.not_answer]
     gate = answer_gate(cfg, judges)
     supported = [v for v in kept if v.supported]
+    parts = sub_questions(question)
+    covered = set(range(len(parts)))
     if gate is not None and supported:  # supported is not enough: it must answer what was asked
-        scores = answer_scores(question, [(v.citations[0], v.text) for v in supported], shown, embed, judges)
-        answering = {id(v): s for v, s in zip(supported, scores, strict=True) if s >= gate}
+        units = [(v.citations[0], v.text) for v in supported]
+        per_part = [answer_scores(part, units, shown, embed, judges) for part in parts]
+        answering = {id(v): max((scores[i], -j) for j, scores in enumerate(per_part))
+                     for i, v in enumerate(supported) if max(scores[i] for scores in per_part) >= gate}
+        # a part is answered by the sentences that answer it best: "The symptoms vary from person to person"
+        # passes the gate for "what causes it?" too, and left the causes unanswered
+        covered = {max(range(len(parts)), key=lambda j: (per_part[j][i], -j)) for i in range(len(supported))
+                   if max(scores[i] for scores in per_part) >= gate}
         for v in supported:
             if id(v) not in answering:
                 warnings.append(f"removed a sentence that does not answer the question: {_cut(v.text)}")
+        # the parts in the order asked, each part's best answer first
         kept = sorted((v for v in kept if not v.supported or id(v) in answering),
-                      key=lambda v: -answering.get(id(v), -1.0))  # the best answer first
+                      key=lambda v: (-answering[id(v)][1], -answering[id(v)][0]) if id(v) in answering else (99, 0))
         supported = [v for v in kept if v.supported]
     out_of_range = sorted({n for c in checked for n in c.verdict.cited_before if not 1 <= n <= len(shown)})
     if out_of_range:
@@ -363,8 +409,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     if kept_share < cfg.min_kept_share or not supported:
-        quoted = extractive(question, shown, embed, cfg.extractive_sentences, judges, gate, cfg.section_prior,
-                            cfg.subject_prior)
+        quoted = answer_parts(parts, shown, embed, cfg, judges, gate, warnings)
         if quoted:
             warnings.append(f"too little of the generated answer was supported ({len(supported)} of {len(body)} "
                             "sentences): quoting the passages instead")
@@ -372,6 +417,16 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
         elif gate is not None:
             kept = []
             warnings.append("no sentence of the shown passages answers the question")
+    elif len(parts) > 1 and len(covered) < len(parts):  # a part the generated answer left unanswered: quoted
+        have = {v.text for v in kept}
+        for j in sorted(set(range(len(parts))) - covered):
+            quoted = [q for q in answer_parts([parts[j]], shown, embed, cfg, judges, gate, warnings, n=2)
+                      if q.text not in have]
+            if quoted:
+                warnings.append(f"the generated answer left a part of the question unanswered, quoting the passages "
+                                f"for it: {_cut(parts[j])}")
+                kept += quoted
+                have |= {q.text for q in quoted}
     text = " ".join(v.text for v in kept) if kept else NO_ANSWER_TEXT
     if not kept:
         mode = "no_answer"

@@ -84,8 +84,11 @@ def test_answerhood_orders_removes_non_answers_and_gates_no_answer():
     assert v.text == "Gout is treated with colchicine [1]."
     assert any("does not answer the question" in w for w in v.warnings)
     nothing = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(gate=0.95))
-    v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, nothing)
+    v = verify("What causes gout?", draft, _shown(GOUT), r, cfg, nothing)
     assert v.mode == "no_answer" and "no sentence of the shown passages answers" in v.warnings[-1]
+    # the record filed under the question asked ("Gout: treatment") answers it whatever the scorer says
+    v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, nothing)
+    assert v.mode == "extractive" and {c for s in v.sentences for c in s.citations} == {1}
 
 
 def test_quotes_name_their_subject_and_lists_stay_lists():
@@ -98,7 +101,9 @@ def test_quotes_name_their_subject_and_lists_stay_lists():
     answerhood = Judges(answerhood=ScriptedJudge(bad=(), good=("swelling",)))
     quoted = extractive("What are the symptoms of gout?", shown, embed, 2, answerhood)
     assert quoted[0].text == '"The following signs are common: Joint pain; Redness; Swelling." [2]'  # best first
-    assert quoted[1].text.startswith("About Pseudogout: ")  # another condition's passage is named as such
+    assert len(quoted) == 1  # beside the asked condition's own passage, another condition's sentences are noise
+    other = extractive("What are the symptoms of gout?", shown[:1], embed, 2, answerhood)
+    assert other[0].text.startswith("About Pseudogout: ")  # alone, another condition's passage is named as such
 
 
 def test_the_section_prior_puts_the_asked_sections_quote_first():
@@ -111,8 +116,11 @@ def test_the_section_prior_puts_the_asked_sections_quote_first():
     question = "How is gout treated?"
     assert extractive(question, shown, embed, 1, scorer)[0].citations == [1]
     assert extractive(question, shown, embed, 1, scorer, section_prior=0.8)[0].citations == [2]
-    # the floor still reads the scorer's own score: the prior orders, it does not let a non-answer through
-    assert extractive(question, shown, embed, 2, scorer, floor=0.5, section_prior=0.8)[0].citations == [1]
+    # the floor reads the scorer's own score (the prior orders, it lets no non-answer through), except for the
+    # record filed under exactly this question (the condition named, the section asked): it answers by construction
+    assert [q.citations for q in extractive(question, shown, embed, 2, scorer, floor=0.5, section_prior=0.8)] == [
+        [2], [1]]
+    assert [q.citations for q in extractive("What causes gout?", shown, embed, 2, scorer, floor=0.5)] == [[1]]
     # the condition the question names, its most specific form, before a similar or more general one
     docs = [("Myopathy: treatment", "Treatments for the myopathies depend on the disease and its causes."),
             ("Salih myopathy: treatment", "Physical therapy and heart monitoring are part of the care.")]
@@ -231,6 +239,8 @@ def test_question_type_prior_lifts_the_record_of_the_asked_type():
     assert question_types("How is gout treated?") == {"treatment"}
     assert question_types("my mother has gout. can you tell me what are the symptoms of gout") == {"symptoms"}
     assert question_types("Tell me about gout") == set()
+    assert question_types("What is (are) Gout ?") == question_types("what does gout mean") == {"overview"}
+    assert question_types("What is the outlook for gout?") == {"outlook"}  # "what is the ..." asks for a section
     passages = [Passage("a#0", "a", "Gout: research", "x", "s"), Passage("b#0", "b", "Gout: treatment", "x", "s"),
                 Passage("c#0", "c", "Gout: symptoms", "x", "s")]
     ranked = [(0, 0.03), (1, 0.02), (2, 0.01)]
@@ -251,3 +261,62 @@ def test_a_quote_from_a_similarly_named_condition_names_it():
 
     assert names_subject("What are the symptoms of Gout?", "Gout: symptoms")
     assert not names_subject("What are the symptoms of Adult Non-Hodgkin Lymphoma ?", "Adult Hodgkin Lymphoma: symptoms")
+
+
+def test_a_question_asking_two_things_is_split_into_standalone_parts():
+    from service.parts import sub_questions
+
+    assert sub_questions("My son has gout. What is gout? Also, how is it treated?") == [
+        "My son has gout. What is gout?", "how is gout treated?"]
+    assert sub_questions("how to diagnose Koolen de Vries syndrome And what is (are) Koolen de Vries syndrome ?") == [
+        "how to diagnose Koolen de Vries syndrome", "what is (are) Koolen de Vries syndrome ?"]
+    for one in ("What are the signs and symptoms of gout?", "Is dementia inherited or acquired?",
+                "Who is at risk for Gout? ?",  # MedQuAD's doubled question mark
+                "Hello! I have had a rash for a year. What could it be? Thanks!",  # thanks ask nothing
+                "I have chest pain and what should I do?",  # a story, then one question
+                "How do I know if I have diabetes and what should I do?"):  # no focus to carry: one question
+        assert sub_questions(one) == [one]
+    many = sub_questions("What is gout? What causes it? How is it treated? Can it be prevented?")
+    assert len(many) == 3 and many[1] == "What causes gout?" and many[2].endswith("Can it be prevented?")
+
+
+def test_each_part_is_retrieved_and_answered():
+    from service.pipeline import retrieve
+
+    docs = [("Gout: overview", "Gout is a kind of arthritis caused by uric acid crystals in the joints."),
+            ("Gout: treatment", "Doctors prescribe colchicine or anti-inflammatory drugs for gout flares."),
+            ("Gout: symptoms", "Gout flares bring sudden joint pain, redness and swelling.")]
+
+    class WordRetriever(FakeRetriever):  # ranks by the title's words the query shares ("treated" ~ "treatment")
+        def search(self, query, k=5, mode="hybrid", source=None, per_record=True):
+            words = {w[:5] for w in query.lower().replace("?", " ").split()}
+            order = sorted(self.passages, key=lambda p: -len(words & {w[:5] for w in p.title.lower().split()}))
+            return [Hit(p, 1.0 / n, n) for n, p in enumerate(order[:k], start=1)]
+
+    r = WordRetriever(docs=docs)
+    question = "My dad has gout. What is gout? Also, how is it treated?"
+    hits = retrieve(question, r, 1, "hybrid")  # one hit asked for, two parts: each part's best, two a part
+    assert {h.passage.title for h in hits[:2]} == {"Gout: overview", "Gout: treatment"}
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert [h.passage.id for h in retrieve("How is gout treated?", r, 2, "hybrid")] == [
+        h.passage.id for h in r.search("How is gout treated?", k=2, mode="hybrid")]  # one part: the search as is
+    shown = _shown(docs[:2])
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3)
+    answerhood = ScriptedJudge(bad=(), good=())
+    answerhood.score = lambda pairs: [0.9 if ("treat" in q) == ("colchicine" in t) else 0.1 for q, t in pairs]
+    judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=answerhood)
+    # the draft answers the first part only: the second gets its own quote, after it
+    v = verify(question, "Gout is a kind of arthritis caused by uric acid crystals in the joints [1].", shown, r,
+               cfg, judges)
+    assert v.mode == "generated" and [s.citations for s in v.sentences] == [[1], [2]]
+    assert "colchicine" in v.sentences[1].text and any("left a part" in w for w in v.warnings)
+    # nothing generated survives: quotes for each part, in the order asked
+    v = verify(question, "Nothing here.", shown, r, cfg, judges)
+    assert v.mode == "extractive" and [s.citations[0] for s in v.sentences][:2] == [1, 2]
+
+
+def test_cut_ends_and_link_lines_are_not_quoted():
+    text = ("MELAS affects the brain and the muscles of the body. More on: MELAS Frequently Asked Questions. "
+            "Most people with MELAS have a buildup of lactic acid in")
+    assert candidates("What is MELAS?", _shown([("MELAS: overview", text)])) == [
+        (1, "MELAS affects the brain and the muscles of the body.")]
