@@ -150,22 +150,86 @@ DIRECTION = _pairs([("increase", "decrease"), ("increases", "decreases"), ("incr
                     ("excess", "lack"), ("overactive", "underactive"), ("positive", "negative"),
                     ("stimulates", "inhibits"), ("older", "younger"), ("above", "below"),
                     ("reduces", "raises"), ("prevent", "cause"), ("prevents", "causes"), ("benefit", "harm")])
-QUANTIFIER = _pairs([("most", "few"), ("always", "never"), ("usually", "rarely"), ("often", "seldom"),
-                     ("commonly", "rarely"), ("common", "rare"), ("many", "few"), ("all", "some"),
-                     ("frequently", "infrequently"), ("majority", "minority"), ("every", "no")])
+QUANTIFIER = {w: v for w, v in _pairs([("most", "few"), ("always", "never"), ("usually", "rarely"),
+                                          ("often", "seldom"), ("commonly", "rarely"), ("common", "rare"),
+                                          ("many", "few"), ("all", "some"), ("frequently", "infrequently"),
+                                          ("majority", "minority"), ("every", "no"), ("least", "most")]).items()
+              if w != "no"}  # "have no symptoms" -> "have every symptoms": not a sentence
 CONDITION = _pairs([("men", "women"), ("male", "female"), ("males", "females"), ("boys", "girls"),
                     ("children", "adults"), ("child", "adult"), ("dominant", "recessive"), ("benign", "malignant"),
                     ("acute", "chronic"), ("upper", "lower"), ("left", "right"), ("inherited", "acquired"),
                     ("mother", "father"), ("infants", "teenagers"), ("type 1", "type 2"), ("X-linked", "Y-linked"),
                     ("internal", "external"), ("primary", "secondary"), ("spine", "skull"), ("arteries", "veins")])
 
+# Where a table word does not carry the meaning it is flipped for. Read from the probe's negatives (session 8):
+# of its 87 direction, quantifier and condition rows about a third were not sentences or not claims ("The prevent
+# of most brain tumors is not known", "the few common cause of", "pass it to his or her adults", "trials that may
+# be right for you" <- "left for you", "For less information, click here", "the autosomal recessive and
+# autosomal recessive types"), so the judge learned from, and was scored on, noise.
+_SIDE = re.compile(r"^[\s-]*(side|sided|arm|leg|hand|foot|eye|ear|lung|kidney|ventricle|atrium|breast|hemisphere|"
+                   r"lobe|hip|knee|shoulder|upper|lower)", re.I)
+_POSSESSIVE = re.compile(r"\b(his|her|their|your|my|its|our|have|had|having)\s+$", re.I)  # offspring, not age
+_NOUN_BEFORE = re.compile(r"\b(the|a|an|one|common|main|exact|underlying|known|major|leading|likely|usual|no|"
+                          r"possible|other)\s+$", re.I)
+_POINTER_AFTER = re.compile(r"^\s+(information|about|details|specific|on|resources|results)\b", re.I)
+_MOST_ADJ = {"common", "commonly", "often", "frequent", "frequently", "likely", "severe", "serious", "important",
+             "effective", "prevalent", "widely", "useful", "affected"}
+
+
+def _reading(word: str, before: str, after: str) -> bool:
+    """Whether this occurrence of a table word means what the table flips (a side, an age, a verb, a claim)."""
+    w = word.lower()
+    if w in ("left", "right"):
+        return bool(_SIDE.match(after))
+    if w in ("child", "children", "adult", "adults"):
+        return not _POSSESSIVE.search(before)
+    if w in ("cause", "causes", "prevent", "prevents"):
+        return not (_NOUN_BEFORE.search(before) or re.match(r"^\s+of\b", after))
+    if w in ("more", "less"):
+        return not (_POINTER_AFTER.match(after) or re.search(r"\b(learn|read|find out|for)\s+$", before, re.I))
+    if w in ("often", "seldom", "frequently", "common", "rare"):
+        return not re.search(r"\b(how|most|least)\s+$", before, re.I)
+    if w in ("all", "some"):
+        return not re.search(r"\b(not|at)\s+$", before, re.I)
+    return True
+
+
+def _replacement(word: str, table: dict[str, str], before: str, after: str) -> str | None:
+    new = table[word.lower()]
+    if word.lower() == "most":  # "the most common cause" -> "the least common", "most people" -> "few people"
+        nxt = re.match(r"^\s+(\w+)", after)
+        if not nxt:
+            return None
+        if nxt.group(1).lower() in _MOST_ADJ:
+            return "least"
+        plural = nxt.group(1).lower() in ("of", "people", "children", "men", "women") or nxt.group(1).endswith("s")
+        return "few" if plural else None
+    if word.lower() == "few" and re.search(r"\ba\s+$", before, re.I):
+        return None  # "a few" -> "a many"
+    return new
+
 
 def _flip(sentence: str, table: dict[str, str], rng: random.Random) -> str | None:
-    found = [w for w in table if re.search(rf"\b{re.escape(w)}\b", sentence, re.I)]
+    """Replace one occurrence of a table word with its opposite, where it reads as the table means and the
+    sentence does not hold the opposite already ("men and women", "acute or chronic": flipping one of a pair
+    makes "women and women", not a changed claim)."""
+    found = []
+    for w, opposite in table.items():
+        if re.search(rf"\b{re.escape(opposite)}\b", sentence, re.I):
+            continue
+        for m in re.finditer(rf"\b{re.escape(w)}\b", sentence, re.I):
+            before, after = sentence[: m.start()], sentence[m.end():]
+            new = _reading(m.group(0), before, after) and _replacement(m.group(0), table, before, after)
+            if new:
+                found.append((m.start(), m.end(), new))
     if not found:
         return None
-    w = rng.choice(found)
-    return _sub_word(sentence, w, table[w])
+    start, end, new = rng.choice(sorted(found))
+    if sentence[start:end][:1].isupper():
+        new = _cap(new)
+    before = re.sub(r"\b([Aa])(n?) $", lambda a: a.group(1) + ("n " if new[:1].lower() in "aeiou" else " "),
+                    sentence[:start])  # "an increased" -> "a decreased"
+    return before + new + sentence[end:]
 
 
 def direction(sentence: str, rng: random.Random) -> str | None:

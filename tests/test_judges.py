@@ -39,6 +39,24 @@ def test_alterations_change_meaning_and_paraphrases_keep_words():
     assert "gout" in para.lower() and not para.startswith("It") and "pain" in para
 
 
+def test_flips_only_where_the_word_means_what_is_flipped():
+    rng = random.Random(0)
+    # a pair already in the sentence, offspring not age, a noun "cause", a pointer, "how often": no claim to alter
+    assert perturb.condition("Gout affects men and women.", rng) is None
+    assert perturb.condition("A parent can pass it to his or her children.", rng) is None
+    assert perturb.condition("Ask about trials that may be right for you.", rng) is None
+    assert perturb.direction("The cause of most brain tumors is not known.", rng) is None
+    assert perturb.direction("For more information on treatment, click here.", rng) is None
+    assert perturb.quantifier("The table says how often the symptom is seen.", rng) is None
+    assert perturb.quantifier("They have no symptoms.", rng) is None  # "every symptoms" is not a sentence
+    # and where it does, the result reads as a sentence
+    assert perturb.condition("Pain in the left arm is common.", rng) == "Pain in the right arm is common."
+    assert perturb.direction("They have an increased risk.", rng) == "They have a decreased risk."
+    assert perturb.direction("Smoking causes lung cancer.", rng) == "Smoking prevents lung cancer."
+    assert perturb.quantifier("It is the most common cause of goiter.", rng) == "It is the least common cause of goiter."
+    assert perturb.quantifier("Most people recover.", rng) == "Few people recover."
+
+
 class ScriptedJudge:
     """A judge model whose score is 0 for a (text, sentence) pair when the sentence holds a word from `bad`."""
 
