@@ -194,8 +194,7 @@ def _reading(word: str, before: str, after: str) -> bool:
     return True
 
 
-def _replacement(word: str, table: dict[str, str], before: str, after: str) -> str | None:
-    new = table[word.lower()]
+def _replacement(word: str, new: str, before: str, after: str) -> str | None:
     if word.lower() == "most":  # "the most common cause" -> "the least common", "most people" -> "few people"
         nxt = re.match(r"^\s+(\w+)", after)
         if not nxt:
@@ -219,7 +218,7 @@ def _flip(sentence: str, table: dict[str, str], rng: random.Random) -> str | Non
             continue
         for m in re.finditer(rf"\b{re.escape(w)}\b", sentence, re.I):
             before, after = sentence[: m.start()], sentence[m.end():]
-            new = _reading(m.group(0), before, after) and _replacement(m.group(0), table, before, after)
+            new = _reading(m.group(0), before, after) and _replacement(m.group(0), opposite, before, after)
             if new:
                 found.append((m.start(), m.end(), new))
     if not found:

@@ -55,6 +55,7 @@ def test_flips_only_where_the_word_means_what_is_flipped():
     assert perturb.direction("Smoking causes lung cancer.", rng) == "Smoking prevents lung cancer."
     assert perturb.quantifier("It is the most common cause of goiter.", rng) == "It is the least common cause of goiter."
     assert perturb.quantifier("Most people recover.", rng) == "Few people recover."
+    assert perturb.condition("It is inherited in an X-linked pattern.", rng) == "It is inherited in a Y-linked pattern."
 
 
 class ScriptedJudge:
