@@ -118,7 +118,7 @@ def main() -> int:
                    "judge_model_alone": summary(model_scores, probe, judges.faithfulness.threshold),
                    "judge_int8": summary([s if overlap(r["sentence"], ps) >= served.min_overlap else 0.0
                                           for s, r, ps in zip(int8_scores, probe, pstems, strict=True)],
-                                         probe, judges.faithfulness.threshold),
+                                         probe, int8.faithfulness.threshold),  # its own calibration
                    "int8_speedup": round(spent["fp32"] / spent["int8"], 3),
                    "pairs_skipped_by_overlap": round(sum(overlap(r["sentence"], ps) < served.min_overlap
                                                          for r, ps in zip(probe, pstems, strict=True)) / len(probe), 4),
@@ -139,7 +139,7 @@ def main() -> int:
             "scorer": {"auc": auc(pos(a_scores), neg(a_scores)),
                        **summary(a_scores, arows, judges.answerhood.threshold)},
             "scorer_int8": summary(int8.answerhood.score([(r["question"], r["sentence"]) for r in arows]), arows,
-                                   judges.answerhood.threshold),
+                                   int8.answerhood.threshold),
             "cosine": {"auc": auc(pos(cos), neg(cos))},
             "calibration": judges.answerhood.calibration}
     atomic_write_json(args.out, results)

@@ -202,6 +202,11 @@ def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, t
     fp32 = load_judges(str(tmp_path / "judges"), "fp32")
     assert not any("quantized" in type(m).__module__ for m in fp32.faithfulness.model.modules())
     assert fp32.faithfulness.score(pair)[0] == pytest.approx(p[0], abs=0.05)
+    # each precision runs at the threshold calibrated for it on the same validation rows
+    cal = json.loads((tmp_path / "judges" / "faithfulness" / "calibration.json").read_text())
+    assert judges.faithfulness.threshold == cal["precisions"]["int8"]["threshold"]
+    assert fp32.faithfulness.threshold == cal["threshold"]
+    assert judges.describe()["faithfulness"]["positives_kept"] == cal["precisions"]["int8"]["positives_kept"] >= 0.95
     with pytest.raises(Exception, match="make models"):
         CrossEncoderJudge.load(tmp_path / "judges" / "faithfulness-run")  # not a published judge
     # a rerun resumes (nothing left to train) and refuses other settings
