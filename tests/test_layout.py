@@ -11,8 +11,9 @@ ALLOWED = {
     "core": set(),
     "retriever": {"core"},
     "index_build": {"core", "retriever"},
-    # the training jobs of the small models; the triage layer learns from the service's reviewed rules' labels
-    "retriever_train": {"core", "retriever", "index_build", "service"},
+    # the training jobs of the small models; the triage layer learns from the service's reviewed rules' labels;
+    # the judges' thresholds are calibrated with the served judge at each precision it runs at
+    "retriever_train": {"core", "retriever", "index_build", "service", "judge"},
     "generator": {"core"},
     "judge": {"core"},
     "finetune": {"core", "generator", "retriever", "judge"},
