@@ -76,8 +76,9 @@ class CrossEncoderJudge:
 
 def quantize_int8(model) -> None:
     """torch's dynamic int8 quantization of a model's Linear layers, in place: weights int8, activations
-    quantized per batch. The faithfulness judge scored the 1178-pair probe 1.4-1.6x faster on this 2-core box; the
-    probe-set numbers, each precision at its own calibrated threshold, int8 beside fp32, are in benchmarks/results/judges.json."""
+    quantized per batch. The faithfulness judge scored the 1178-pair probe 1.4-1.6x faster on this 2-core box;
+    the probe-set numbers (each precision at its own calibrated threshold, int8 beside fp32) are in
+    benchmarks/results/judges.json."""
     import warnings
 
     import torch
