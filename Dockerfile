@@ -8,15 +8,18 @@ ARG EXTRAS=serve
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY pyproject.toml constraints.txt README.md ./
 COPY scripts scripts
+# every top-level package (tests/test_layout.py keeps this list equal to the packages), the data they read, configs
 COPY core core
 COPY retriever retriever
-COPY retriever_train retriever_train
-COPY index_build index_build
 COPY generator generator
-COPY finetune finetune
+COPY pipeline pipeline
 COPY service service
+COPY index_build index_build
+COPY train train
+COPY finetune finetune
 COPY evaluation evaluation
 COPY medcite medcite
+COPY data data
 COPY configs configs
 # llama-cpp-python (the default CPU decoder) is compiled here, for AVX2 hosts (x86-64-v3), not this build host.
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*

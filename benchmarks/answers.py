@@ -6,7 +6,7 @@ drafts in one run.
 
 Question sets (all from reserved MedQuAD documents, never trained on):
 - dev: the dev split's reference questions (templated);
-- consumer: patient-style rewrites of other reserved documents' questions (retriever_train.data.consumer_eval_set:
+- consumer: patient-style rewrites of other reserved documents' questions (train.data.consumer_eval_set:
   story first, casual casing, typos, sometimes a second question);
 - yes_no: the yes/no questions among both ("Is X inherited?", "can you tell me is it inherited ...");
 - out_of_scope: 40 questions the corpus cannot answer (benchmarks/verification.py's list): must stay refused.
@@ -15,7 +15,8 @@ in benchmarks/results/answers_drafts-<index fingerprint>.jsonl, reused by a reru
 cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make models`).
 Per set and arm: the answer cites the gold record, the gold record is shown, no_answer, answer modes, token F1
 against the gold answer; dev also without retrieval (paired bootstrap of RAG - none); verification time over
-generation time. A sample of answers of both arms goes to benchmarks/results/answers_sample.jsonl for reading.
+generation time. The first --sample answers of each arm and set go to benchmarks/results/answers_sample.jsonl for reading
+(and for benchmarks/compare_answers.py, which checks two runs answer byte for byte alike).
 
 Writes benchmarks/results/answers.json.
 """
@@ -23,6 +24,7 @@ Writes benchmarks/results/answers.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -37,10 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core import journal  # noqa: E402
-from core.config import RetrieverTrainConfig, ServeConfig, VerifyConfig  # noqa: E402
 from core.files import atomic_write_json, atomic_write_jsonl  # noqa: E402
+from core.markers import strip_markers  # noqa: E402
 from core.quality import token_f1  # noqa: E402
-from core.support import strip_markers  # noqa: E402
+from pipeline.verify.config import VerifyConfig  # noqa: E402
+from service.config import ServeConfig  # noqa: E402
+from train.config import RetrieverTrainConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 YES_NO = ("is ", "are ", "can ", "does ", "do ", "will ", "should ", "could ")
@@ -52,7 +56,7 @@ def is_yes_no(question: str, template: str = "") -> bool:
 
 def question_sets(limit: int) -> dict[str, list[dict]]:
     from benchmarks.verification import OUT_OF_SCOPE
-    from retriever_train.data import consumer_eval_set, read_dev
+    from train.data import consumer_eval_set, read_dev
 
     cfg = RetrieverTrainConfig()
     dev = [{"question": d["question"], "gold": d["gold_medquad_id"]} for d in read_dev(cfg)]
@@ -63,16 +67,15 @@ def question_sets(limit: int) -> dict[str, list[dict]]:
             "yes_no": yes_no[:limit], "out_of_scope": [{"question": q, "gold": ""} for q in OUT_OF_SCOPE]}
 
 
-def drafts(sets, retriever, generator, cfg: ServeConfig, path: Path) -> dict[tuple[str, bool], dict]:
-    """One generation per (question, retrieval on/off), cached in a journal (a rerun resumes)."""
-    from service.pipeline import _prepare
-
+def drafts(sets, pipeline, path: Path) -> dict[tuple[str, bool], dict]:
+    """One generation per (question, retrieval on/off) by the pipeline as served, cached in a journal (a rerun
+    resumes)."""
     done = {(r["question"], r["rag"]): r for r in journal.read(path)} if path.is_file() else {}  # the latest wins
     wanted = [(q["question"], True) for rows in sets.values() for q in rows]
     wanted += [(q["question"], False) for q in sets["dev"]]
     prepared = {}
     for question, rag in dict.fromkeys(wanted):  # retrieval is cheap: a draft whose passages changed (a new
-        p = _prepare(question, retriever if rag else None, generator, cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+        p = pipeline.prepare(question, use_retrieval=rag)
         prepared[(question, rag)] = p           # retrieval rule) is generated again
         row = done.get((question, rag))
         if row and [pid for _, pid, _ in row["shown"]] != [s.hit.passage.id for s in p.shown]:
@@ -83,7 +86,7 @@ def drafts(sets, retriever, generator, cfg: ServeConfig, path: Path) -> dict[tup
         p = prepared[(question, rag)]
         shown, retrieve_ms = p.shown, p.retrieve_ms
         t = time.perf_counter()
-        gen = generator.generate(p.messages)
+        gen = pipeline.generator.generate(p.messages)
         row = {"question": question, "rag": rag, "text": gen.text, "prompt_tokens": gen.prompt_tokens,
                "completion_tokens": gen.completion_tokens, "stop_reason": gen.stop_reason,
                "generate_ms": round((time.perf_counter() - t) * 1000, 1), "retrieve_ms": round(retrieve_ms, 1),
@@ -100,7 +103,7 @@ def main() -> int:
     ap.add_argument("--index", default="artifacts/index")
     ap.add_argument("--judges", default="artifacts/judges")
     ap.add_argument("--limit", type=int, default=100, help="questions per set (dev, consumer, yes_no)")
-    ap.add_argument("--sample", type=int, default=30, help="dev answers of each arm written for reading")
+    ap.add_argument("--sample", type=int, default=30, help="answers of each arm and set written for reading")
     ap.add_argument("--name", default="answers", help="results file stem: benchmarks/results/<name>.json (e.g. "
                                                        "answers-tuned for --index artifacts/index-tuned)")
     ap.add_argument("--verify", action="append", default=[], metavar="KEY=VALUE",
@@ -109,22 +112,24 @@ def main() -> int:
 
     from core.types import Generation, Hit
     from evaluation.stats import mean_ci, paired_bootstrap
+    from generator.loader import load_generator
     from generator.prompt import PromptPassage
-    from judge.models import Judges
-    from service.components import load_generator, load_retriever
-    from service.pipeline import assemble
+    from pipeline.answer import Pipeline
+    from pipeline.verify.judges import Judges
+    from retriever.loader import load_retriever
 
     cfg = ServeConfig(index=args.index)
     verify_cfg = VerifyConfig(**{k: type(getattr(VerifyConfig(), k))(v)
                                  for k, _, v in (kv.partition("=") for kv in args.verify)})
-    retriever = load_retriever(cfg)  # as served: the question-type prior (and a reranker, where configured)
+    retriever = load_retriever(cfg.index, cfg.rerank)  # as served: the question-type prior (and a reranker, where configured)
     # --judges off (or no trained judges yet): the lexical arm alone
     judges = (Judges.load(args.judges, cfg.verify.judge_precision) if args.judges != "off"
               and Path(args.judges).is_dir() else None)
-    generator = load_generator(cfg)
+    generator = load_generator(cfg.generator, cfg.decoding)
     sets = question_sets(args.limit)
     # drafts depend on the index: a cache per index fingerprint
-    cache = drafts(sets, retriever, generator, cfg, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}.jsonl")
+    served = Pipeline(retriever, generator, None, cfg.pipeline())
+    cache = drafts(sets, served, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}.jsonl")
     by_id = {}
 
     def passage(pid: str):
@@ -147,13 +152,13 @@ def main() -> int:
     for name, rows in sets.items():
         out: dict = {"n": len(rows)}
         for arm, js in arms.items():
+            pipeline = Pipeline(retriever, generator, js, dataclasses.replace(cfg.pipeline(), verify=verify_cfg))
             cites, shown_gold, no_answer, f1s, ratios, modes, verify_ms = [], [], [], [], [], {}, []
             for q in rows:
                 d = cache[(q["question"], True)]
                 shown = [PromptPassage(m, Hit(passage(pid), 1.0, m), text) for m, pid, text in d["shown"]]
                 gen = Generation(d["text"], d["prompt_tokens"], d["completion_tokens"], d["stop_reason"])
-                a = assemble(q["question"], gen, shown, retriever, generator, cfg.mode, d["retrieve_ms"],
-                             d["generate_ms"], verify_cfg, js)
+                a = pipeline.assemble(q["question"], gen, shown, d["retrieve_ms"], d["generate_ms"])
                 gold = retriever.resolve_record(q["gold"]) if q["gold"] else ""
                 cited = {retriever.resolve_record(c.hit.passage.record_id) for c in a.citations}
                 cites.append(float(bool(gold) and gold in cited))
@@ -165,7 +170,7 @@ def main() -> int:
                     f1s.append(token_f1(strip_markers(a.text), gold_text(q["gold"])))
                 verify_ms.append(a.timings["verify_ms"])
                 ratios.append(a.timings["verify_ms"] / max(d["generate_ms"], 1.0))
-                if name in ("dev", "consumer") and len([s for s in sample if s["arm"] == arm and s["set"] == name]
+                if len([s for s in sample if s["arm"] == arm and s["set"] == name]
                                                        ) < args.sample:
                     sample.append({"arm": arm, "set": name, "question": q["question"], "gold": gold,
                                    "cites_gold": bool(cites[-1]), "answer": a.text, "mode": a.answer_mode,

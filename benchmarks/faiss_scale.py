@@ -160,11 +160,11 @@ def real_corpus(root: Path, retriever, candidates: list[str]) -> tuple[dict, dic
     import faiss
     import numpy as np
 
-    from core.config import RetrieverTrainConfig
-    from index_build.build import build_factory, ivf_lists, write_refine
+    from index_build.writers import build_factory, ivf_lists, write_refine
     from retriever import index_dir as fmt
     from retriever.search import IndexRetriever
-    from retriever_train.data import read_dev
+    from train.config import RetrieverTrainConfig
+    from train.data import read_dev
 
     flat = faiss.read_index(str(root / fmt.DENSE))
     vectors = flat.reconstruct_n(0, flat.ntotal)
@@ -251,7 +251,7 @@ def main() -> int:
     import faiss
     import numpy as np
 
-    from index_build.build import build_factory, ivf_lists, write_refine
+    from index_build.writers import build_factory, ivf_lists, write_refine
     from retriever import index_dir as fmt
     from retriever.search import IndexRetriever
 

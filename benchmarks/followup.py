@@ -1,5 +1,5 @@
 """Follow-up benchmark: a conversation's second question, searched and answered with each way of making it
-standalone (service/followup.py), against the same question with the condition written out.
+standalone (pipeline/followup.py), against the same question with the condition written out.
 
     .venv/bin/python benchmarks/followup.py [--n 40] [--answers]     # -> benchmarks/results/followup.json
 
@@ -8,7 +8,7 @@ same document, turn 2 the dev record's own question with the condition replaced 
 (alternately): "What are the treatments for Gout ?" -> "What are the treatments for it ?". Arms:
 - written_out: turn 2 as the dev split has it (the ceiling);
 - as_written: the follow-up searched alone (what /v1/chat/completions did before conversations);
-- focus / model / both: service.followup.standalone with that setting.
+- focus / model / both: pipeline.followup.standalone with that setting.
 Per arm: the gold record among the k=3 passages shown (hybrid, the served retriever), and the standalone query's
 word overlap with the written-out question; with --answers, the served pipeline's turn-2 answer (llama.cpp,
 verification with the trained judges where `make models` wrote them) cites the gold record, for written_out and
@@ -24,6 +24,7 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -32,15 +33,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import RetrieverTrainConfig, ServeConfig  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
+from service.config import ServeConfig  # noqa: E402
+from train.config import RetrieverTrainConfig  # noqa: E402
 
 ARMS = ("as_written", "focus", "model", "both")
 
 
 def conversations(n: int, seed: int = 0) -> list[dict]:
     from core.corpus import read_reserved
-    from retriever_train.data import qa_records, read_dev
+    from train.data import qa_records, read_dev
 
     cfg = RetrieverTrainConfig()
     records = qa_records(cfg, read_reserved(cfg.data_dir, cfg.reserved), want_reserved=True)
@@ -81,14 +83,15 @@ def main() -> int:
                     help="the arms whose turn-2 answers are generated (with --answers)")
     args = ap.parse_args()
 
-    from judge.models import load_judges
-    from service.components import load_generator, load_retriever
-    from service.followup import standalone
-    from service.pipeline import answer
+    from generator.loader import load_generator
+    from pipeline.answer import Pipeline
+    from pipeline.followup import standalone
+    from pipeline.verify.judges import load_judges
+    from retriever.loader import load_retriever
 
     cfg = ServeConfig(index=args.index)
-    retriever = load_retriever(cfg)
-    generator = load_generator(cfg)
+    retriever = load_retriever(cfg.index, cfg.rerank)
+    generator = load_generator(cfg.generator, cfg.decoding)
     judges = load_judges("")
     convs = conversations(args.n)
     unchanged = all(standalone(c["turn1"], None).query == c["turn1"] for c in convs)
@@ -111,9 +114,9 @@ def main() -> int:
             row["cites"] = {}
             for arm in args.answer_arms.split(","):
                 how = "off" if arm in ("as_written", "written_out") else arm
-                a = answer(c["written_out"] if arm == "written_out" else c["turn2"], retriever, generator, k=cfg.k,
-                           mode=cfg.mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify, judges=judges,
-                           history=None if arm == "written_out" else history, followup=how)
+                pipeline = Pipeline(retriever, generator, judges, replace(cfg.pipeline(), followup=how))
+                a = pipeline.answer(c["written_out"] if arm == "written_out" else c["turn2"],
+                                    None if arm == "written_out" else history)
                 gold = retriever.resolve_record(c["gold"])
                 row["cites"][arm] = gold in {retriever.resolve_record(x.hit.passage.record_id) for x in a.citations}
         rows.append(row)

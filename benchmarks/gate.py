@@ -8,7 +8,7 @@ can add refusals on top; benchmarks/answers.py measures those).
 
 Sets: benchmarks/answers.py's (dev reference questions; patient-style rewrites of other reserved documents'
 questions, which calibration never saw; yes/no questions; the 40 out-of-scope questions, which calibration does
-use: that row is in-sample). Each question is prepared exactly as served (`service.pipeline._prepare`: hybrid,
+use: that row is in-sample). Each question is prepared exactly as served (`pipeline.answer.Pipeline.prepare`: hybrid,
 k=3, the question-type prior, the prompt budget), then the served gate decides.
 """
 
@@ -36,11 +36,12 @@ def main() -> int:
     args = ap.parse_args()
 
     from benchmarks.answers import question_sets
-    from core.config import ServeConfig, VerifyConfig
     from generator.prompt import approx_tokens
-    from service.components import load_retriever
-    from service.pipeline import _prepare
-    from service.verify import relevance_gate, verify_embed
+    from pipeline.answer import Pipeline
+    from pipeline.verify.config import VerifyConfig
+    from pipeline.verify.stage import relevance_gate, verify_embed
+    from retriever.loader import load_retriever
+    from service.config import ServeConfig
 
     class Budget:  # what _prepare asks of a generator: 3 passages of <= 200 tokens fit the 1536-token budget anyway
         context_window = None
@@ -54,7 +55,7 @@ def main() -> int:
             print(f"{path}: no index, skipped")
             continue
         cfg = ServeConfig(index=str(Path(path).resolve()))  # exactly this index: the default would give way to the tuned one
-        retriever = load_retriever(cfg)
+        retriever = load_retriever(cfg.index, cfg.rerank)
         gate, source = relevance_gate(VerifyConfig(), retriever)
         cal = (retriever.calibration or {}).get("relevance") or {}
         row: dict = {"fingerprint": retriever.fingerprint[:12], "gate": gate, "gate_source": source,
@@ -62,10 +63,11 @@ def main() -> int:
                      "embedder": retriever.manifest["embedder"].get("name"),
                      "calibrated_on": {k: cal.get(k) for k in ("dev", "patient_style", "out_of_scope") if k in cal},
                      "sets": {}}
+        prepared = Pipeline(retriever, Budget(), None, cfg.pipeline())  # prompts only: nothing is generated
         for name, rows in sets.items():
             refused, scores = [], []
             for q in rows:
-                p = _prepare(q["question"], retriever, Budget(), cfg.k, cfg.mode, cfg.prompt_tokens, 256)
+                p = prepared.prepare(q["question"])
                 texts = [s.text for s in p.shown]
                 if texts:
                     vecs = verify_embed(retriever, retriever.embed)([q["question"], *texts])  # as verify scores it

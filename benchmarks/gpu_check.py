@@ -12,7 +12,7 @@ What runs (everything is the project's own code, nothing downloaded):
    bf16, gradient checkpointing, LoRA r=8 on q,k,v,o,gate,up,down) on the bundled prepared examples, 20 steps of
    16 with one probe pass: samples/s, peak GPU memory, adapter size.
 3. Serving through `HFGenerator.load` on the GPU (`device: auto`) in 4-bit and in bf16, with the adapter, and one
-   answer through `service.pipeline.answer` (retrieval over the bundled passages, verification on): tokens/s.
+   answer through `Pipeline.answer` (pipeline/answer.py) (retrieval over the bundled passages, verification on): tokens/s.
 
 Prints a JSON summary with the card's name and writes benchmarks/results/gpu_check.json.
 """
@@ -95,7 +95,8 @@ def prepare(index: str, n: int = 540, data_dir: str | None = None) -> None:
     bundle holds corpus text, so it stays out of git (.gitignore) and travels as a carried path."""
     from transformers import AutoTokenizer
 
-    from core.config import FinetuneConfig, load_config
+    from core.config import load_config
+    from finetune.config import FinetuneConfig
     from finetune.data import prepare as prepare_data
     from generator.hf import resolve_model
     from retriever.index_dir import read_manifest
@@ -169,17 +170,14 @@ def _passages_from(data: Path) -> list[tuple[str, str]]:
 def run(shape: str, steps: int, batch: int) -> dict:
     import torch
 
-    from core.config import (
-        DecodingConfig,
-        FinetuneConfig,
-        GeneratorConfig,
-        VerifyConfig,
-        config_to_dict,
-        load_config,
-    )
+    from core.config import config_to_dict, load_config
+    from finetune.config import FinetuneConfig
     from finetune.train import run as finetune
+    from generator.config import DecodingConfig, GeneratorConfig
     from generator.hf import HFGenerator
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
+    from pipeline.verify.config import VerifyConfig
 
     cuda = torch.cuda.is_available()
     card = torch.cuda.get_device_name(0) if cuda else "cpu"
@@ -228,7 +226,7 @@ def run(shape: str, steps: int, batch: int) -> dict:
         t = time.perf_counter()
         g = gen.generate([{"role": "user", "content": question}], max_new_tokens=64)
         secs = time.perf_counter() - t
-        a = answer(question, retriever, gen, k=3, verify_cfg=VerifyConfig(), max_new_tokens=64)
+        a = Pipeline(retriever, gen, None, PipelineConfig(k=3, verify=VerifyConfig())).answer(question, max_new_tokens=64)
         result["serve"][name] = {"device": device, "tokens": g.completion_tokens,
                                  "tokens_per_s": round(g.completion_tokens / secs, 1),
                                  "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,

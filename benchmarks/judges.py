@@ -30,8 +30,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import JudgeTrainConfig, VerifyConfig  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
+from pipeline.verify.config import VerifyConfig  # noqa: E402
+from train.config import JudgeTrainConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -45,7 +46,7 @@ def dev_documents(cfg: JudgeTrainConfig) -> set[str]:
 
 
 def summary(scores: list[float], rows: list[dict], threshold: float) -> dict:
-    from retriever_train.judges import by_family
+    from train.judges import by_family
 
     pos = [s for s, r in zip(scores, rows, strict=True) if r["label"]]
     neg = [s for s, r in zip(scores, rows, strict=True) if not r["label"]]
@@ -70,10 +71,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "judges.json"))
     args = ap.parse_args()
 
-    from core.support import SupportJudge, overlap, stems
-    from judge.models import Judges
+    from pipeline.verify.judges import Judges
+    from pipeline.verify.support import SupportJudge, overlap, stems
     from retriever.embedder import load_embedder, resolve_embedder
-    from retriever_train.judges import answerhood_rows, faithfulness_rows, passages, read_records
+    from train.judges import answerhood_rows, faithfulness_rows, passages, read_records
 
     cfg = JudgeTrainConfig()
     docs = dev_documents(cfg)

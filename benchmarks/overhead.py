@@ -52,14 +52,14 @@ def main() -> int:
 
     import httpx
 
-    from core.config import ServeConfig
+    from retriever.loader import load_retriever
     from service.app import create_app
-    from service.components import load_retriever
+    from service.config import ServeConfig
     from service.feedback import FeedbackStore
     from tests.fakes import FakeGenerator
 
     cfg = ServeConfig(index=args.index)
-    retriever = load_retriever(cfg)
+    retriever = load_retriever(cfg.index, cfg.rerank)
     with tempfile.TemporaryDirectory() as tmp:
         on_url, on = serve(create_app(retriever, FakeGenerator(), cfg, feedback=FeedbackStore(Path(tmp) / "f.db")))
         off_url, off = serve(create_app(retriever, FakeGenerator(), ServeConfig(index=args.index, metrics="off")))

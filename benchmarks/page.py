@@ -37,18 +37,19 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from core.config import ServeConfig
-    from judge.models import load_judges
+    from generator.loader import load_generator
+    from pipeline.verify.judges import load_judges
+    from retriever.loader import load_retriever
     from service.app import create_app
-    from service.components import load_generator, load_retriever
-    from tests.test_live import _serve
+    from service.config import ServeConfig
+    from tests.test_live import serve_in_thread
 
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser_path:
         raise SystemExit("no chromium: bash scripts/browser.sh")
     cfg = ServeConfig(index=args.index)
-    retriever, generator = load_retriever(cfg), load_generator(cfg)
-    url, srv, thread = _serve(create_app(retriever, generator, cfg, load_judges("")))
+    retriever, generator = load_retriever(cfg.index, cfg.rerank), load_generator(cfg.generator, cfg.decoding)
+    url, srv, thread = serve_in_thread(create_app(retriever, generator, cfg, load_judges("")))
     rows = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])

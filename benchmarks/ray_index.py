@@ -68,7 +68,7 @@ def main() -> int:
 
     import ray
 
-    from core.config import IndexConfig
+    from index_build.config import IndexConfig
 
     t = time.perf_counter()
     ray.init(num_cpus=os.cpu_count() if args.gpu else 2, include_dashboard=False, log_to_driver=False,

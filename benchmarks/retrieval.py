@@ -15,7 +15,7 @@
 
 4. With `--tuned-index` (and `--reranker`): the domain-tuned retriever side by side with the base index, on the
    200 dev questions and on a consumer-style set built from reserved documents (never trained on, dev excluded;
-   retriever_train.data.consumer_eval_set): record-level recall@1/5/10 and MRR@10 of hybrid retrieval for base,
+   train.data.consumer_eval_set): record-level recall@1/5/10 and MRR@10 of hybrid retrieval for base,
    tuned, tuned + reranker (its order, and its order fused with the hybrid one: rerank.fuse); retrieve latency p50
    of each, interleaved query by query (target: tuned without the reranker <= 1.5x base; the reranker's added
    latency is reported); and the training cards (time, peak memory).
@@ -40,9 +40,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import IndexConfig, default_data_dir  # noqa: E402
+from core.config import default_data_dir  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
-from index_build.build import embed_in_shards  # noqa: E402
+from index_build.config import IndexConfig
+from index_build.shards import embed_in_shards  # noqa: E402
 from retriever.index_dir import embed_text  # noqa: E402
 from retriever.search import IndexRetriever  # noqa: E402
 
@@ -251,14 +252,14 @@ def main() -> None:
         res["int8_query_encoder"] = int8_queries(r, dev)
         print("int8", json.dumps(res["int8_query_encoder"]), flush=True)
     if "qtype" in parts:
-        from core.config import RetrieverTrainConfig
-        from retriever_train.data import consumer_eval_set
+        from train.config import RetrieverTrainConfig
+        from train.data import consumer_eval_set
 
         res["qtype_prior"] = qtype_comparison(r, dev, consumer_eval_set(RetrieverTrainConfig(data_dir=args.data_dir),
                                                                         n=200))
     if "tuned" in parts and args.tuned_index:
-        from core.config import RetrieverTrainConfig
-        from retriever_train.data import consumer_eval_set
+        from train.config import RetrieverTrainConfig
+        from train.data import consumer_eval_set
 
         consumer = consumer_eval_set(RetrieverTrainConfig(data_dir=args.data_dir), n=200)
         # top_n 20 is the recorded default; other values are kept beside it

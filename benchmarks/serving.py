@@ -43,10 +43,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import DecodingConfig, GeneratorConfig, default_data_dir  # noqa: E402
+from core.config import default_data_dir  # noqa: E402
 from core.corpus import clean_records, read_corpus  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
 from core.quality import repeated_ngram_rate, runaway_list, token_f1  # noqa: E402
+from generator.config import DecodingConfig, GeneratorConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -192,10 +193,9 @@ BACKENDS = {  # name -> GeneratorConfig fields (torchao: the fp32 model quantize
 
 
 def load_backend(name: str):
-    from core.config import ServeConfig
-    from service.components import load_generator
+    from generator.loader import load_generator
 
-    gen = load_generator(ServeConfig(generator=GeneratorConfig(**BACKENDS[name])), log=lambda _: None)
+    gen = load_generator(GeneratorConfig(**BACKENDS[name]), log=lambda _: None)
     if "torchao" in name:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
@@ -231,7 +231,7 @@ def backend_speed(gens: dict, messages: list[dict], reps: int) -> dict:
 
 def backend_quality(gens: dict, retriever, dev: list[dict], gold_text: dict[str, str]) -> dict:
     from evaluation.stats import mean_ci, paired_bootstrap
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
 
     rows: dict[str, list[dict]] = {n: [] for n in gens}
     for n, d in enumerate(dev, start=1):  # question by question, every backend: load drifts hit them all alike
@@ -239,7 +239,7 @@ def backend_quality(gens: dict, retriever, dev: list[dict], gold_text: dict[str,
             print(f"quality: question {n}/{len(dev)}", flush=True)
         gold = gold_text[d["gold_medquad_id"]]
         for name, g in gens.items():
-            a = answer(d["question"], retriever, g, k=3)
+            a = Pipeline(retriever, g).answer(d["question"])
             rows[name].append({"draft_f1": token_f1(a.draft, gold), "f1": token_f1(a.text, gold),
                                "eot": a.stop_reason == "end_of_turn", "cap": a.stop_reason == "length",
                                "rep4": repeated_ngram_rate(a.draft), "runaway": runaway_list(a.draft),
@@ -346,13 +346,14 @@ def means(rows: list[dict], spec: dict[str, tuple[str, int]]) -> dict[str, float
 
 
 def quality(retriever, gen, dev: list[dict], gold_text: dict[str, str], k: int) -> dict:
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
 
     out = {}
     for scope in ("generated", "all"):
         rows = []
         for d in dev:
-            a = answer(d["question"], retriever, gen, k=k, penalty_scope=scope)
+            a = Pipeline(retriever, gen, None, PipelineConfig(k=k)).answer(d["question"], penalty_scope=scope)
             rows.append({"f1": token_f1(a.text, gold_text[d["gold_medquad_id"]]),
                          "eot": a.stop_reason == "end_of_turn", "rep4": repeated_ngram_rate(a.text),
                          "cites": bool(a.citations), "runaway": runaway_list(a.text),

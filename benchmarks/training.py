@@ -34,26 +34,21 @@ def one_run(arm: str, steps: int, accum: int, quantization: str) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
-    from core.config import FinetuneConfig
+    from finetune.config import FinetuneConfig
     from finetune.data import load_rows
-    from finetune.train import (
-        _load_model,
-        _load_tokenizer,
-        build_trainer,
-        lora_model,
-        make_probe_callback,
-    )
+    from finetune.model import load_model, load_tokenizer, lora_model
+    from finetune.train import build_trainer, make_probe_callback
     from generator.hf import resolve_model
 
     rows = load_rows(DATA)[: steps * accum]
     cfg = FinetuneConfig(max_steps=steps, batch_size=1, gradient_accumulation=accum, logging_steps=1,
                          max_length=1024, quantization=quantization, warmup_ratio=0.0)
     source, _ = resolve_model("", "", lambda _: None)
-    tok = _load_tokenizer(source, cfg)
+    tok = load_tokenizer(source, cfg)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         if arm == "A":
-            model = lora_model(_load_model(source, cfg), cfg)
+            model = lora_model(load_model(source, cfg), cfg)
             trainer = build_trainer(cfg, model, tok, rows, [], Path(tmp) / "ckpt",
                                     [make_probe_callback(cfg, tok, [], Path(tmp), lambda _: None)])
         else:

@@ -3,12 +3,12 @@ then the layer) on patient-worded messages, and how often triage fires on ordina
 
     .venv/bin/python benchmarks/triage.py          # -> benchmarks/results/triage.json
 
-1. Held-out patient-worded messages (benchmarks/data/triage_heldout.jsonl: 90 emergencies of 18 kinds, 60
+1. Held-out patient-worded messages (data/triage/heldout.jsonl: 90 emergencies of 18 kinds, 60
    near-misses, 30 ordinary questions; written before the layer was trained, never trained on or used to choose
-   its threshold): recall of emergencies, false alarms, per kind; the development set (triage_dev.jsonl, which
+   its threshold): recall of emergencies, false alarms, per kind; the development set (data/triage/dev.jsonl, which
    chose the threshold) beside it.
 2. Ordinary questions: the 200 dev questions, and 500 GenMedGPT-5k patient messages reviewed by hand
-   (benchmarks/data/genmedgpt_triage_review.jsonl: an index into GenMedGPT-5k.json and a triage nurse's label per
+   (data/triage/genmedgpt_benchmark_review.jsonl: an index into GenMedGPT-5k.json and a triage nurse's label per
    message, from a blind review with the NHS / MedlinePlus red-flag rubric: 37 emergencies, 463 non-urgent):
    both layers' recall and false alarms on them, and what fired.
 3. Latency: triage per question, rules alone vs served, interleaved (p50 over the held-out and dev questions).
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import default_data_dir  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
-from service.triage import classifier, model_dir, rule_for, triage  # noqa: E402
+from pipeline.triage import classifier, model_dir, rule_for, triage  # noqa: E402
 
 # words a reviewer looks for in the messages that did not fire
 ALARM_WORDS = ("chest", "breath", "faint", "blood", "overdose", "suicid", "seizure", "unconscious", "swallow",
@@ -93,11 +93,11 @@ def main() -> None:
     data = Path(default_data_dir())
     dev = [json.loads(x)["question"] for x in (data / "splits" / "medquad_dev.jsonl").read_text().splitlines()]
     chats = [r["input"] for r in json.loads((data / "chatdoctor" / "GenMedGPT-5k.json").read_text())]
-    review = [json.loads(x) for x in (ROOT / "benchmarks" / "data" / "genmedgpt_triage_review.jsonl").read_text()
+    review = [json.loads(x) for x in (ROOT / "data" / "triage" / "genmedgpt_benchmark_review.jsonl").read_text()
               .splitlines() if x.strip()]
     reviewed = [{"id": str(r["index"]), "text": chats[r["index"]], "emergency": r["label"] == "emergency",
                  "kind": "reviewed_" + r["label"]} for r in review]
-    sets = {name: [json.loads(x) for x in (ROOT / "benchmarks" / "data" / f"triage_{name}.jsonl").read_text()
+    sets = {name: [json.loads(x) for x in (ROOT / "data" / "triage" / f"{name}.jsonl").read_text()
                    .splitlines() if x.strip()] for name in ("heldout", "dev")}
     result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
               "layer": model_dir() or None, "threshold": classifier().threshold if classifier() else None,

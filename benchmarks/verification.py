@@ -40,15 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core import journal  # noqa: E402
-from core.config import EvalConfig, GeneratorConfig, ServeConfig, VerifyConfig  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
 from core.quality import split_sentences  # noqa: E402
-from core.support import NOT_ANSWER  # noqa: E402
+from core.types import NOT_ANSWER  # noqa: E402
+from evaluation.config import EvalConfig  # noqa: E402
+from generator.config import GeneratorConfig  # noqa: E402
+from pipeline.verify.config import VerifyConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Questions the corpus cannot answer (self-written): everyday, technical and out-of-domain ones.
-from retriever_train.calibrate import OUT_OF_SCOPE  # noqa: E402  (the calibration's own list)
+from train.calibrate import OUT_OF_SCOPE  # noqa: E402  (the calibration's own list)
 
 
 def _bootstrap(values: list[float]) -> dict:
@@ -108,7 +110,8 @@ def calibrate(retriever, items, log) -> dict:
         vecs = retriever.embed([q, *[h.passage.text for h in hits]])
         out_rel.append(float((vecs[1:] @ vecs[0]).max()))
     # overlap and cosine once per pair (embeddings in one batch); each weight only recombines them
-    from core.support import overlap, stems, strip_markers
+    from core.markers import strip_markers
+    from pipeline.verify.support import overlap, stems
 
     lex = [overlap(s, stems(p)) for s, p, _ in pairs]
     texts = sorted({strip_markers(s) for s, _, _ in pairs} | {p for _, p, _ in pairs})
@@ -141,15 +144,16 @@ def calibrate(retriever, items, log) -> dict:
 
 def drafts(items, retriever, generator, arm: str, path: Path, log) -> dict[str, dict]:
     """Generate (or reuse) the unverified answers of one arm; resumable after a kill (an append-only journal)."""
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
 
+    pipeline = Pipeline(retriever if arm == "hybrid" else None, generator, None, PipelineConfig(k=3, verify=None))
     done = {r["id"]: r for r in journal.read(path)}
     todo = [it for it in items if it.id not in done]
     log(f"{arm}: {len(done)} drafts cached, {len(todo)} to generate")
     for n, it in enumerate(todo, 1):
         t = time.perf_counter()
-        a = answer(it.question, retriever if arm == "hybrid" else None, generator, k=3, mode="hybrid",
-                   verify_cfg=None)
+        a = pipeline.answer(it.question)
         row = {"id": it.id, "draft": a.draft, "passages": [h.passage.id for h in a.passages],
                "stop_reason": a.stop_reason, "completion_tokens": a.usage["completion_tokens"],
                "generate_ms": a.timings["generate_ms"], "seconds": round(time.perf_counter() - t, 2)}
@@ -167,12 +171,15 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
     from core.types import Generation
     from evaluation.metrics import open_metrics
     from generator.prompt import build_messages
-    from service.pipeline import assemble
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
 
     out = []
 
     class DraftSource:  # stands in for the generator that wrote the cached drafts: assemble() reads its name
         name, context_window = "cached-draft", None
+
+    pipeline = Pipeline(retriever, DraftSource, None, PipelineConfig(verify=cfg))  # type: ignore[arg-type]
 
     for it in items:
         r = rows[it.id]
@@ -181,8 +188,7 @@ def score(items, rows, retriever, cfg: VerifyConfig | None) -> list[dict]:
             assert [h.passage.id for h in hits] == r["passages"], "retrieval changed since the drafts"
         _, shown = build_messages(it.question, hits, count_tokens=COUNT, budget=1536)
         gen = Generation(r["draft"], 0, r["completion_tokens"], r["stop_reason"])
-        a = assemble(it.question, gen, shown, retriever if hits is not None else None, DraftSource, "hybrid", 0.0,
-                      r["generate_ms"], cfg)
+        a = pipeline.assemble(it.question, gen, shown, 0.0, r["generate_ms"], use_retrieval=hits is not None)
         m = open_metrics(a, it.gold_text, it.gold_record, retriever.resolve_record,
                          retriever.knows if hits is not None else None)
         m["out_of_range_markers"] = float(bool(a.invalid_markers))
@@ -223,8 +229,8 @@ def main() -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from evaluation.run import load_open_questions
     from evaluation.stats import paired_bootstrap
+    from generator.loader import load_generator
     from retriever.search import IndexRetriever
-    from service.components import load_generator
 
     items = load_open_questions(EvalConfig(limit=args.limit), log)
     retriever = IndexRetriever.load(args.index)
@@ -238,7 +244,7 @@ def main() -> None:
         result["calibration"] = calibrate(retriever, items, log)
         result["calibration"]["seconds"] = round(time.perf_counter() - t, 1)
     # verification.json is the transformers fp32 path (drafts cached from it); --backend llamacpp the served default
-    generator = load_generator(ServeConfig(generator=GeneratorConfig(backend=args.backend, adapter=args.adapter)),
+    generator = load_generator(GeneratorConfig(backend=args.backend, adapter=args.adapter),
                                log=log)
     global COUNT
     COUNT = generator.count_tokens
@@ -277,11 +283,13 @@ def main() -> None:
         "after_vs_before_rouge_l": paired_bootstrap([rl[i] for i in ids], [rl_before[i] for i in ids]),
     }
     if args.timing:  # generation and verification timed in the same calls: the ratio is side by side
-        from service.pipeline import answer
+        from pipeline.answer import Pipeline
+        from pipeline.config import PipelineConfig
 
         ratios = []
+        timed = Pipeline(retriever, generator, None, PipelineConfig(k=3, verify=base))
         for it in items[:args.timing]:
-            a = answer(it.question, retriever, generator, k=3, verify_cfg=base)
+            a = timed.answer(it.question)
             ratios.append(a.timings["verify_ms"] / a.timings["generate_ms"])
         result["timing"] = {"n": len(ratios), "verify_over_generate_median": round(statistics.median(ratios), 4),
                             "verify_over_generate_mean": round(statistics.fmean(ratios), 4),

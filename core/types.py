@@ -10,12 +10,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
-from core.support import SentenceVerdict
-
 SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 MAX_QUESTION_CHARS = 2000
 """Longest question (or query) accepted, in characters: the API schema, the pipeline and the CLI use it."""
+
+
+NOT_ANSWER = {
+    "header": "copied passage header",  # a passage's title line
+    "fragment": "sentence fragment",  # copied from a passage's cut start, or under four words
+    "restatement": "sentence that only restates the question",  # restates_question: nothing a passage supports
+    "pointer": "sentence that points at a list it does not give",  # points_at_list
+}
+
+
+@dataclass
+class SentenceVerdict:
+    """One answer sentence after attribution."""
+
+    text: str
+    """The sentence with its verified markers (the original markers removed)."""
+    citations: list[int]
+    """Markers (1-based, of the passages shown) whose passage supports the sentence."""
+    supported: bool
+    score: float
+    """The best passage's score."""
+    cited_before: list[int] = field(default_factory=list)
+    """The markers the model wrote (for reports: kept, moved or dropped)."""
+    kind: str = ""
+    """Why this is not an answer sentence ("" for an answer sentence): one of NOT_ANSWER's keys."""
+
+    @property
+    def not_answer(self) -> str:
+        """What this sentence is when it is not an answer sentence (for the removal warning), else ""."""
+        return NOT_ANSWER.get(self.kind, "")
 
 
 @dataclass
@@ -90,7 +118,7 @@ class Citation:
 
 @dataclass
 class Answer:
-    """What `service.pipeline.answer` returns; the API, `medcite ask` and the evaluation all read this."""
+    """What `Pipeline.answer` (pipeline/answer.py) returns; the API, `medcite ask` and the evaluation all read this."""
 
     question: str
     text: str
@@ -129,7 +157,7 @@ class Answer:
     """Which faithfulness judge verified the answer: faithfulness-judge (trained), lexical, or none."""
     retrieval_query: str = ""
     """What retrieval searched for: the question, or for a follow-up the standalone question built from the
-    conversation (service/followup.py)."""
+    conversation (pipeline/followup.py)."""
     calibration: dict[str, Any] = field(default_factory=dict)
     """Which calibration each verification threshold came from ({relevance: {threshold, source}, ...})."""
     id: str = field(default_factory=lambda: "ans-" + uuid.uuid4().hex[:20])

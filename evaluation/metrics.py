@@ -6,9 +6,9 @@ fine-tuning job's checkpoint choice).
     m = open_metrics(answer, gold_text, gold_record, resolve=retriever.resolve_record, knows=retriever.knows)
 
 Every metric is computed for the final (verified) answer and, as `draft_*`, for what the model generated, so one
-run measures what verification changes. `citation_support` uses the verification's own definition (core.support:
+run measures what verification changes. `citation_support` uses the verification's own definition (pipeline.verify.support:
 the same one training and serving use); `lexical_support` is the evaluation's earlier, independent check
-(most content words of a cited sentence occur in the passages it cites). core.support.SupportJudge is the seam
+(most content words of a cited sentence occur in the passages it cites). pipeline.verify.support.SupportJudge is the seam
 for an NLI model or an LLM judge.
 """
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import cache
 
+from core.markers import markers_in, strip_markers
 from core.quality import answer_metrics, content_words, split_sentences, token_f1
-from core.support import markers_in, strip_markers
-from core.terms import term_problems
 from core.types import Answer
+from pipeline.verify.terms import term_problems
 
 
 def lexical_support(sentence: str, passages: Sequence[str]) -> float:
     """Share of the sentence's content words (markers removed) found in the cited passages: the evaluation's
-    earlier, independent check, reported beside the shared support definition (core.support)."""
+    earlier, independent check, reported beside the shared support definition (pipeline.verify.support)."""
     words = content_words(strip_markers(sentence))
     if not words:
         return 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from core.config import EvalConfig
+from evaluation.config import EvalConfig
 from evaluation.stats import mcnemar, mean_ci, paired_bootstrap, win_loss_tie
 
 OPEN_COMPARED = ("token_f1", "rouge_l", "draft_token_f1", "draft_rouge_l", "end_of_turn", "repeated_4gram_rate",

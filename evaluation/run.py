@@ -5,8 +5,8 @@ a summary with paired statistics, and a report.
     medcite eval --config configs/eval.yaml --arms base:none,base:hybrid,tuned:hybrid
     # -> artifacts/eval/<run>/{results.jsonl, summary.json, report.md, *.png}
 
-Open-ended questions go through `service.pipeline.answer` (generation with the deployment decoding);
-multiple-choice MIRAGE items through `service.pipeline.choose` (option log-likelihood, question-only retrieval).
+Open-ended questions go through `Pipeline.answer` (pipeline/answer.py) (generation with the deployment decoding);
+multiple-choice MIRAGE items through `Pipeline.choose` (option log-likelihood, question-only retrieval).
 Rows are appended to `progress.jsonl` as they finish, so a killed run resumes where it stopped; at the end they
 are written in a fixed order, without timings, to `results.jsonl`: the same run twice gives identical bytes.
 """
@@ -23,14 +23,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import journal
-from core.config import EvalConfig, config_to_dict
+from core.config import config_to_dict
 from core.corpus import clean_records, iter_jsonl, read_corpus
 from core.errors import DataError
 from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text, check_run_identity
+from evaluation.config import EvalConfig
 from generator.prompt import PROMPT_VERSION
+
+if TYPE_CHECKING:
+    from pipeline.answer import Pipeline
 
 OPEN = "open"
 OVERLOAD_ATTEMPTS = 20
@@ -148,18 +152,14 @@ def _hit_ids(hits) -> list[str]:
     return [h.passage.id for h in hits]
 
 
-def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig, judges=None) -> dict:
-    """One row: the answer and every metric for one item under one arm."""
+def evaluate_item(item: Item, arm: str, pipeline: Pipeline, retriever) -> dict:
+    """One row: the answer and every metric for one item under one arm (`pipeline`: the arm's; `retriever`: the
+    index, for resolving gold records even in a no-retrieval arm)."""
     from evaluation.metrics import open_metrics
-    from service.pipeline import answer, choose
 
-    model, _, retrieval = arm.partition(":")
-    r = retriever if retrieval != "none" else None
-    mode = retrieval if retrieval != "none" else "hybrid"
     t = time.perf_counter()
     if item.task == OPEN:
-        a = answer(item.question, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens, verify_cfg=cfg.verify,
-                   judges=judges)
+        a = pipeline.answer(item.question)
         resolve = retriever.resolve_record if retriever is not None else (lambda x: x)
         knows = retriever.knows if retriever is not None else None
         row = {"answer": a.text, "draft": a.draft, "answer_mode": a.answer_mode, "warnings": a.warnings,
@@ -169,7 +169,7 @@ def evaluate_item(item: Item, arm: str, retriever, generator, cfg: EvalConfig, j
                "gold_record": item.gold_record,
                "metrics": open_metrics(a, item.gold_text, item.gold_record, resolve, knows)}
     else:
-        c = choose(item.question, item.options or {}, r, generator, k=cfg.k, mode=mode, budget=cfg.prompt_tokens)
+        c = pipeline.choose(item.question, item.options or {})
         row = {"pred": c.letter, "gold": item.answer, "scores": c.scores, "passages": _hit_ids(c.passages),
                "metrics": {"accuracy": float(c.letter == item.answer)}}
     return {"task": item.task, "id": item.id, "arm": arm, "question": item.question, **row,
@@ -197,7 +197,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
     log(f"{len(items)} items x {len(cfg.arms)} arms; {len(done)} done before, {len(todo)} to go -> {out}")
     retriever, judges = None, None
     if any(not a.endswith(":none") for a in cfg.arms):
-        from judge.models import load_judges
+        from pipeline.verify.judges import load_judges
 
         retriever = load_retriever(cfg.index)
         judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # as serving verifies: the trained judges when `make models` ran
@@ -226,9 +226,15 @@ def _rows(todo: list[tuple[str, Item]], retriever, gen, cfg: EvalConfig, judges)
     from core.errors import OverloadedError
 
     # A shared generator server that is full answers 503: a batch job waits and asks again (serving fails fast)
+    from pipeline.answer import Pipeline
+
+    pipelines = {arm: Pipeline(retriever if not arm.endswith(":none") else None, gen, judges,
+                               cfg.pipeline(mode if mode != "none" else "hybrid"))
+                 for arm in dict.fromkeys(a for a, _ in todo) for mode in [arm.partition(":")[2]]}
+
     @stamina.retry(on=OverloadedError, attempts=OVERLOAD_ATTEMPTS, wait_initial=0.5, wait_max=10.0, timeout=None)
     def one(arm: str, item: Item) -> dict:
-        return evaluate_item(item, arm, retriever, gen, cfg, judges)
+        return evaluate_item(item, arm, pipelines[arm], retriever)
 
     if cfg.concurrency == 1:
         for arm, item in todo:

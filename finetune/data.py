@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.config import FinetuneDataConfig, config_to_dict
+from core.config import config_to_dict
 from core.corpus import (
     normalise_whitespace,
     read_corpus,
@@ -35,11 +35,13 @@ from core.corpus import (
 )
 from core.errors import DataError
 from core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from core.markers import strip_markers
 from core.quality import split_sentences
-from core.support import SupportJudge, attribute, strip_markers
 from core.types import Hit, Record
+from finetune.config import FinetuneDataConfig
 from generator.prompt import PROMPT_VERSION, build_messages
-from judge.models import load_judges, support_judge
+from pipeline.verify.judges import load_judges, support_judge
+from pipeline.verify.support import SupportJudge, attribute
 
 # --- cleaning rules for dialogue answers (each returns the new text) ---------------------------------------------
 
@@ -110,11 +112,11 @@ REFERENCE_RULES: tuple[tuple[str, Rule], ...] = (
     ("whitespace", lambda t, r: normalise_whitespace(t)),
 )
 
-# --- sentence support (which passage a target sentence can cite): the serving definition, core.support ------------
+# --- sentence support (which passage a target sentence can cite): the serving definition, pipeline.verify.support ------------
 
 def cited_target(answer: str, passages: Sequence[str], judge: SupportJudge, threshold: float,
                  titles: Sequence[str] = ()) -> tuple[str, list[int]]:
-    """The answer with [n] after each sentence that passage n supports (core.support.attribute: the rule the
+    """The answer with [n] after each sentence that passage n supports (pipeline.verify.support.attribute: the rule the
     server verifies answers by, so training teaches exactly the citations serving keeps)."""
     verdicts = attribute(answer, passages, titles, judge, threshold)
     used = sorted({n for v in verdicts for n in v.citations})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import FinetuneConfig
+from finetune.config import FinetuneConfig
 
 
 def best_by_loss(history: dict[int, dict]) -> int | None:

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.config import DecodingConfig, GeneratorConfig
 from core.errors import ModelLoadError
 from core.files import staging_dir
+from generator.config import DecodingConfig, GeneratorConfig
 from generator.local import Decoded, LocalGenerator, OnText, StopSignal, TextPieces, stop_token_ids
 from generator.prompt import check_adapter
 
@@ -115,7 +115,7 @@ def nf4_config(compute_dtype):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def _logits_processor(penalty: float, prompt_len: int):
+def logits_processor(penalty: float, prompt_len: int):
     """Repetition penalty over generated tokens only (the prompt's passages stay free to be copied)."""
     import torch
     from transformers import LogitsProcessor
@@ -213,7 +213,7 @@ class HFGenerator(LocalGenerator):
             kwargs["repetition_penalty"] = d.repetition_penalty
         elif d.repetition_penalty != 1.0:
             kwargs["logits_processor"] = LogitsProcessorList(
-                [_logits_processor(d.repetition_penalty, input_ids.shape[1])])
+                [logits_processor(d.repetition_penalty, input_ids.shape[1])])
         return kwargs
 
     def _run(self, prompt_ids: list[int], d: DecodingConfig, stop: StopSignal, on_text: OnText | None

@@ -30,15 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.config import DecodingConfig, GeneratorConfig
 from core.errors import InvalidRequestError, ModelLoadError
 from core.files import atomic_path, staging_dir
+from generator.config import DecodingConfig, GeneratorConfig
 from generator.hf import _sha256, default_cache_dir, packaged_gguf
 from generator.local import Decoded, LocalGenerator, OnText, StopSignal, TextPieces, stop_token_ids
 from generator.prompt import check_adapter
 
 LLAMA_FTYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "f16": 1, "f32": 0}
-"""generator.gguf_quant (core.config.GGUF_QUANTS) -> llama.cpp's LLAMA_FTYPE_MOSTLY_* (llama.h)."""
+"""generator.gguf_quant (generator.config.GGUF_QUANTS) -> llama.cpp's LLAMA_FTYPE_MOSTLY_* (llama.h)."""
 
 
 def _require_llama_cpp():

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from core.config import DecodingConfig
 from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
 from core.types import Generation
+from generator.config import DecodingConfig
 
 OnText = Callable[[str], None]
 

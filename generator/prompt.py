@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.support import markers_in
+from core.markers import markers_in
 from core.types import Hit
 
 PROMPT_VERSION = "medcite-prompt-v2"
@@ -174,7 +174,7 @@ def build_choice_messages(question: str, options: dict[str, str], hits: Sequence
 def extract_citations(text: str, n_passages: int) -> tuple[list[int], list[int]]:
     """Marker numbers cited in text, in order of first appearance, and the out-of-range ones (flagged).
 
-    Accepts [1], [1, 2] and [1][2] (core.support.markers_in); a number outside 1..n_passages is not a citation of
+    Accepts [1], [1, 2] and [1][2] (core.markers.markers_in); a number outside 1..n_passages is not a citation of
     anything shown."""
     valid: list[int] = []
     invalid: list[int] = []

@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from core.config import DecodingConfig, GeneratorConfig
 from core.errors import ConfigError, InvalidRequestError, OverloadedError, UpstreamError
 from core.types import Generation
+from generator.config import DecodingConfig, GeneratorConfig
 from generator.prompt import approx_tokens, check_adapter
 
 RETRY_ATTEMPTS = 3

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.config import IndexConfig
 from core.corpus import CLEANING_RULES, clean_text, drop_duplicates
 from core.errors import ConfigError
 from core.types import Passage, Record
+from index_build.config import IndexConfig
 
 # Rows per CPU task of the cleaning and chunking stages: big enough that a task's tokenizer load (~0.1 s) is noise.
 _RECORDS_PER_TASK = 2000
@@ -106,8 +106,8 @@ def _clean_batch(batch: dict) -> dict:
 
 
 def _chunk_batch(batch: dict, model: list, size: int, overlap: int) -> dict:
-    from index_build.build import token_lengths
     from index_build.chunk import record_spans
+    from index_build.shards import token_lengths
     from retriever.index_dir import embed_text
 
     tok = _tokenizer(local_model(model))
@@ -169,7 +169,7 @@ class ShardEmbedder:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from index_build.build import encode_shard
+        from index_build.shards import encode_shard
 
         vectors = [encode_shard(self.model, [str(t) for t in texts], self.batch_size) for texts in batch["texts"]]
         return {"shard": np.asarray(batch["shard"]), "vectors": np.array(vectors, dtype=object)
@@ -188,7 +188,7 @@ def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: P
     import ray.data
     from tqdm import tqdm
 
-    from index_build.build import assemble_shards, shard_plan, write_shard
+    from index_build.shards import assemble_shards, shard_plan, write_shard
 
     shards = shard_plan(lengths, cfg.shard_size)
     shard_dir = work / "shards"

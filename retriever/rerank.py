@@ -3,8 +3,8 @@
     from retriever.rerank import Reranker
     r = IndexRetriever.load("artifacts/index-tuned", reranker=Reranker.load("artifacts/retriever/reranker"))
 
-Trained by `medcite train-retriever reranker` (retriever_train/). On with the tuned index that `make retriever`
-builds, or by config (`rerank:` in serve.yaml; core.config.resolve_reranker); fused with the hybrid order by
+Trained by `medcite train-retriever reranker` (train/). On with the tuned index that `make retriever`
+builds, or by config (`rerank:` in serve.yaml; retriever.loader.resolve_reranker); fused with the hybrid order by
 default. Its latency and gain are in benchmarks/results/retrieval.json. Only hybrid results are reranked: dense
 and BM25 stay the plain rankers they are named after.
 """

@@ -252,15 +252,15 @@ def finetune_speed() -> str:
 
 
 def config_tables() -> str:
-    from core.config import markdown_tables
+    from docs_tables import markdown_tables
 
-    return markdown_tables().rstrip("\n") + "\n\n_Rendered from the config dataclasses in `core/config.py` by " \
-        "`scripts/docs.py`._"
+    return markdown_tables().rstrip("\n") + "\n\n_Rendered from the config dataclasses beside each job (`*/config.py`) " \
+        "by `scripts/docs.py`._"
 
 
 def _schema() -> dict:
-    from core.config import ServeConfig
     from service.app import create_app
+    from service.config import ServeConfig
     from tests.fakes import FakeGenerator, FakeRetriever
 
     app = create_app(FakeRetriever(), FakeGenerator(), ServeConfig())

@@ -113,7 +113,7 @@ def tiny_embedder(tmp_path_factory, minilm_dir) -> Path:
 
 @pytest.fixture()
 def index_config(tmp_path, fixture_data, tiny_embedder):
-    from core.config import IndexConfig
+    from index_build.config import IndexConfig
 
     def make(**kw):
         base = dict(data_dir=str(fixture_data), corpora=FIXTURE_CORPORA, out=str(tmp_path / "index"),
@@ -157,7 +157,7 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_llm_dir):
-    from core.config import DecodingConfig, GeneratorConfig
+    from generator.config import DecodingConfig, GeneratorConfig
     from generator.hf import HFGenerator
 
     return HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
@@ -166,8 +166,8 @@ def tiny_generator(tiny_llm_dir):
 
 @pytest.fixture(scope="session")
 def tiny_index(tmp_path_factory, fixture_data, tiny_embedder) -> Path:
-    from core.config import IndexConfig
     from index_build.build import build_index
+    from index_build.config import IndexConfig
 
     out = tmp_path_factory.mktemp("tiny_index") / "index"
     build_index(IndexConfig(data_dir=str(fixture_data), corpora=FIXTURE_CORPORA, out=str(out),

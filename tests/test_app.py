@@ -6,9 +6,10 @@ import threading
 import pytest
 from litestar.testing import TestClient
 
-from core.config import DecodingConfig, ServeConfig
+from generator.config import DecodingConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
+from service.config import ServeConfig
 from tests.fakes import FakeGenerator, FakeRetriever
 
 
@@ -157,7 +158,7 @@ def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir)
     says end-of-turn, so without the deadline it would decode all 1024 tokens while holding the model lock)."""
     import time
 
-    from core.config import GeneratorConfig
+    from generator.config import GeneratorConfig
     from generator.hf import HFGenerator
 
     gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
@@ -235,7 +236,7 @@ VERIFIED = "Gout flares are treated with colchicine and NSAIDs [1]. Allopurinol 
 
 @pytest.fixture()
 def verified_client():
-    from core.config import VerifyConfig
+    from pipeline.verify.config import VerifyConfig
 
     app = create_app(FakeRetriever(docs=GOUT), FakeGenerator(DRAFT),
                      ServeConfig(k=2, verify=VerifyConfig(min_relevance=0.1)))

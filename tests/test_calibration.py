@@ -4,12 +4,12 @@ answer and /readyz say which calibration is in force."""
 
 import json
 
-from core.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
 from index_build.build import build_index
+from pipeline.verify.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
+from pipeline.verify.stage import calibration_in_force, relevance_gate
 from retriever import index_dir as fmt
 from retriever.search import IndexRetriever
-from retriever_train.calibrate import OUT_OF_SCOPE, calibrate_index
-from service.verify import calibration_in_force, relevance_gate
+from train.calibrate import OUT_OF_SCOPE, calibrate_index
 
 IN_SCOPE = ["What are the treatments for Ewing Sarcoma ?", "What is (are) Ewing Sarcoma ?",
             "What causes ABCD syndrome ?", "What are the symptoms of ABCD syndrome ?", "What causes migraine?",
@@ -52,8 +52,9 @@ def test_each_index_carries_the_calibration_of_its_own_embedder(index_config, mi
 def test_answers_and_readyz_say_which_calibration_is_in_force(tiny_index, tiny_generator):
     from litestar.testing import TestClient
 
-    from core.config import DecodingConfig, ServeConfig
+    from generator.config import DecodingConfig
     from service.app import create_app
+    from service.config import ServeConfig
 
     r = IndexRetriever.load(tiny_index)
     app = create_app(r, tiny_generator, ServeConfig(k=2, decoding=DecodingConfig(max_new_tokens=4)))

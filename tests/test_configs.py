@@ -6,20 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from core.config import (
-    DecodingConfig,
-    EvalConfig,
-    FinetuneConfig,
-    FinetuneDataConfig,
-    GeneratorConfig,
-    IndexConfig,
-    JudgeTrainConfig,
-    RetrieverTrainConfig,
-    ServeConfig,
-    field_docs,
-    load_config,
-)
+from core.config import field_docs, load_config
 from core.errors import ConfigError
+from evaluation.config import EvalConfig
+from finetune.config import FinetuneConfig, FinetuneDataConfig
+from generator.config import DecodingConfig, GeneratorConfig
+from index_build.config import IndexConfig
+from service.config import ServeConfig
+from train.config import JudgeTrainConfig, RetrieverTrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -7,12 +7,13 @@ import sqlite3
 import pytest
 from litestar.testing import TestClient
 
-from core.config import DecodingConfig, ServeConfig
+from generator.config import DecodingConfig
 from generator.prompt import fit_history
+from pipeline.followup import carry_focus, focus_of, needs_context, standalone
 from retriever.search import IndexRetriever
 from service.app import create_app
+from service.config import ServeConfig
 from service.feedback import SCHEMA_VERSION, FeedbackStore
-from service.followup import carry_focus, focus_of, needs_context, standalone
 from tests.fakes import FakeGenerator
 
 GOUT = [{"role": "user", "content": "What is gout?"}, {"role": "assistant", "content": "Gout is a kind of arthritis."}]
@@ -202,7 +203,7 @@ def test_an_empty_body_says_what_is_missing(served):
 
 _SERVER = """
 import sys, uvicorn
-from core.config import ServeConfig
+from service.config import ServeConfig
 from service.app import create_app
 from service.feedback import FeedbackStore
 from tests.fakes import FakeGenerator, FakeRetriever

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 from litestar.testing import TestClient
 
-from core.config import ServeConfig
 from medcite.cli import build_parser, main
 from service.app import create_app
+from service.config import ServeConfig
 from tests.fakes import FakeGenerator, FakeRetriever
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,10 @@ def test_cors_is_off_and_requests_carry_no_paths():
 
 
 def test_every_path_a_config_reads_is_written_by_the_job_compose_runs_before_it(monkeypatch):
-    from core.config import EvalConfig, FinetuneConfig, IndexConfig, load_config
+    from core.config import load_config
+    from evaluation.config import EvalConfig
+    from finetune.config import FinetuneConfig
+    from index_build.config import IndexConfig
 
     monkeypatch.setenv("MEDCITE_API_KEY", "k")  # the 0.0.0.0 configs refuse to load without one
     cfg = {name: load_config(cls, ROOT / "configs" / name) for name, cls in (

@@ -68,8 +68,8 @@ def test_prose_is_third_person_without_build_narrative(page):
 def test_one_version_everywhere():
     from litestar.testing import TestClient
 
-    from core.config import ServeConfig
     from service.app import create_app
+    from service.config import ServeConfig
     from tests.fakes import FakeGenerator, FakeRetriever
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

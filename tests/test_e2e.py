@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from core.config import DecodingConfig, GeneratorConfig, IndexConfig
+from generator.config import DecodingConfig, GeneratorConfig
 from index_build.build import build_index
+from index_build.config import IndexConfig
 from medcite.cli import main
+from pipeline.answer import Pipeline
 from retriever.search import IndexRetriever
-from service.pipeline import answer
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.slow,
@@ -57,23 +58,24 @@ def test_real_retrieval_finds_the_gold_record(real_index):
 def test_smollm2_answers_from_the_real_index_deterministically(real_index, smollm2):
     assert smollm2.stop_ids == [smollm2.tokenizer.convert_tokens_to_ids("<|im_end|>")]
     q = "What are the treatments for Adult Acute Lymphoblastic Leukemia ?"
-    a1 = answer(q, real_index, smollm2, k=3)
-    a2 = answer(q, real_index, smollm2, k=3)
+    pipeline = Pipeline(real_index, smollm2)
+    a1 = pipeline.answer(q)
+    a2 = pipeline.answer(q)
     assert a1.text and a1.text.encode() == a2.text.encode()
     assert len(a1.passages) == 3 and a1.usage["completion_tokens"] <= 40
     assert {c.hit.passage.id for c in a1.citations} <= {h.passage.id for h in a1.passages}
     assert a1.usage["prompt_tokens"] <= 1536 + 64
-    baseline = answer(q, None, smollm2)
+    baseline = Pipeline(None, smollm2).answer(q)
     assert baseline.passages == [] and baseline.text and baseline.answer_mode == "unsourced"
 
 
 def test_smollm2_answers_are_verified_against_the_real_index(real_index, smollm2):
     """Whatever SmolLM2 writes, what comes back is cited, supported, and free of words the sources lack."""
-    from core.terms import term_problems
+    from pipeline.verify.terms import term_problems
 
     dev = [json.loads(line) for line in (SHARED_DATA / "splits" / "medquad_dev.jsonl").open()][:6]
     for d in dev:
-        a = answer(d["question"], real_index, smollm2, k=3, max_new_tokens=60)
+        a = Pipeline(real_index, smollm2).answer(d["question"], max_new_tokens=60)
         assert a.answer_mode in ("generated", "extractive", "no_answer") and a.disclaimer
         assert a.invalid_markers == [] and a.draft
         if a.answer_mode == "no_answer":

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DecodingConfig, EvalConfig, GeneratorConfig
 from core.errors import ConfigError, DataError
 from core.quality import (
     distinct_n,
@@ -17,8 +16,10 @@ from core.quality import (
     token_f1,
 )
 from core.types import Answer, Citation, Hit, Passage
+from evaluation.config import EvalConfig
 from evaluation.metrics import citation_metrics, open_metrics, retrieval_metrics, rouge_l
 from evaluation.stats import mcnemar, mean_ci, paired_bootstrap, win_loss_tie
+from generator.config import DecodingConfig, GeneratorConfig
 
 # --- metrics -----------------------------------------------------------------------------------------------------
 

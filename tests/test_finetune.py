@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import FinetuneConfig, FinetuneDataConfig
 from core.errors import ConfigError, DataError
+from finetune.config import FinetuneConfig, FinetuneDataConfig
 from finetune.data import (
     cited_target,
     fix_ocr,
@@ -74,7 +74,7 @@ def test_near_duplicates_and_split():
 
 
 def test_cited_target_marks_supported_sentences():
-    from core.support import SupportJudge
+    from pipeline.verify.support import SupportJudge
 
     text, used = cited_target("Chemotherapy treats Ewing sarcoma. The moon is bright tonight.",
                               ["Unrelated passage about gout.", "Ewing sarcoma is treated with chemotherapy."],
@@ -162,7 +162,7 @@ NO_EOT = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor 
 
 
 def test_pad_token_choice_never_adds_tokens():
-    from finetune.train import choose_pad_token
+    from finetune.model import choose_pad_token
 
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
                 "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>"]
@@ -183,7 +183,7 @@ def test_pad_token_choice_never_adds_tokens():
 def test_preflight_stops_bad_token_setups():
     from transformers import GenerationConfig
 
-    from finetune.train import preflight_tokens
+    from finetune.model import preflight_tokens
 
     specials = ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|finetune_right_pad_id|>"]
     good = _tokenizer(specials, "<|eot_id|>", "<|finetune_right_pad_id|>", LLAMA3ISH)
@@ -201,7 +201,7 @@ def test_preflight_refuses_embedding_or_lm_head_in_the_adapter(tiny_llm_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finetune.train import preflight_adapter
+    from finetune.model import preflight_adapter
 
     with pytest.raises(ConfigError, match="embeddings or lm_head"):
         FinetuneConfig(target_modules=("q_proj", "embed_tokens"))
@@ -220,7 +220,7 @@ def ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, **kw) -> FinetuneConfig:
                 decoding={"max_new_tokens": 6}, allow_worse=True,  # a random tiny model cannot beat its base
                 data=data_cfg(ft_data, index=str(tiny_index)))
     base.update(kw)
-    from core.config import DecodingConfig
+    from generator.config import DecodingConfig
 
     base["decoding"] = DecodingConfig(**base["decoding"])
     return FinetuneConfig(**base)
@@ -234,14 +234,15 @@ def _load_retriever(path):
 
 def test_labels_cover_completion_tokens_only(ft_data, tmp_path, tiny_index, tiny_llm_dir):
     from finetune.data import load_rows
-    from finetune.train import _load_model, _load_tokenizer, build_trainer, lora_model, preflight_labels
+    from finetune.model import load_model, load_tokenizer, lora_model, preflight_labels
+    from finetune.train import build_trainer
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir)
-    tok = _load_tokenizer(str(tiny_llm_dir), cfg)
+    tok = load_tokenizer(str(tiny_llm_dir), cfg)
     data = tmp_path / "data"
     prepare(cfg.data, _load_retriever(tiny_index), lambda t: len(tok(t)["input_ids"]), data, log=lambda _: None)
     rows = load_rows(data / "train.jsonl")
-    model = lora_model(_load_model(str(tiny_llm_dir), cfg), cfg)
+    model = lora_model(load_model(str(tiny_llm_dir), cfg), cfg)
     trainer = build_trainer(cfg, model, tok, rows, [], tmp_path / "ckpt")
     eot = tok.convert_tokens_to_ids("<|im_end|>")
     for row, ex in zip(trainer.train_dataset, rows, strict=True):
@@ -268,10 +269,11 @@ def test_finetune_run_keeps_best_checkpoint_and_answers_through_the_pipeline(
         quantization, ft_data, tmp_path, tiny_index, tiny_llm_dir):
     from safetensors import safe_open
 
-    from core.config import DecodingConfig, GeneratorConfig
     from finetune.train import run
+    from generator.config import DecodingConfig, GeneratorConfig
     from generator.hf import HFGenerator
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, quantization=quantization)
     if quantization == "none":  # an adapter that does not beat the base is not published unless forced
@@ -304,7 +306,7 @@ def test_finetune_run_keeps_best_checkpoint_and_answers_through_the_pipeline(
     # the adapter loads by config and the pipeline answers with it (NF4 base kept quantised, float base merged)
     gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), adapter=str(out), threads=1,
                                            load_in_4bit=quantization == "nf4"), DecodingConfig(max_new_tokens=5))
-    a = answer("How is Ewing sarcoma treated?", _load_retriever(tiny_index), gen, k=2)
+    a = Pipeline(_load_retriever(tiny_index), gen, None, PipelineConfig(k=2)).answer("How is Ewing sarcoma treated?")
     assert a.usage["completion_tokens"] == 5 and a.passages and gen.name.endswith("+tiny")
 
 
@@ -339,8 +341,8 @@ def test_killed_finetune_resumes_from_its_last_checkpoint(ft_data, tmp_path, tin
 
 
 def test_merge_writes_a_plain_model_that_answers_like_base_plus_adapter(ft_data, tmp_path, tiny_index, tiny_llm_dir):
-    from core.config import DecodingConfig, GeneratorConfig
     from finetune.train import merge, run
+    from generator.config import DecodingConfig, GeneratorConfig
     from generator.hf import HFGenerator
 
     cfg = ft_cfg(ft_data, tmp_path, tiny_index, tiny_llm_dir, max_steps=2, eval_steps=2)

@@ -9,9 +9,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from litestar.testing import TestClient
 
-from core.config import ServeConfig
 from generator.prompt import SYSTEM_PROMPT
 from service.app import create_app
+from service.config import ServeConfig
 from tests.fakes import FakeGenerator, FakeRetriever
 
 GEN = FakeGenerator()

@@ -5,9 +5,9 @@ import threading
 import pytest
 import torch
 
-from core.config import DecodingConfig, GeneratorConfig
 from core.errors import InvalidRequestError, ModelLoadError, OverloadedError
-from generator.hf import HFGenerator, _logits_processor, apply_adapter
+from generator.config import DecodingConfig, GeneratorConfig
+from generator.hf import HFGenerator, apply_adapter, logits_processor
 from generator.local import stop_token_ids
 
 MSGS = [{"role": "system", "content": "Answer from the passages."}, {"role": "user", "content": "What is gout?"}]
@@ -44,7 +44,7 @@ def test_overrides_are_bounded(tiny_generator):
 
 
 def test_generated_only_penalty_leaves_prompt_tokens_alone():
-    proc = _logits_processor(2.0, prompt_len=3)
+    proc = logits_processor(2.0, prompt_len=3)
     ids = torch.tensor([[5, 6, 7, 8, 8]])  # prompt 5,6,7; generated 8,8
     scores = torch.tensor([[0.0, 0, 0, 0, 0, 4.0, 4.0, 4.0, 4.0, -4.0]])
     out = proc(ids, scores.clone())

@@ -101,7 +101,8 @@ def test_approximate_indexes(index_config, tmp_path, kind):
 def test_a_factory_index_is_trained_once_filled_by_shards_and_memory_mapped(index_config, tmp_path):
     import faiss
 
-    from index_build.build import build_factory, fingerprint, ivf_lists
+    from index_build.build import fingerprint
+    from index_build.writers import build_factory, ivf_lists
 
     cfg = index_config(faiss_index="factory", faiss_factory="IVF{nlist},SQ8", faiss_search="nprobe=4",
                        out=str(tmp_path / "factory"), shard_size=4)

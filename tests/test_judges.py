@@ -7,15 +7,17 @@ import random
 
 import pytest
 
-from core.config import JudgeTrainConfig, ServeConfig, VerifyConfig
 from core.errors import ConfigError
 from core.types import Hit, Passage
 from generator.prompt import PromptPassage
-from judge.models import CrossEncoderJudge, Judges, load_judges
-from retriever_train import perturb
-from service.verify import candidates, extractive, verify
+from pipeline.verify.config import VerifyConfig
+from pipeline.verify.judges import CrossEncoderJudge, Judges, load_judges
+from pipeline.verify.stage import candidates, extractive, verify
+from service.config import ServeConfig
 from tests.conftest import FIXTURE_CORPORA
 from tests.fakes import FakeGenerator, FakeRetriever
+from train import perturb
+from train.config import JudgeTrainConfig
 
 GOUT = [("Gout: treatment", "Gout is treated with colchicine and anti-inflammatory drugs. Most people recover "
                             "within a few days."),
@@ -163,7 +165,7 @@ def _reserved_data(fixture_data, tmp_path):
 
 
 def test_rows_never_use_reserved_documents_and_hold_both_labels(fixture_data, tmp_path):
-    from retriever_train import judges as J
+    from train import judges as J
 
     cfg = _reserved_data(fixture_data, tmp_path)
     records = J.read_records(cfg)
@@ -179,7 +181,7 @@ def test_rows_never_use_reserved_documents_and_hold_both_labels(fixture_data, tm
 @pytest.mark.slow
 def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, tmp_path, tiny_embedder,
                                                                  monkeypatch):
-    from retriever_train import judges as J
+    from train import judges as J
 
     cfg = _reserved_data(fixture_data, tmp_path)
     cfg = JudgeTrainConfig(**{**cfg.__dict__, "base": str(tiny_embedder)})
@@ -273,7 +275,7 @@ def test_question_type_prior_lifts_the_record_of_the_asked_type():
 
 
 def test_symptom_tables_keep_every_row_and_decimal_frequencies():
-    from service.verify import table_items
+    from pipeline.verify.stage import table_items
 
     text = ("Signs and Symptoms Approximate number of patients (when available) Hernia 7.5% Cleft palate 50% "
             "Albinism - Deafness - The Human Phenotype Ontology (HPO) has collected information")
@@ -281,14 +283,14 @@ def test_symptom_tables_keep_every_row_and_decimal_frequencies():
 
 
 def test_a_quote_from_a_similarly_named_condition_names_it():
-    from service.verify import names_subject
+    from pipeline.verify.stage import names_subject
 
     assert names_subject("What are the symptoms of Gout?", "Gout: symptoms")
     assert not names_subject("What are the symptoms of Adult Non-Hodgkin Lymphoma ?", "Adult Hodgkin Lymphoma: symptoms")
 
 
 def test_a_question_asking_two_things_is_split_into_standalone_parts():
-    from service.parts import sub_questions
+    from pipeline.parts import sub_questions
 
     assert sub_questions("My son has gout. What is gout? Also, how is it treated?") == [
         "My son has gout. What is gout?", "how is gout treated?"]
@@ -305,7 +307,7 @@ def test_a_question_asking_two_things_is_split_into_standalone_parts():
 
 
 def test_each_part_is_retrieved_and_answered():
-    from service.pipeline import retrieve
+    from pipeline.answer import retrieve
 
     docs = [("Gout: overview", "Gout is a kind of arthritis caused by uric acid crystals in the joints."),
             ("Gout: treatment", "Doctors prescribe colchicine or anti-inflammatory drugs for gout flares."),

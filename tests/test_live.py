@@ -7,18 +7,20 @@ import time
 
 import pytest
 
-from core.config import DecodingConfig, ServeConfig
 from core.errors import UpstreamError
+from generator.config import DecodingConfig
 from generator.remote import RemoteGenerator
+from pipeline.answer import Pipeline
+from pipeline.config import PipelineConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
-from service.pipeline import answer
+from service.config import ServeConfig
 from tests.fakes import FakeRetriever
 
 QUESTION = "How is Ewing sarcoma treated?"
 
 
-def _serve(app) -> tuple[str, object, threading.Thread]:
+def serve_in_thread(app) -> tuple[str, object, threading.Thread]:
     import uvicorn
 
     with socket.socket() as s:
@@ -36,7 +38,7 @@ def _serve(app) -> tuple[str, object, threading.Thread]:
 
 @pytest.fixture(scope="module")
 def server(tiny_index, tiny_generator):
-    url, srv, thread = _serve(create_app(IndexRetriever.load(tiny_index), tiny_generator,
+    url, srv, thread = serve_in_thread(create_app(IndexRetriever.load(tiny_index), tiny_generator,
                                          ServeConfig(k=2, api_key="test-key", allow_raw_chat=True,
                                                      decoding=DecodingConfig(max_new_tokens=12))))
     yield f"{url}/v1"
@@ -78,7 +80,7 @@ def test_remote_generator_against_medcite(server, tiny_generator):
     *pieces, final = list(remote.stream(msgs))
     assert "".join(pieces).strip() == final.text == local.text
     # the whole pipeline over the remote backend
-    a = answer("What is topic 1?", FakeRetriever(), remote, k=2, max_new_tokens=6)
+    a = Pipeline(FakeRetriever(), remote, None, PipelineConfig(k=2)).answer("What is topic 1?", max_new_tokens=6)
     assert a.usage["completion_tokens"] == 6 and len(a.passages) == 2 and a.model == "remote:medcite"
 
 
@@ -100,7 +102,7 @@ def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
     failed."""
     import httpx
 
-    from core.config import GeneratorConfig
+    from generator.config import GeneratorConfig
     from generator.hf import HFGenerator
 
     gen = HFGenerator.load(GeneratorConfig(model=str(tiny_llm_dir), threads=1, queue_size=2),
@@ -110,7 +112,7 @@ def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
     t = time.perf_counter()
     gen.generate(msgs)
     full_s = time.perf_counter() - t
-    url, srv, thread = _serve(create_app(None, gen, ServeConfig()))
+    url, srv, thread = serve_in_thread(create_app(None, gen, ServeConfig()))
     body = {"question": "What is gout?", "use_retrieval": False}
     try:
         for stream in (False, True):
@@ -156,9 +158,10 @@ def test_eval_with_concurrent_requests_to_a_remote_generator_matches_the_sequent
     import json
     import threading
 
-    from core.config import EvalConfig, GeneratorConfig
+    from evaluation.config import EvalConfig
     from evaluation.run import run_eval
-    from service.components import load_generator
+    from generator.config import GeneratorConfig
+    from generator.loader import load_generator
 
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "gold_answer": a}) + "\n" for i, (q, a) in
@@ -185,7 +188,7 @@ def test_eval_with_concurrent_requests_to_a_remote_generator_matches_the_sequent
                     peak[0] -= 1
 
     def gen_loader(gcfg, decoding):
-        return Overlap(load_generator(ServeConfig(generator=gcfg, decoding=decoding)))
+        return Overlap(load_generator(gcfg, decoding))
 
     def cfg(run: str, n: int) -> EvalConfig:
         return EvalConfig(run_name=run, data_dir=str(fixture_data), questions=str(questions), mirage="",

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from core.config import DecodingConfig, GeneratorConfig
 from core.errors import ConfigError, InvalidRequestError, ModelLoadError
+from generator.config import DecodingConfig, GeneratorConfig
 
 pytestmark = pytest.mark.slow
 llama_cpp = pytest.importorskip("llama_cpp")

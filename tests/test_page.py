@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DecodingConfig, ServeConfig
 from core.errors import OverloadedError
 from core.types import Generation
+from generator.config import DecodingConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
+from service.config import ServeConfig
 from service.feedback import FeedbackStore
 from tests.fakes import FakeGenerator
-from tests.test_live import _serve
+from tests.test_live import serve_in_thread
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make setup` (.[dev])")
 BROWSER = next((p for p in (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -70,7 +71,7 @@ def browser():
 
 def _server(retriever, generator, tmp_path, **cfg):
     store = FeedbackStore(tmp_path / f"feedback-{time.monotonic_ns()}.db")
-    url, srv, thread = _serve(create_app(retriever, generator, ServeConfig(
+    url, srv, thread = serve_in_thread(create_app(retriever, generator, ServeConfig(
         k=2, decoding=DecodingConfig(max_new_tokens=64), **cfg), feedback=store))
     return url, srv, thread, store
 

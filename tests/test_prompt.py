@@ -12,7 +12,8 @@ from generator.prompt import (
     build_messages,
     extract_citations,
 )
-from service.pipeline import answer, stream_answer
+from pipeline.answer import Pipeline, Triaged
+from pipeline.config import PipelineConfig
 from tests.fakes import FakeGenerator, FakeRetriever
 
 
@@ -68,7 +69,7 @@ def test_extract_citations(text, n, valid, invalid):
 def test_pipeline_maps_citations_and_flags_invalid():
     r, g = FakeRetriever(), FakeGenerator("Topic 1 is covered [2] and [1]; see also [9].")
     # the draft's citations as the model wrote them (verification off; tests/test_verify.py covers it on)
-    a = answer("What is topic 1?", retriever=r, generator=g, k=3, mode="dense", max_new_tokens=64, verify_cfg=None)
+    a = Pipeline(r, g, None, PipelineConfig(k=3, mode="dense", verify=None)).answer("What is topic 1?", max_new_tokens=64)
     assert r.calls == [("What is topic 1?", 3, "dense")]
     assert [(c.marker, c.hit.passage.id) for c in a.citations] == [(2, "r1:1#0"), (1, "r0:1#0")]
     assert a.invalid_markers == [9]
@@ -82,17 +83,18 @@ def test_pipeline_maps_citations_and_flags_invalid():
 
 def test_pipeline_without_retrieval_and_errors():
     g = FakeGenerator("Plain answer [1].")
-    a = answer("What is gout?", retriever=None, generator=g)
+    a = Pipeline(None, g).answer("What is gout?")
     assert g.seen[0][0]["content"] == NO_RETRIEVAL_SYSTEM_PROMPT
     assert a.citations == [] and a.invalid_markers == [1] and a.index is None and a.mode is None
     for bad in ("", "   ", "x" * 2001):
         with pytest.raises(InvalidRequestError):
-            answer(bad, retriever=None, generator=g)
+            Pipeline(None, g).answer(bad)
 
 
-def test_stream_answer_yields_text_then_the_same_answer():
+def test_stream_yields_triage_then_text_then_the_same_answer():
     g = FakeGenerator("Streaming works [1].")
-    items = list(stream_answer("q?", FakeRetriever(), g, k=2, verify_cfg=None))
-    *pieces, final = items
+    items = list(Pipeline(FakeRetriever(), g, None, PipelineConfig(k=2, verify=None)).stream("q?"))
+    first, *pieces, final = items
+    assert first == Triaged(None)  # triage's result comes first (an unverified pipeline is not triaged)
     assert "".join(pieces).strip() == final.text == "Streaming works [1]."
     assert [c.marker for c in final.citations] == [1]

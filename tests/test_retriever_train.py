@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import IndexConfig, RerankConfig, RetrieverTrainConfig
 from core.errors import ConfigError, MedciteError, ModelLoadError
+from index_build.config import IndexConfig
+from retriever.config import RerankConfig
 from tests.conftest import ROOT, _doc, _qa
+from train.config import RetrieverTrainConfig
 
 QTYPES = [("information", "What is (are) {f} ?", "{f} is a condition of the {organ} with {w1} and {w2}."),
           ("symptoms", "What are the symptoms of {f} ?", "People with {f} notice {w1}, {w2} and tiredness."),
@@ -83,7 +85,7 @@ def test_search_returns_distinct_records_by_default(tiny_index):
 
 
 def test_consumer_rewrites_keep_the_focus_and_change_the_shape():
-    from retriever_train.data import consumerize
+    from train.data import consumerize
 
     rng = random.Random(3)
     outs = [consumerize("What are the treatments for Gout ?", "Gout", rng, "What causes Gout ?") for _ in range(20)]
@@ -95,7 +97,7 @@ def test_consumer_rewrites_keep_the_focus_and_change_the_shape():
 def test_pairs_exclude_reserved_documents_and_mine_other_records(qa_data, qa_index, tmp_path):
     from core.corpus import read_reserved
     from retriever.search import IndexRetriever
-    from retriever_train.data import consumer_eval_set, training_pairs
+    from train.data import consumer_eval_set, training_pairs
 
     cfg = _cfg(qa_data, qa_index, tmp_path, max_pairs=200, consumer_share=0.5)
     r = IndexRetriever.load(qa_index)
@@ -114,7 +116,7 @@ def test_pairs_exclude_reserved_documents_and_mine_other_records(qa_data, qa_ind
 def test_embedder_training_resumes_after_a_kill_and_the_index_names_its_run(qa_data, qa_index, tmp_path):
     from index_build.build import build_index
     from retriever.search import IndexRetriever
-    from retriever_train.train import RUN_FILE, train_embedder
+    from train.retriever import RUN_FILE, train_embedder
 
     out = tmp_path / "run"
     flags = ["--index", str(qa_index), "--data-dir", str(qa_data), "--out", str(out), "--max-pairs", "64",
@@ -151,7 +153,7 @@ def test_embedder_training_resumes_after_a_kill_and_the_index_names_its_run(qa_d
 def test_reranker_trains_and_reorders_hybrid_results(qa_data, qa_index, tmp_path):
     from retriever.rerank import Reranker
     from retriever.search import IndexRetriever
-    from retriever_train.train import train_reranker
+    from train.retriever import train_reranker
 
     base = IndexRetriever.load(qa_index)
     out = train_reranker(_cfg(qa_data, qa_index, tmp_path), base, log=lambda _: None)
@@ -172,7 +174,7 @@ def test_reranker_trains_and_reorders_hybrid_results(qa_data, qa_index, tmp_path
 
 
 def test_mined_negatives_that_are_the_same_question_from_another_source_are_not_negatives():
-    from retriever_train.data import same_question
+    from train.data import same_question
 
     pos = "Essential tremor: treatment\nTreatment may not be necessary unless the tremors interfere."
     q = "What are the treatments for Essential tremor ?"
@@ -185,17 +187,17 @@ def test_a_bi_encoder_base_gets_an_identity_pooler_a_cross_encoder_keeps_its_own
     import torch
     from sentence_transformers import CrossEncoder
 
-    from retriever_train.train import _pooler_to_identity
+    from train.retriever import pooler_to_identity
 
     ce = CrossEncoder(str(qa_index / "embedder"), num_labels=1, device="cpu", local_files_only=True)
-    assert _pooler_to_identity(ce)
+    assert pooler_to_identity(ce)
     dense = ce.model.base_model.pooler.dense
     assert torch.equal(dense.weight, torch.eye(dense.weight.shape[0])) and not dense.bias.any()
     ce.save_pretrained(str(tmp_path / "ce"))  # a cross-encoder now: its pooler was trained with its head
     again = CrossEncoder(str(tmp_path / "ce"), device="cpu", local_files_only=True)
     with torch.no_grad():
         again.model.base_model.pooler.dense.weight.mul_(2)
-    assert not _pooler_to_identity(again)
+    assert not pooler_to_identity(again)
     assert torch.equal(again.model.base_model.pooler.dense.weight, 2 * torch.eye(dense.weight.shape[0]))
 
 
@@ -205,7 +207,7 @@ def test_reranker_refusals(tmp_path):
     with pytest.raises(ModelLoadError, match="reranker"):
         Reranker.load(str(tmp_path))
     with pytest.raises(ModelLoadError, match="reranker_base"):
-        from retriever_train.train import train_reranker
+        from train.retriever import train_reranker
         train_reranker(RetrieverTrainConfig(reranker_base=str(tmp_path / "none")), None, log=lambda _: None)
     with pytest.raises(ConfigError, match="top_n"):
         RerankConfig(top_n=0)
@@ -214,7 +216,8 @@ def test_reranker_refusals(tmp_path):
 
 
 def test_the_tuned_index_and_its_reranker_are_picked_up_only_for_the_default_index(tmp_path, monkeypatch):
-    from core.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER, resolve_index, resolve_reranker
+    from retriever.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER
+    from retriever.loader import resolve_index, resolve_reranker
 
     monkeypatch.chdir(tmp_path)
     assert resolve_index(DEFAULT_INDEX) == DEFAULT_INDEX and resolve_reranker(DEFAULT_INDEX, "") == ""

@@ -1,9 +1,9 @@
-"""Red-flag triage: every rule of service/triage_rules.yaml fires on its triggers and stays quiet on near-misses
+"""Red-flag triage: every rule of pipeline/triage_rules.yaml fires on its triggers and stays quiet on near-misses
 (informational questions about the same topics, which are most of what a reference service is asked)."""
 
 import pytest
 
-from service.triage import load_rules, triage
+from pipeline.triage import load_rules, triage
 
 TRIGGERS = {
     "chest_pain_cardiac": ["I have crushing chest pain and I am sweating", "chest pressure spreading to my left arm",
@@ -66,8 +66,8 @@ def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicid
 
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+    from pipeline.triage import SPEC_FILE
     from retriever.embedder import resolve_embedder
-    from service.triage import SPEC_FILE
 
     tok = AutoTokenizer.from_pretrained(resolve_embedder(""))
     model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
@@ -81,7 +81,7 @@ def _tiny_layer(path, threshold: float, classes=("none", "stroke_signs", "suicid
 
 
 def test_learned_layer_fires_where_no_rule_does_and_says_so(tmp_path, monkeypatch):
-    from service.triage import MODEL_ENV, classifier, model_dir
+    from pipeline.triage import MODEL_ENV, classifier, model_dir
 
     monkeypatch.chdir(tmp_path)  # no artifacts/triage here: the rules alone
     monkeypatch.delenv(MODEL_ENV, raising=False)
@@ -114,14 +114,16 @@ def test_self_harm_notice_names_a_crisis_line_first():
 
 
 def test_an_answer_never_contradicts_the_notice():
-    from core.config import VerifyConfig
-    from service.pipeline import answer
+    from pipeline.answer import Pipeline
+    from pipeline.config import PipelineConfig
+    from pipeline.verify.config import VerifyConfig
     from tests.fakes import FakeGenerator, FakeRetriever
 
     docs = [("Chest pain", "Chest pain is not serious in most young people. Chest pain can be a heart attack.")]
-    a = answer("crushing chest pain and sweating right now", FakeRetriever(docs=docs),
-               FakeGenerator("Chest pain is not serious in most young people [1]. Chest pain can be a heart attack [1]."),
-               k=1, verify_cfg=VerifyConfig(min_relevance=0.0))
+    pipeline = Pipeline(FakeRetriever(docs=docs),
+                        FakeGenerator("Chest pain is not serious in most young people [1]. Chest pain can be a heart attack [1]."),
+                        None, PipelineConfig(k=1, verify=VerifyConfig(min_relevance=0.0)))
+    a = pipeline.answer("crushing chest pain and sweating right now")
     assert a.triage and a.triage["layer"] == "rule"
     assert "not serious" not in a.text and "heart attack" in a.text
     assert any("contradicts the urgent-care notice" in w for w in a.warnings)
@@ -132,8 +134,8 @@ def test_the_benchmarks_reviewed_messages_are_never_trained_on():
     review labels only kinds the layer knows."""
     import json
 
-    from retriever_train.triage import BENCHMARK_REVIEW, TRAIN_REVIEW
-    from retriever_train.triage_data import EMERGENCY
+    from train.triage import BENCHMARK_REVIEW, TRAIN_REVIEW
+    from train.triage_data import EMERGENCY
 
     bench = [json.loads(x) for x in BENCHMARK_REVIEW.read_text().splitlines()]
     train = [json.loads(x) for x in TRAIN_REVIEW.read_text().splitlines()]

@@ -4,10 +4,12 @@ honest no-answer; each answer mode; the term guard and the shared support defini
 
 import pytest
 
-from core.config import VerifyConfig
-from core.support import SupportJudge, attribute, is_header, markers_in, restates_question, strip_markers
-from core.terms import is_drug_name, term_problems
-from service.pipeline import answer
+from core.markers import markers_in, strip_markers
+from pipeline.answer import Pipeline
+from pipeline.config import PipelineConfig
+from pipeline.verify.config import VerifyConfig
+from pipeline.verify.support import SupportJudge, attribute, is_header, restates_question
+from pipeline.verify.terms import is_drug_name, term_problems
 from tests.fakes import FakeGenerator, FakeRetriever
 
 GOUT = [
@@ -20,8 +22,9 @@ QUESTION = "What are the treatments for gout?"
 
 
 def _answer(draft: str, cfg: VerifyConfig | None = None, docs=GOUT, question: str = QUESTION):
-    return answer(question, FakeRetriever(docs=docs), FakeGenerator(draft), k=3,
-                  verify_cfg=cfg or VerifyConfig(min_relevance=0.1))
+    pipeline = Pipeline(FakeRetriever(docs=docs), FakeGenerator(draft), None,
+                        PipelineConfig(k=3, verify=cfg or VerifyConfig(min_relevance=0.1)))
+    return pipeline.answer(question)
 
 
 def test_demo_failure_header_invented_and_misspelled_drugs_uncited():
@@ -80,9 +83,9 @@ def test_mark_keeps_unsupported_sentences_labelled():
 
 
 def test_no_retrieval_is_unsourced_and_verification_off_is_unverified():
-    a = answer(QUESTION, None, FakeGenerator("Gout is treated with colchicine."), verify_cfg=VerifyConfig())
+    a = Pipeline(None, FakeGenerator("Gout is treated with colchicine.")).answer(QUESTION)
     assert a.answer_mode == "unsourced" and a.text == a.draft and a.warnings and a.disclaimer
-    b = answer(QUESTION, FakeRetriever(docs=GOUT), FakeGenerator("Gout [9]."), verify_cfg=None)
+    b = Pipeline(FakeRetriever(docs=GOUT), FakeGenerator("Gout [9]."), None, PipelineConfig(verify=None)).answer(QUESTION)
     assert b.answer_mode == "unverified" and b.text == "Gout [9]." and b.invalid_markers == [9]
 
 

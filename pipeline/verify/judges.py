@@ -1,6 +1,6 @@
 """Loading and scoring the two judges of the verification stage.
 
-    from judge.models import Judges
+    from pipeline.verify.judges import Judges
     judges = Judges.load("artifacts/judges")          # both, each with its calibration.json; missing ones are None
     judges.faithfulness.score([(passage, sentence)])  # -> [P(the passage states the sentence)]
     judges.answerhood.score([(question, "title\\nsentence")])
@@ -8,7 +8,7 @@
 
 A judge directory is a sentence-transformers CrossEncoder written by `medcite train-judges` with
 `calibration.json` beside it (the threshold chosen on held-out documents, with its numbers): the threshold
-travels with the model that produces the score. Without a faithfulness judge the lexical judge of core.support
+travels with the model that produces the score. Without a faithfulness judge the lexical judge of pipeline.verify.support
 runs (overlap + embedder cosine); `Judges.describe()` says which.
 """
 
@@ -19,9 +19,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import DEFAULT_JUDGES, VerifyConfig
 from core.errors import ModelLoadError
-from core.support import SupportJudge
+from pipeline.verify.config import DEFAULT_JUDGES, VerifyConfig
+from pipeline.verify.support import SupportJudge
 
 CALIBRATION = "calibration.json"
 

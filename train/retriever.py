@@ -27,7 +27,7 @@ import resource
 import time
 from pathlib import Path
 
-from core.config import RetrieverTrainConfig, config_to_dict
+from core.config import config_to_dict
 from core.errors import ModelLoadError
 from core.files import (
     atomic_write_json,
@@ -38,7 +38,8 @@ from core.files import (
 )
 from retriever.index_dir import EMBEDDER_DIR, embed_text
 from retriever.search import IndexRetriever
-from retriever_train.data import read_dev, reranker_negatives, training_pairs
+from train.config import RetrieverTrainConfig
+from train.data import read_dev, reranker_negatives, training_pairs
 
 RUN_FILE = "training_run.json"
 """Written into every trained model directory; the index manifest copies it (which run built this embedder)."""
@@ -178,7 +179,7 @@ def train_embedder(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
     return out
 
 
-def _pooler_to_identity(model) -> bool:
+def pooler_to_identity(model) -> bool:
     """Starting a cross-encoder from a bi-encoder (mean pooling) whose BERT pooler was never trained: its dense
     layer is small noise (weight std 0.009, bias 0 in MiniLM-L6), and with the new head's 0.02 init the gradient
     barely reaches the encoder: two runs stayed at the label prior for 170 steps, and 96 rows could not be fit in
@@ -229,7 +230,7 @@ def train_reranker(cfg: RetrieverTrainConfig, retriever: IndexRetriever, log=pri
                                                always_rerank_positives=False, write_csv=False)
     model = CrossEncoder(base, num_labels=1, max_length=cfg.reranker_max_length, device="cpu",
                          local_files_only=True)
-    if _pooler_to_identity(model):
+    if pooler_to_identity(model):
         log("  the base's untrained BERT pooler starts as identity")
     args = _trainer_args(Args, work, cfg, "eval_dev_ndcg@5", cfg.reranker_batch_size, cfg.reranker_learning_rate,
                          cfg.reranker_eval_steps)

@@ -8,16 +8,16 @@ passages it saw support it. Independent of the model (135M on a CPU, a tuned 3B,
     v.warnings    # ["removed a sentence with a term absent from the sources: allopurruvolizide", ...]
 
 Steps: (1) abstain when no passage is relevant to the question (embedder cosine below `min_relevance`):
-no_answer; (2) attribute every sentence to the shown passages (core.support: the definition training and
+no_answer; (2) attribute every sentence to the shown passages (pipeline.verify.support: the definition training and
 evaluation use too; the trained faithfulness judge when `make models` built it, else the lexical judge); copied
-passage headers, fragments and sentences that only restate the question go; (3) the term guard (core.terms)
+passage headers, fragments and sentences that only restate the question go; (3) the term guard (pipeline.verify.terms)
 removes sentences with invented words, drug names or doses the evidence does not hold; (4) unsupported sentences
 are removed (or marked); with the answerhood scorer, supported sentences that do not answer the question go too,
 and the rest are ordered by how well they answer it; (5) when less than `min_kept_share` of the sentences
 survive, the answer becomes extractive: the passage sentences (or lists) that best answer the question (answerhood,
 else embedder cosine), quoted, each with its marker and, when it is about another subject than the question's, that
 subject named; (6) with the answerhood scorer, no shown sentence answering the question is no_answer, with the
-closest passages listed. A question asking several things (service.parts) is answered part by part: a sentence
+closest passages listed. A question asking several things (pipeline.parts) is answered part by part: a sentence
 stays when it answers one of them, the kept ones go in the order of the parts, quotes are chosen for each part,
 and a part the generated answer leaves unanswered gets its own quotes.
 """
@@ -30,25 +30,18 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
+from core.markers import strip_markers
 from core.quality import split_sentences
-from core.support import (
-    SentenceVerdict,
-    attribute,
-    is_fragment,
-    is_header,
-    points_at_list,
-    restates_question,
-    strip_markers,
-)
-from core.terms import evidence_words, term_problems
-from core.types import Retriever
+from core.types import Retriever, SentenceVerdict
 from generator.prompt import PromptPassage
-from judge.models import support_judge
-from service.parts import sub_questions
+from pipeline.parts import sub_questions
+from pipeline.verify.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
+from pipeline.verify.judges import support_judge
+from pipeline.verify.support import attribute, is_fragment, is_header, points_at_list, restates_question
+from pipeline.verify.terms import evidence_words, term_problems
 
 if TYPE_CHECKING:
-    from judge.models import Judges
+    from pipeline.verify.judges import Judges
 
 NO_ANSWER_TEXT = ("The indexed sources do not answer this question. The closest passages are listed with this "
                   "answer; a clinician or pharmacist can help with what they do not cover.")
@@ -67,7 +60,7 @@ class Verified:
     """Share of the generated sentences that survived (before any extractive fallback)."""
     verify_ms: float = 0.0
     judge: str = "lexical"
-    """Which faithfulness judge ran: faithfulness-judge (trained, judge.models) or lexical."""
+    """Which faithfulness judge ran: faithfulness-judge (trained, pipeline.verify.judges) or lexical."""
 
 
 class _Embed:
@@ -234,7 +227,7 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int,
 
 def answer_parts(parts: list[str], shown: list[PromptPassage], embed: _Embed, cfg: VerifyConfig,
                  judges: Judges | None, floor: float | None, warnings: list[str], n: int = 0) -> list[SentenceVerdict]:
-    """Extractive quotes for each part of the question in turn (service.parts; one part: the question), each
+    """Extractive quotes for each part of the question in turn (pipeline.parts; one part: the question), each
     part's best first, a passage sentence quoted once; a part nothing shown answers is said in `warnings`.
     n: quotes per part (default verify.extractive_sentences for one part, two or more a part for several)."""
     n = n or (cfg.extractive_sentences if len(parts) == 1 else max(2, -(-cfg.extractive_sentences // len(parts))))
@@ -353,7 +346,9 @@ def calibration_in_force(cfg: VerifyConfig, retriever: Retriever | None, judges:
 
 
 def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Retriever | None,
-           cfg: VerifyConfig, judges: Judges | None = None) -> Verified:
+           cfg: VerifyConfig, judges: Judges | None = None, parts: list[str] | None = None) -> Verified:
+    """The draft as the passages support it. `parts`: the question's parts (pipeline.parts.sub_questions), when the
+    caller has split it already."""
     t = time.perf_counter()
     ms = lambda: round((time.perf_counter() - t) * 1000, 2)  # noqa: E731
     if retriever is None:  # the no-retrieval baseline: nothing to check against
@@ -385,7 +380,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     body = [c.verdict for c in checked if not c.verdict.not_answer]
     gate = answer_gate(cfg, judges)
     supported = [v for v in kept if v.supported]
-    parts = sub_questions(question)
+    parts = parts or sub_questions(question)
     covered = set(range(len(parts)))
     if gate is not None and supported:  # supported is not enough: it must answer what was asked
         units = [(v.citations[0], v.text) for v in supported]

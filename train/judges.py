@@ -7,12 +7,12 @@ embedder), trained with CrossEncoderTrainer and BinaryCrossEntropyLoss.
     medcite train-judges faithfulness                          # one of them
 
 Faithfulness data (MiniCheck / AlignScore / FactCC style): a passage of a non-reserved record; positives are its
-own sentences and meaning-preserving rewrites of them (retriever_train.perturb.paraphrase); negatives are the same
+own sentences and meaning-preserving rewrites of them (train.perturb.paraphrase); negatives are the same
 sentences altered in meaning (negation, numbers, direction, quantifiers, conditions, a medical term swapped,
 another condition's sentence put under this one's name, a true sentence merged with another record's claim) and
 true sentences of other records the passage does not hold (the same document's other sections first).
 Answerhood data (MedQuAD's structure): a record's question, templated or rewritten as a patient would write it
-(retriever_train.data.consumerize), against sentences of its own answer (positives) and against sentences of the
+(train.data.consumerize), against sentences of its own answer (positives) and against sentences of the
 same document's other answers ("research" is not "treatment") and of other conditions' answers of the same kind.
 Every sentence is shown as "title\\nsentence", as the pipeline shows it.
 
@@ -32,15 +32,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.config import JudgeTrainConfig, config_to_dict
+from core.config import config_to_dict
 from core.corpus import clean_records, read_corpus, read_reserved
 from core.errors import DataError
 from core.files import atomic_write_json, atomic_write_jsonl, check_run_identity, staging_dir
 from core.quality import content_words, split_sentences
-from core.support import aligned_window
 from core.types import Passage, Record
-from retriever_train import perturb
-from retriever_train.data import consumerize
+from pipeline.verify.support import aligned_window
+from train import perturb
+from train.config import JudgeTrainConfig
+from train.data import consumerize
 
 JUDGES = ("faithfulness", "answerhood")
 NEGATIVE_FAMILIES = ("negation", "number", "direction", "quantifier", "condition", "term", "entity_swap", "merge",
@@ -307,7 +308,7 @@ def train_judge(cfg: JudgeTrainConfig, judge: str, log: Callable[[str], None] = 
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from retriever.embedder import resolve_embedder
-    from retriever_train.train import RUN_FILE, _fit, _peak_rss_mib, _pooler_to_identity, _trainer_args
+    from train.retriever import RUN_FILE, _fit, _peak_rss_mib, _trainer_args, pooler_to_identity
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -334,7 +335,7 @@ def train_judge(cfg: JudgeTrainConfig, judge: str, log: Callable[[str], None] = 
     max_length = cfg.faithfulness_max_length if judge == "faithfulness" else cfg.answerhood_max_length
     base = cfg.base or resolve_embedder("")
     model = CrossEncoder(base, num_labels=1, max_length=max_length, device="cpu", local_files_only=True)
-    if _pooler_to_identity(model):
+    if pooler_to_identity(model):
         log("  the base's untrained BERT pooler starts as identity")
     data = Dataset.from_list([{"a": _pair(judge, r)[0], "b": _pair(judge, r)[1], "label": r["label"]}
                               for r in train_rows]).shuffle(seed=cfg.seed)
@@ -385,7 +386,7 @@ def calibrate_precisions(path: Path, judge: str, val_rows: list[dict], min_kept:
     0.951 (session 8)."""
     import json
 
-    from judge.models import CrossEncoderJudge
+    from pipeline.verify.judges import CrossEncoderJudge
 
     calibration = json.loads((path / CALIBRATION).read_text())
     labels = [r["label"] for r in val_rows]

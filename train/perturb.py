@@ -2,7 +2,7 @@
 judge (the way FactCC, AlignScore and MiniCheck make their checkers' data: rule-based transformations of true
 sentences).
 
-    from retriever_train.perturb import ALTERATIONS, paraphrase
+    from train.perturb import ALTERATIONS, paraphrase
     rng = random.Random(0)
     paraphrase("It may cause pain (often severe).", rng, focus="Gout")   # "Gout can cause pain."
     ALTERATIONS["negation"]("Gout can be treated.", rng)                 # "Gout cannot be treated."
@@ -11,7 +11,7 @@ Every function returns the new sentence, or None when the rule does not apply to
 change, no direction word to reverse). Meaning-changing families: negation, number, direction, quantifier,
 condition (who, where, which kind: men/women, dominant/recessive, upper/lower...), term (a medical term swapped
 for another of the corpus: `swap_term`), and the ones that need another record (`entity_swap`, `merge`: see
-retriever_train.judges). Standard library only.
+train.judges). Standard library only.
 """
 
 from __future__ import annotations
@@ -297,4 +297,4 @@ ALTERATIONS: dict[str, Callable[[str, random.Random], str | None]] = {
     "condition": condition,
 }
 """The families that rewrite one sentence alone; `term`, `entity_swap`, `merge` and `other_record` need the
-corpus (retriever_train.judges builds them)."""
+corpus (train.judges builds them)."""

@@ -17,11 +17,11 @@ import random
 import re
 from pathlib import Path
 
-from core.config import RetrieverTrainConfig
 from core.corpus import clean_records, read_corpus, read_reserved
 from core.errors import DataError
 from core.types import Record, Retriever
 from retriever.index_dir import embed_text
+from train.config import RetrieverTrainConfig
 
 # Consumer style, modelled on real patient messages (GenMedGPT-5k's and HealthCareMagic's openings): a story
 # first, often a relative, lower case, no question mark, a typo, and a second question tacked on.

@@ -1,10 +1,10 @@
 """Red-flag triage: an urgent-care notice for questions that describe an emergency, independent of the model.
-Two layers: the reviewed rules (service/triage_rules.yaml: precise, explainable), then a learned layer that
+Two layers: the reviewed rules (pipeline/triage_rules.yaml: precise, explainable), then a learned layer that
 generalises to how patients word emergencies (artifacts/triage: the packaged MiniLM fine-tuned as a classifier of
 emergency kinds by `medcite train-triage` / `make models`, threshold chosen for recall on development messages;
 used by itself once trained, as the trained judges are; see MODEL_ENV). Without it, the rules alone.
 
-    from service.triage import triage
+    from pipeline.triage import triage
     triage("crushing chest pain and sweating, what do I do")   # -> Triage(rule="chest_pain_cardiac", layer="rule")
     triage("dad's face looks droopy and he talks funny")       # -> Triage(rule="stroke_signs", layer="classifier",
                                                                #           score=0.93)

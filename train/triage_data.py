@@ -1,12 +1,12 @@
 """Training messages for triage's learned layer: emergencies as patients word them, and the near-misses around them.
 
-    from retriever_train.triage_data import synthetic_messages
+    from train.triage_data import synthetic_messages
     rows = synthetic_messages(seed=0)      # [{"text", "label"}]: label = an emergency kind or "none"
 
 Written for this project from clinical red-flag lists (NHS "when to call 999", MedlinePlus "recognizing medical
 emergencies"), in the voice of patient messages (GenMedGPT-5k's openings: a story, a relative, an age, lower case,
 a question at the end). Phrases are combined at random; none of the benchmark's held-out messages
-(benchmarks/data/triage_heldout.jsonl, written separately before training) is among them.
+(data/triage/heldout.jsonl, written separately before training) is among them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Follow-up questions: the standalone question retrieval searches for, built from the conversation.
 
-    from service.followup import standalone
+    from pipeline.followup import standalone
     q = standalone("How is it treated?", [{"role": "user", "content": "What is gout?"},
                                          {"role": "assistant", "content": "Gout is ..."}])
     q.query, q.how      # -> "How is gout treated?", "focus"

@@ -10,34 +10,18 @@ is the share of the sentence's content words (lower-cased, light suffix stemming
 passage, and cosine the embedder's similarity of sentence and passage (0 where no embedder is given). A citation
 stays only where its passage scores at or above the threshold; an uncited or wrongly cited sentence that a shown
 passage supports gets that passage's marker (post-hoc attribution). Copied passage headers are not sentences.
-A trained faithfulness judge (judge.models, `make models`) sits behind the same `scores` method. Standard library only; numpy only with an embedder.
+A trained faithfulness judge (pipeline.verify.judges, `make models`) sits behind the same `scores` method. Standard library only; numpy only with an embedder.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from core.markers import markers_in, strip_markers
 from core.quality import content_words, split_sentences
-
-MARKER_GROUP = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
-"""A citation group: [1], [1, 2], [1; 3]. Shared with the prompt's citation extraction."""
-
-
-def markers_in(text: str) -> list[int]:
-    """Marker numbers in text, in order of first appearance."""
-    out: list[int] = []
-    for group in MARKER_GROUP.finditer(text):
-        for num in re.split(r"\s*[,;]\s*", group.group(1)):
-            if int(num) not in out:
-                out.append(int(num))
-    return out
-
-
-def strip_markers(text: str) -> str:
-    return re.sub(r"\s+([.,;:!?])", r"\1", MARKER_GROUP.sub("", text)).strip()
-
+from core.types import SentenceVerdict
 
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s")
 
@@ -76,7 +60,7 @@ def aligned_window(passage: str, sentence: str, n: int = 2) -> str:
 @dataclass
 class SupportJudge:
     """Scores sentences against passages in [0, 1]. With `model` (a trained faithfulness judge: `.score(pairs)` of
-    (passage, sentence) -> probability, judge.models.CrossEncoderJudge) the score is the judge's probability that
+    (passage, sentence) -> probability, pipeline.verify.judges.CrossEncoderJudge) the score is the judge's probability that
     the passage states the sentence, reading the passage under its title. Without it, the lexical judge: content-
     word overlap, plus the embedder's cosine when `embed` (texts -> L2-normalised vectors) is given."""
 
@@ -117,34 +101,6 @@ class SupportJudge:
                 for i in range(len(sentences))]
 
 
-@dataclass
-class SentenceVerdict:
-    """One answer sentence after attribution."""
-
-    text: str
-    """The sentence with its verified markers (the original markers removed)."""
-    citations: list[int]
-    """Markers (1-based, of the passages shown) whose passage supports the sentence."""
-    supported: bool
-    score: float
-    """The best passage's score."""
-    cited_before: list[int] = field(default_factory=list)
-    """The markers the model wrote (for reports: kept, moved or dropped)."""
-    kind: str = ""
-    """Why this is not an answer sentence ("" for an answer sentence): one of NOT_ANSWER's keys."""
-
-    @property
-    def not_answer(self) -> str:
-        """What this sentence is when it is not an answer sentence (for the removal warning), else ""."""
-        return NOT_ANSWER.get(self.kind, "")
-
-
-NOT_ANSWER = {
-    "header": "copied passage header",  # a passage's title line
-    "fragment": "sentence fragment",  # copied from a passage's cut start, or under four words
-    "restatement": "sentence that only restates the question",  # restates_question: nothing a passage supports
-    "pointer": "sentence that points at a list it does not give",  # points_at_list
-}
 
 LIST_TALK = re.compile(r"(provides the following list|the table below|MedlinePlus Medical Dictionary to look up"
                        r"|The Human Phenotype Ontology \(HPO\) has collected)", re.I)

@@ -1,7 +1,7 @@
 """Questions that ask two or three things at once, as patients write them, split into standalone sub-questions:
-each is retrieved for and answered (service.pipeline, service.verify), so the second part is not lost.
+each is retrieved for and answered (pipeline.answer, pipeline.verify.stage), so the second part is not lost.
 
-    from service.parts import sub_questions
+    from pipeline.parts import sub_questions
     sub_questions("My son has gout. What is gout? Also, how is it treated?")
     # -> ["My son has gout. What is gout?", "how is gout treated?"]
 
@@ -9,7 +9,7 @@ each is retrieved for and answered (service.pipeline, service.verify), so the se
 
 A part ends at a question mark or before a connector that opens another question ("Also, what causes ...",
 "Another thing: ...", "... and how is it treated?"). Text that asks nothing ("Thanks!") stays with the part before
-it; a later part that names no subject gets the earlier part's focus (service.followup.carry_focus), or stays with the
+it; a later part that names no subject gets the earlier part's focus (pipeline.followup.carry_focus), or stays with the
 part before it when there is none to carry. A question that asks one thing comes back as written, alone.
 
 Why: in the blind review of 30 patient-style answers (benchmarks/results/review.json) two-part questions got one
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from service.followup import carry_focus, focus_of, needs_context
+from pipeline.followup import carry_focus, focus_of, needs_context
 
 MAX_PARTS = 3
 _ASKS = (r"(?:what|how|why|when|where|who|which|is|are|was|were|can|could|does|do|did|should|will|would|may|"

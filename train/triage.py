@@ -4,14 +4,14 @@ development messages the model did not train on.
 
     medcite train-triage                      # ~6 min on 2 cores; writes artifacts/triage (make models runs it)
 
-Training messages: retriever_train.triage_data (emergencies and near-misses as patients word them),
-retriever_train/triage_train_extra.jsonl (600 more, most of them hard near-misses: the same words, not urgent),
+Training messages: train.triage_data (emergencies and near-misses as patients word them),
+data/triage/train_extra.jsonl (600 more, most of them hard near-misses: the same words, not urgent),
 GenMedGPT-5k patient messages (labelled by the reviewed rules where they fire; "none" where they do not and no
 alarm word occurs: a message with one is left out rather than guessed), MedQuAD questions of non-reserved
 documents, templated and rewritten as a patient would ("What are the symptoms of a stroke?" is not an emergency),
-and half of benchmarks/data/triage_dev.jsonl (weighted 3x). The other half chooses the threshold: the highest
+and half of data/triage/dev.jsonl (weighted 3x). The other half chooses the threshold: the highest
 emergency score at which the combined triage (rules, then the layer) reaches `min_recall` there. The held-out set
-(benchmarks/data/triage_heldout.jsonl) is never read here. A killed run resumes from its last checkpoint.
+(data/triage/heldout.jsonl) is never read here. A killed run resumes from its last checkpoint.
 
 Why fine-tuned, not a logistic regression over frozen sentence vectors (the first version): a frozen vector is
 mostly topic, and a near-miss shares the emergency's topic. On the 60 held-out near-misses the regression alarmed
@@ -26,18 +26,20 @@ import time
 from pathlib import Path
 
 from core.files import atomic_write_json
-from service.triage import DEFAULT_MODEL_DIR as DEFAULT_OUT
-from service.triage import SPEC_FILE, Classifier, quantized
+from pipeline.triage import DEFAULT_MODEL_DIR as DEFAULT_OUT
+from pipeline.triage import SPEC_FILE, Classifier, quantized
 
 ALARM_WORDS = ("chest", "breath", "faint", "blood", "overdose", "suicid", "seizure", "unconscious", "swallow",
                "fever", "numb", "stroke", "swelling", "bleed", "vomit", "head")
-EXTRA = Path(__file__).with_name("triage_train_extra.jsonl")
-TRAIN_REVIEW = Path(__file__).with_name("genmedgpt_triage_train_review.jsonl")
+DATA = Path(__file__).resolve().parents[1] / "data" / "triage"
+"""The triage messages the project ships (data/triage/): training extras, reviews, the dev and held-out sets."""
+EXTRA = DATA / "train_extra.jsonl"
+TRAIN_REVIEW = DATA / "genmedgpt_train_review.jsonl"
 """GenMedGPT-5k messages with alarm words that no rule fires on, labelled by a blind triage review (index, label:
 an emergency kind or none): without them the layer never saw a symptom-list message about the chest that is not
 an emergency, and alarmed on 34% of the benchmark's reviewed non-urgent GenMedGPT messages."""
-BENCHMARK_REVIEW = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "genmedgpt_triage_review.jsonl"
-DEV_SET = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "triage_dev.jsonl"
+BENCHMARK_REVIEW = DATA / "genmedgpt_benchmark_review.jsonl"
+DEV_SET = DATA / "dev.jsonl"
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -45,11 +47,11 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def training_rows(data_dir: str, seed: int = 0, log=print) -> list[dict]:
-    from core.config import RetrieverTrainConfig
     from core.corpus import read_reserved
-    from retriever_train.data import consumerize, qa_records
-    from retriever_train.triage_data import synthetic_messages
-    from service.triage import rule_for
+    from pipeline.triage import rule_for
+    from train.config import RetrieverTrainConfig
+    from train.data import consumerize, qa_records
+    from train.triage_data import synthetic_messages
 
     rng = random.Random(seed)
     rows = synthetic_messages(seed)
@@ -85,7 +87,7 @@ def training_rows(data_dir: str, seed: int = 0, log=print) -> list[dict]:
 
 def evaluate(texts: list[str], labels: list[bool], scores: list[float], threshold: float) -> dict:
     """Recall on emergencies and false alarms on the rest, rules first and the layer at `threshold`."""
-    from service.triage import rule_for
+    from pipeline.triage import rule_for
 
     fired = [bool(rule_for(" ".join(t.split()))) or s >= threshold for t, s in zip(texts, scores, strict=True)]
     pos = [f for f, y in zip(fired, labels, strict=True) if y]
@@ -103,8 +105,8 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
 
     from core.files import staging_dir
     from retriever.embedder import dir_checksum, resolve_embedder
-    from retriever_train.judges import _progress
-    from retriever_train.train import _fit
+    from train.judges import _progress
+    from train.retriever import _fit
 
     started = time.time()
     work = Path(str(out) + "-run")

@@ -2,11 +2,11 @@
 enough to the question) chosen for the embedder that built the index, written into its manifest.
 
     medcite index ...                                   # calibrates the index it built (dev split present)
-    python -m retriever_train.calibrate artifacts/index # again, for an index built before calibration existed
+    python -m train.calibrate artifacts/index # again, for an index built before calibration existed
 
 Why per index: the gate reads the index embedder's cosine, and a tuned embedder puts patient-worded questions lower
 on its scale (the tuned index refused 19% of consumer questions at the base MiniLM's 0.45). Questions: the dev
-split's reference questions, a patient-style rewrite of each (retriever_train.data.consumerize, seeded), and 40
+split's reference questions, a patient-style rewrite of each (train.data.consumerize, seeded), and 40
 questions the corpus cannot answer (OUT_OF_SCOPE). Each is retrieved as served (hybrid, k=3, the question-type
 prior) and scored as verify scores it: the best cosine between the question and a shown passage. Rule: the
 midpoint of the out-of-scope questions' 95th percentile and the in-scope questions' 2nd percentile. The
@@ -61,7 +61,7 @@ def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[st
                         embedder: str = "index") -> dict:
     """The relevance gate for this retriever, scored by its own embedder or the reference one, with the numbers
     that chose it."""
-    from service.verify import reference_embed
+    from pipeline.verify.stage import reference_embed
 
     embed = reference_embed if embedder == "reference" else None
     dev = [relevance(retriever, q, k, mode, embed) for q in in_scope]
@@ -82,9 +82,9 @@ def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[st
 
 def calibration_questions(data_dir: str, seed: int = 0) -> tuple[list[str], list[str]] | None:
     """The dev split's questions and a patient-style rewrite of each; None when the data has no dev split."""
-    from core.config import RetrieverTrainConfig
     from core.corpus import read_reserved
-    from retriever_train.data import consumerize, qa_records
+    from train.config import RetrieverTrainConfig
+    from train.data import consumerize, qa_records
 
     cfg = RetrieverTrainConfig(data_dir=data_dir)
     path = Path(data_dir) / cfg.dev
@@ -106,9 +106,8 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
                     questions: tuple[Sequence[str], Sequence[str]] | None = None) -> dict | None:
     """Calibrate the index at `index_dir` and write the result into its manifest (`calibration`); None (and the
     manifest left as it is) when there are no calibration questions."""
-    from core.config import ServeConfig
     from retriever import index_dir as fmt
-    from service.components import load_retriever
+    from retriever.loader import load_retriever
 
     questions = questions or calibration_questions(data_dir)
     if questions is None:
@@ -116,12 +115,12 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
         return None
     started = time.time()
     # as served (the question-type prior too), and exactly this index: the default path would give way to the tuned
-    # index when one exists (core.config.resolve_index), and calibrate that instead
-    retriever = load_retriever(ServeConfig(index=str(Path(index_dir).resolve())))
+    # index when one exists (retriever.loader.resolve_index), and calibrate that instead
+    retriever = load_retriever(str(Path(index_dir).resolve()))
     from retriever.embedder import dir_checksum, resolve_embedder
 
     # An index with another embedder than the packaged MiniLM (a domain-tuned one) is gated on the reference
-    # MiniLM's scale: service.verify.gate_embed says why, with the numbers.
+    # MiniLM's scale: pipeline.verify.stage.gate_embed says why, with the numbers.
     reference_sha = dir_checksum(resolve_embedder(""))
     embedder = "index" if retriever.manifest["embedder"]["sha256"] == reference_sha else "reference"
     cal = {"relevance": calibrate_relevance(retriever, *questions, embedder=embedder) |

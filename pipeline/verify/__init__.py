@@ -1,0 +1,1 @@
+"""pipeline.verify: everything that decides an answer sentence stands (stage, support, terms, the trained judges)."""

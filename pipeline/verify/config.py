@@ -1,0 +1,91 @@
+"""The verification stage's settings (the `verify:` block of serve and eval configs, `data.verify` of the finetune
+configs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+
+UNSUPPORTED_ACTIONS = ("remove", "mark")
+
+
+JUDGE_PRECISIONS = ("int8", "fp32")
+
+
+DEFAULT_MIN_RELEVANCE = 0.45
+
+
+"""The relevance gate for an index built without calibration: measured on the base MiniLM, where the dev
+questions' 1st percentile was 0.481 and the highest of 40 out-of-scope questions 0.423."""
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """The verification stage every answer passes (the `verify:` block of serve and eval configs). Thresholds
+    were chosen by measurement on the dev split (benchmarks/verification.py, README "Verification")."""
+
+    enabled: bool = True
+    """Verify answers. Off only for measuring what verification changes (the eval's `draft` metrics do that too)."""
+    support_threshold: float = 0.55
+    """A passage supports a sentence when its score reaches this (score = lexical_weight x content-word overlap +
+    the rest x embedder cosine). Measured on 200 dev drafts: the lowest threshold whose cited sentences pass the
+    evaluation's independent lexical check >= 95% of the time (0.45: 89%, 0.50: 94%, 0.55: 98%, 0.60: 99%)."""
+    lexical_weight: float = 0.5
+    """Weight of content-word overlap in the support score; the rest is the index embedder's cosine."""
+    unsupported: str = "remove"
+    """What happens to a sentence no shown passage supports: `remove` it (default) or keep it and `mark` it
+    unsupported."""
+    min_kept_share: float = 0.5
+    """Below this share of the generated sentences surviving, the answer becomes extractive (quoted passage
+    sentences with their markers). Measured on 200 dev drafts (threshold 0.55): token F1 0.263 at 0, 0.294 at 0.34,
+    0.295 at 0.5 (53% extractive), 0.342 at 0.67 (87% extractive: quotes match MedQuAD's gold wording); 0.5 keeps
+    the model's answer whenever most of it is supported."""
+    min_relevance: float = -1.0
+    """Below this cosine between the question and its best passage, the sources do not answer the question
+    (answer_mode no_answer). -1 (default): the gate calibrated for the index in use (its manifest's
+    `calibration`, written by `medcite index` from dev, patient-style and out-of-scope questions), or
+    DEFAULT_MIN_RELEVANCE for an index without one; 0..1: this value, whatever the index."""
+    extractive_sentences: int = 3
+    """Passage sentences quoted in an extractive answer."""
+    section_prior: float = 0.3
+    """Added to the answerhood of a quotable sentence, for the order of quotes only, when its passage's MedQuAD
+    section is the question type the question asks for ("Gout: treatment" for "how is gout treated"). With
+    subject_prior, tuned index, trained judges, 40 a set: cites the gold record dev 0.800 -> 0.925, patient-style
+    0.675 -> 0.750, yes/no 0.850 -> 0.875; 0.5 each changed nothing more (benchmarks/answers.py --verify)."""
+    subject_prior: float = 0.3
+    """Added the same way when its passage is about the condition the question names (the title's focus as a
+    phrase): the asked condition's own passage before a similar condition's."""
+    judges: str = ""
+    """Directory of the trained judges (`make models`: faithfulness/ and answerhood/, each with calibration.json).
+    Empty: artifacts/judges when it exists, else the lexical judge (overlap + embedder cosine) and the embedder's
+    cosine for choosing quotes; `off`: never. /readyz and every answer say which judge ran."""
+    judge_precision: str = "int8"
+    """int8: the judges' Linear layers run as torch dynamic int8 (benchmarks/judges.py measures both on the probe
+    set at the calibrated thresholds); fp32: as trained."""
+    judge_threshold: float = 0.0
+    """A sentence is supported when the faithfulness judge's probability reaches this; 0: the threshold calibrated
+    with the judge (its calibration.json). Without a judge, support_threshold applies to the lexical score."""
+    answer_threshold: float = 0.0
+    """A sentence answers the question when the answerhood scorer's probability reaches this; 0: the calibrated
+    no-answer gate of the scorer (calibration.json `gate`). No shown sentence reaching it: answer_mode no_answer."""
+    disclaimer: str = ("General information from the cited sources, not medical advice: ask a clinician about "
+                       "your own situation.")
+    """Sent with every answer."""
+
+    def __post_init__(self) -> None:
+        if self.min_relevance != -1.0 and not 0.0 <= self.min_relevance <= 1.0:
+            raise ConfigError(f"verify.min_relevance must be -1 (calibrated) or in [0, 1], got {self.min_relevance}")
+        for name in ("support_threshold", "lexical_weight", "min_kept_share", "judge_threshold", "answer_threshold",
+                     "section_prior", "subject_prior"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"verify.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.unsupported not in UNSUPPORTED_ACTIONS:
+            raise ConfigError(f"verify.unsupported must be remove or mark, got {self.unsupported!r}")
+        if self.judge_precision not in JUDGE_PRECISIONS:
+            raise ConfigError(f"verify.judge_precision must be int8 or fp32, got {self.judge_precision!r}")
+        if not 1 <= self.extractive_sentences <= 10:
+            raise ConfigError(f"verify.extractive_sentences must be in [1, 10], got {self.extractive_sentences}")
+
+
+DEFAULT_JUDGES = "artifacts/judges"

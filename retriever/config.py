@@ -1,0 +1,36 @@
+"""Query-time retrieval settings (the `rerank:` block of serve configs) and where the indexes live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """The cross-encoder stage over hybrid results (the `rerank:` block of serve/eval configs)."""
+
+    model: str = ""
+    """Cross-encoder directory from `medcite train-retriever reranker`. Empty: artifacts/retriever/reranker when
+    `make retriever` built it and the tuned index is in use (see `resolve_reranker`), else off; `off`: never."""
+    top_n: int = 10
+    """Hybrid results (distinct records) the cross-encoder rescores per query; its latency grows linearly (fused,
+    10 gained as much as 20 on dev and more on consumer questions, for +308 ms p50 instead of +509 here)."""
+    fuse: bool = True
+    """Fuse the cross-encoder's order with the hybrid order (reciprocal rank) instead of replacing it: replacing
+    it lost 0.205 consumer-set R@1, fused gains on dev and consumer questions (benchmarks/results/retrieval.json)."""
+    qtype_prior: bool = True
+    """Fuse in the records whose MedQuAD title names the question type the question asks for ("Gout: treatment"
+    for "how is gout treated"), before the cross-encoder: base index, dev hybrid recall@1 0.47 -> 0.795, recall@3
+    0.805 -> 0.94 (`benchmarks/retrieval.py --parts qtype`)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_n <= 100:
+            raise ConfigError(f"rerank.top_n must be in [1, 100], got {self.top_n}")
+
+
+DEFAULT_INDEX, TUNED_INDEX = "artifacts/index", "artifacts/index-tuned"
+
+
+TUNED_RERANKER = "artifacts/retriever/reranker"

@@ -1,0 +1,46 @@
+"""Load the served retriever: the index asked for (or the tuned one `make retriever` built), its reranker and its
+question-type prior. `medcite serve`, `ask`, `search`, the evaluation and the benchmarks load it the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retriever.search import IndexRetriever
+
+from retriever.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER, RerankConfig
+
+
+def resolve_index(index: str) -> str:
+    """The index `serve`, `ask` and `search` load: the one asked for, except that the default gives way to the
+    tuned index when `make retriever` has built it (so the README's commands pick up the better retrieval)."""
+    if index == DEFAULT_INDEX and (Path(TUNED_INDEX) / "manifest.json").is_file():
+        return TUNED_INDEX
+    return index
+
+
+def resolve_reranker(index: str, model: str) -> str:
+    """The cross-encoder to load ("" = none): `model` as configured, `off` for none; unset, the tuned reranker
+    goes with the tuned index that `resolve_index` picks up (both come from `make retriever`)."""
+    if model == "off":
+        return ""
+    if model:
+        return model
+    tuned = resolve_index(index) == TUNED_INDEX and index == DEFAULT_INDEX
+    return TUNED_RERANKER if tuned and (Path(TUNED_RERANKER) / "config.json").is_file() else ""
+
+
+def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = None) -> IndexRetriever:
+    """The retriever as served: `resolve_index(index)`, with the reranker `resolve_reranker` picks (a cross-encoder
+    over the top `rerank.top_n`) and the question-type prior of `rerank.qtype_prior`."""
+    from retriever.search import IndexRetriever  # noqa: F811 (faiss and torch load only here)
+
+    rerank = rerank or RerankConfig()
+    reranker = None
+    model = resolve_reranker(index, rerank.model)
+    if model:
+        from retriever.rerank import Reranker
+
+        reranker = Reranker.load(model, rerank.top_n, fuse=rerank.fuse)
+    return IndexRetriever.load(resolve_index(index), reranker=reranker, qtype_prior=rerank.qtype_prior)

@@ -1,1 +1,0 @@
-"""retriever_train: the domain-tuned embedder and the cross-encoder reranker (medcite train-retriever)."""

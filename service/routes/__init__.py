@@ -1,0 +1,1 @@
+"""service.routes: the HTTP handlers by area (answer, OpenAI-compatible, operations)."""

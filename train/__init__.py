@@ -1,0 +1,1 @@
+"""train: the small models' training jobs (embedder, reranker, judges, triage's learned layer) and calibration."""
