@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from core.errors import ConfigError, InvalidRequestError, ModelLoadError, OverloadedError
 from core.types import Generation
 from generator.config import DecodingConfig
+from generator.prompt import control_strings, neutralise_messages
 
 OnText = Callable[[str], None]
 
@@ -143,8 +144,12 @@ class LocalGenerator:
             raise InvalidRequestError(str(e)) from None
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat template applied by the model's own tokenizer: both backends see the same prompt tokens."""
-        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        """The chat template applied by the model's own tokenizer: both backends see the same prompt tokens. Control-
+        token strings in any message's text are neutralised first (generator.prompt.neutralise)."""
+        if getattr(self, "_controls", None) is None:
+            self._controls = control_strings(self.tokenizer)
+        enc = self.tokenizer.apply_chat_template(neutralise_messages(messages, self._controls),
+                                                 add_generation_prompt=True, return_dict=True)
         return list(enc["input_ids"])
 
     def _option_ids(self, options: list[str]) -> list[list[int]]:

@@ -11,6 +11,7 @@ adapters, eval reports and API responses, and a mismatching adapter is refused a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,40 @@ ANSWER_INSTRUCTION = ("Answer in a few sentences using the passages, and put the
                       "in square brackets after each sentence, like [1].")
 _PASSAGE_HEADER = "Passages:"
 _MIN_PASSAGE_TOKENS = 32
+
+
+# --- user text never becomes prompt structure ---------------------------------------------------------------------
+
+NEUTRAL = "\u200b"
+"""What breaks a control-token string in user text: a zero-width space after its first character, so the tokenizer
+reads plain characters where "<|im_end|>" would have closed the turn."""
+GENERIC_CONTROLS = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>")
+"""Control-token shapes of the common chat formats (ChatML, Llama 3, Llama 2), for a remote server whose tokenizer
+this process does not hold."""
+
+
+def control_strings(tokenizer) -> tuple[str, ...]:
+    """A tokenizer's special tokens as text (<|im_start|>, <|eot_id|>, ...), longest first."""
+    specials = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    specials |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+    return tuple(sorted((s for s in specials if len(s) > 1), key=len, reverse=True))
+
+
+def neutralise(text: str, controls: Sequence[str] = ()) -> str:
+    """`text` with every control-token string in it (the tokenizer's own `controls`, else the common shapes) broken
+    into plain characters. Applied to every message's content just before templating: questions, earlier turns and
+    passages can never open or close a turn or a system message."""
+    if controls:
+        for c in controls:
+            if c in text:
+                text = text.replace(c, c[0] + NEUTRAL + c[1:])
+        return text
+    return GENERIC_CONTROLS.sub(lambda m: m.group(0)[0] + NEUTRAL + m.group(0)[1:], text)
+
+
+def neutralise_messages(messages: Sequence[dict[str, str]], controls: Sequence[str] = ()) -> list[dict[str, str]]:
+    return [{**m, "content": neutralise(m["content"], controls)} for m in messages]
 
 
 def check_adapter(adapter_dir: str | Path) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 from core.errors import ConfigError, InvalidRequestError, OverloadedError, UpstreamError
 from core.types import Generation
 from generator.config import DecodingConfig, GeneratorConfig
-from generator.prompt import approx_tokens, check_adapter
+from generator.prompt import approx_tokens, check_adapter, neutralise_messages
 
 RETRY_ATTEMPTS = 3
 
@@ -103,7 +103,7 @@ class RemoteGenerator:
             d = replace(self.decoding, **{k: v for k, v in overrides.items() if v is not None})
         except ConfigError as e:
             raise InvalidRequestError(str(e)) from None
-        body = {"messages": messages, "max_tokens": d.max_new_tokens, "temperature": 0,
+        body = {"messages": neutralise_messages(messages), "max_tokens": d.max_new_tokens, "temperature": 0,
                 "repetition_penalty": d.repetition_penalty, "stream": stream, **self.extra_body}
         if self.model:
             body["model"] = self.model

@@ -71,16 +71,39 @@ def _tokenizer(model_dir: str):
     return AutoTokenizer.from_pretrained(model_dir)
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for single-machine mode (its default on macOS and Windows): "0" puts the node on 127.0.0.1."""
+
+
+def start_local(num_cpus: int | None = None) -> None:
+    """A Ray instance for this process alone, its control plane on loopback. Ray's GCS and raylets have no
+    authentication, and on Linux a plain `ray.init()` listens on every interface of the machine (an exposed Ray is a
+    known way to run code on it); in single-machine mode every Ray process listens on 127.0.0.1 only. No dashboard.
+    `address="local"` starts a new instance rather than joining one already running here."""
+    import os
+
+    os.environ[LOOPBACK_ENV] = "0"  # read by Ray's constants at import, and by the processes it starts
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # Ray may have been imported before the variable was set
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+
+
 def connect(cfg: IndexConfig) -> dict[str, Any]:
-    """Start or join Ray; returns what the embedding stage needs to size its actor pool."""
+    """Start Ray on loopback, or join the cluster at `ray_address` (whose network the operator secures: see
+    docs/security.md); returns what the embedding stage needs to size its actor pool."""
     try:
         import ray
     except ImportError:
         raise ConfigError("engine ray needs Ray Data: pip install 'medcite[scale]'") from None
     if not ray.is_initialized():
         try:
-            ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+            if cfg.ray_address:
+                ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            else:
+                start_local()
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise ConfigError(f"could not join the Ray cluster at {cfg.ray_address!r}: {e}") from None
     import logging

@@ -41,6 +41,32 @@ def file_sizes(root: Path) -> dict[str, int]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def read_passages(root: str | Path) -> list[Passage]:
+    """The passages of an index, or a one-line error naming the file, the line and the command that rebuilds it
+    (a file of the right size can still be corrupted inside)."""
+    path = Path(root) / PASSAGES
+    out = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                out.append(Passage(**json.loads(raw.decode("utf-8"))))
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+                why = str(e).splitlines()[0] if not isinstance(e, TypeError) else "not a passage record"
+                raise IndexCorruptError(f"{path} line {n} is corrupted ({why}); rebuild with "
+                                        f"`medcite index --out {root}`") from None
+    return out
+
+
+def read_json(root: str | Path, name: str) -> Any:
+    """One JSON file of an index, or a one-line error naming it and the command that rebuilds it."""
+    path = Path(root) / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexCorruptError(f"{path} is corrupted ({str(e).splitlines()[0]}); rebuild with "
+                                f"`medcite index --out {root}`") from None
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The manifest of a finished index, or a one-line error naming the command that makes one."""
     root = Path(root)

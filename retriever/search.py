@@ -12,7 +12,6 @@ RRF: score = sum 1 / (rrf_k + rank).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -71,8 +70,7 @@ class IndexRetriever:
         if verify_embedder and dir_checksum(embedder_dir) != manifest["embedder"]["sha256"]:
             raise IndexCorruptError(f"the embedder in {root} does not match its manifest checksum; "
                                     f"rebuild with `medcite index --out {root}`")
-        with open(root / fmt.PASSAGES, encoding="utf-8") as f:
-            passages = [Passage(**json.loads(line)) for line in f]
+        passages = fmt.read_passages(root)
         # memory-mapped and read-only: API processes on one host share one copy of the vectors or codes. MMAP maps
         # IVF lists; MMAP_IFC maps flat codes (flat, hnsw storage: without it the 59 MB flat index is read into
         # private memory, with it 0.7 MB private after load). The two flags together fail on IVF (faiss 1.15.1).
@@ -92,7 +90,7 @@ class IndexRetriever:
         if embedder.get_embedding_dimension() != manifest["embedder"]["dim"] or dense.d != manifest["embedder"]["dim"]:
             raise IndexCorruptError(f"{root}: embedder dimension does not match the index; rebuild with "
                                     f"`medcite index --out {root}`")
-        duplicates = json.loads((root / fmt.DUPLICATES).read_text())
+        duplicates = fmt.read_json(root, fmt.DUPLICATES)
         return cls(root, manifest, passages, dense, bm25, embedder, duplicates, **kwargs)
 
     def passages_of(self, record_id: str) -> list[Passage]:

@@ -52,6 +52,9 @@ class ServeConfig:
     allow_raw_chat: bool = False
     """Let /v1/chat/completions with `use_retrieval: false` send a client's conversation to the model as given
     (no retrieval, no verification): only for a medcite serving another medcite. Needs api_key."""
+    allow_unsourced: bool = False
+    """Let /v1/answer with `use_retrieval: false` return the model's own text, unsourced and unverified. Off: such a
+    request gets 403, so nothing the service returns by default is unchecked medical text. Needs api_key."""
     allow_unauthenticated: bool = False
     """Start without api_key although host is not a loopback address. Off: such a server refuses to start."""
     followup: str = "focus"
@@ -94,6 +97,9 @@ class ServeConfig:
         check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
+        if self.allow_unsourced and not self.api_key:
+            raise ConfigError("allow_unsourced needs an API key (set MEDCITE_API_KEY): it hands clients unverified "
+                              "medical text")
         if not self.api_key and not self.allow_unauthenticated and not _is_loopback(self.host):
             raise ConfigError(f"host {self.host} is reachable from other machines and no API key is set; set "
                               "MEDCITE_API_KEY, or allow_unauthenticated: true if a proxy in front authenticates")

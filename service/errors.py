@@ -46,13 +46,14 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """The error responses a route documents, all in the one shape every error has: {"error", "detail"}."""
     words = {400: "invalid request (the detail names the field)", 401: "missing or wrong API key",
              403: "forbidden by the server's settings", 404: "not found", 413: "body larger than 64 KB",
+             415: "the body is not declared JSON (Content-Type: application/json)",
              502: "the remote generator failed", 503: "not ready, or the generation queue is full (Retry-After)",
              504: "no answer within request_timeout_s"}
     return {c: ResponseSpec(ErrorResponse, description=words[c], generate_examples=False) for c in codes}
 
 
-API_ERRORS = error_responses(400, 401, 403, 413, 503)
-GENERATION_ERRORS = error_responses(400, 401, 403, 413, 502, 503, 504)
+API_ERRORS = error_responses(400, 401, 403, 413, 415, 503)
+GENERATION_ERRORS = error_responses(400, 401, 403, 413, 415, 502, 503, 504)
 
 
 def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> Response:

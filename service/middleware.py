@@ -1,5 +1,5 @@
-"""What wraps every request: the request id and one JSON log line (with its metrics), and the guards (API key,
-metrics access)."""
+"""What wraps every request: the request id, the browser's defences and one JSON log line (with its metrics); JSON
+bodies only on the API; and the guards (API key, metrics access)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,20 @@ ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/retrie
 """Route labels of the request metrics (any other path counts as `other`: no unbounded label values)."""
 
 
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+                                 b"object-src 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+"""On every response: the page runs only its own files and cannot be framed; no response is content-sniffed; no
+address (which can carry a question) leaves in a Referer."""
+
+
 def request_log(app: ASGIApp) -> ASGIApp:
-    """Request id (from X-Request-ID or new) on the scope and the response, and one JSON log line per request."""
+    """Request id (from X-Request-ID or new) on the scope and the response, the browser's defences on the response,
+    and one JSON log line per request."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,7 +49,7 @@ def request_log(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode()), *SECURITY_HEADERS]
             await send(message)
 
         try:
@@ -50,6 +62,28 @@ def request_log(app: ASGIApp) -> ASGIApp:
                 components.metrics.request(path if path in ROUTES else "other", status, seconds)
             log.info(json.dumps({"event": "request", "request_id": rid, "method": scope.get("method"),
                                  "path": path, "status": status, "ms": round(seconds * 1000, 1)}))
+
+    return middleware
+
+
+def json_only(app: ASGIApp) -> ASGIApp:
+    """A POST to the API must say its body is JSON, else 415. A form or `text/plain` post is what any web site can
+    make a visitor's browser send without asking (no CORS preflight), so accepting one would let a page elsewhere
+    post questions to a server on the visitor's own machine."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").startswith("/v1/"):
+            raw = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+            if raw.split(";")[0].strip().lower() != "application/json":
+                body = json.dumps({"error": "unsupported_media_type",
+                                   "detail": f"the body must be JSON (Content-Type: application/json), got "
+                                             f"{raw[:60] or 'no Content-Type'}"}).encode()
+                await send({"type": "http.response.start", "status": 415,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
 
     return middleware
 

@@ -6,6 +6,7 @@ import threading
 import pytest
 from litestar.testing import TestClient
 
+from core.errors import ConfigError
 from generator.config import DecodingConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
@@ -57,9 +58,17 @@ def test_answer_is_deterministic_and_complete(client, retriever):
     assert all(c["passage_id"] in shown for c in a["citations"])
 
 
-def test_answer_without_retrieval_and_overrides(client):
-    a = client.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False, "max_new_tokens": 4}).json()
+def test_answer_without_retrieval_is_refused_unless_the_operator_allows_it(client, retriever, tiny_generator):
+    body = {"question": "What is gout?", "use_retrieval": False, "max_new_tokens": 4}
+    err = _is_error(client.post("/v1/answer", json=body), 403)
+    assert "allow_unsourced" in err["detail"] and "no source" in err["detail"]
+    with pytest.raises(ConfigError, match="allow_unsourced needs an API key"):
+        ServeConfig(allow_unsourced=True)
+    cfg = ServeConfig(k=2, allow_unsourced=True, api_key="k")
+    with TestClient(create_app(retriever, tiny_generator, cfg)) as c:
+        a = c.post("/v1/answer", json=body, headers={"Authorization": "Bearer k"}).json()
     assert a["passages"] == [] and a["index"] is None and a["usage"]["completion_tokens"] == 4
+    assert a["answer_mode"] == "unsourced" and a["warnings"]
 
 
 def test_answer_stream_sends_tokens_then_the_answer(client):
@@ -177,7 +186,9 @@ def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir)
     gone = threading.Event()
     gone.set()
     assert gen.generate(msgs, cancel=gone).stop_reason == "cancelled"
-    with TestClient(create_app(retriever, gen, ServeConfig(request_timeout_s=full_s / 10))) as c:
+    cfg = ServeConfig(request_timeout_s=full_s / 10, allow_unsourced=True, api_key="k")
+    with TestClient(create_app(retriever, gen, cfg)) as c:
+        c.headers["Authorization"] = "Bearer k"
         t = time.perf_counter()
         _is_error(c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False}), 504)
         r = c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False, "max_new_tokens": 2})
@@ -302,3 +313,25 @@ def test_non_loopback_without_key_refuses_to_start():
         ServeConfig(host="0.0.0.0", api_key="")
     assert ServeConfig(host="0.0.0.0", api_key="", allow_unauthenticated=True).host == "0.0.0.0"
     assert ServeConfig(host="::1", api_key="").host == "::1" and ServeConfig(host="localhost", api_key="")
+
+
+def test_every_response_carries_the_browsers_defences(client):
+    for r in (client.get("/"), client.get("/healthz"), client.post("/v1/retrieve", json={"query": "gout"}),
+              client.post("/v1/answer", json={})):
+        assert "default-src 'self'" in r.headers["content-security-policy"], r.url
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_body_that_does_not_say_json_is_refused_before_any_work(retriever):
+    """A form or text/plain post needs no CORS preflight: any web site could make a visitor's browser send one."""
+    gen = FakeGenerator()
+    with TestClient(create_app(retriever, gen)) as c:
+        for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
+            r = c.post("/v1/answer", content=b'{"question": "What is gout?"}', headers=headers)
+            body = _is_error(r, 415)
+            assert "Content-Type: application/json" in body["detail"] and body["error"] == "unsupported_media_type"
+        assert gen.seen == []
+        ok = c.post("/v1/answer", content=b'{"question": "What is gout?"}',
+                    headers={"content-type": "application/json; charset=utf-8"})
+        assert ok.status_code == 200 and gen.seen

@@ -247,3 +247,25 @@ def test_five_random_sigkills_then_rerun_equals_an_uninterrupted_build(tmp_path,
     assert not list(tmp_path.glob(".idx.build-*"))  # no half-built leftovers
 
 
+
+
+def test_a_corrupted_passages_file_of_the_right_size_names_the_file_the_line_and_the_fix(index_config, capsys):
+    """The size check passes (same bytes count), so the load itself must say what is wrong, not raise
+    JSONDecodeError with a traceback."""
+    from medcite.cli import main
+
+    cfg = index_config()
+    build_index(cfg, log=lambda _: None)
+    out = Path(cfg.out)
+    lines = (out / "passages.jsonl").read_bytes().split(b"\n")
+    lines[2] = b"{" + lines[2][1:].replace(b'"', b"'", 1)  # same length, no longer JSON
+    (out / "passages.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(IndexCorruptError, match=r"passages.jsonl line 3 is corrupted .*`medcite index --out"):
+        IndexRetriever.load(out)
+    capsys.readouterr()  # the build's progress bars
+    assert main(["search", "ewing", "--index", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 3" in err and "Traceback" not in err
+    (out / "passages.jsonl").write_bytes(b"\n".join(lines[:2] + [b'{"id": 1}'.ljust(len(lines[2]))] + lines[3:]))
+    with pytest.raises(IndexCorruptError, match="line 3 is corrupted \\(not a passage record\\)"):
+        IndexRetriever.load(out)

@@ -112,18 +112,21 @@ def test_a_client_that_disconnects_frees_the_model(tiny_llm_dir):
     t = time.perf_counter()
     gen.generate(msgs)
     full_s = time.perf_counter() - t
-    url, srv, thread = serve_in_thread(create_app(None, gen, ServeConfig()))
+    url, srv, thread = serve_in_thread(create_app(None, gen, ServeConfig(allow_unsourced=True, api_key="k")))
     body = {"question": "What is gout?", "use_retrieval": False}
+    auth = {"Authorization": "Bearer k"}
     try:
         for stream in (False, True):
             t = time.perf_counter()
             if stream:  # read the first event, then hang up
-                with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/answer", json={**body, "stream": True}) as r:
+                with httpx.Client(timeout=60, headers=auth) as c, \
+                        c.stream("POST", f"{url}/v1/answer", json={**body, "stream": True}) as r:
                     next(r.iter_lines())
             else:  # give up waiting
-                with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(full_s / 10, connect=5)) as c:
+                with pytest.raises(httpx.ReadTimeout), \
+                        httpx.Client(timeout=httpx.Timeout(full_s / 10, connect=5), headers=auth) as c:
                     c.post(f"{url}/v1/answer", json=body)
-            r = httpx.post(f"{url}/v1/answer", json={**body, "max_new_tokens": 2}, timeout=60)
+            r = httpx.post(f"{url}/v1/answer", json={**body, "max_new_tokens": 2}, timeout=60, headers=auth)
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
             assert time.perf_counter() - t < full_s * 0.7, ("the abandoned generation ran on", stream)
     finally:

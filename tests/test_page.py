@@ -3,6 +3,7 @@ downloads from outside), against real servers (uvicorn on loopback) with the tin
 scripted one that streams a word every 60 ms, so the draft is seen before the verified answer and Stop lands
 mid-stream. axe-core (vendored, tests/vendor) checks accessibility in light, dark and at 360 px."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -231,7 +232,8 @@ def test_an_error_is_a_sentence(browser, retriever, tmp_path):
     ("dark", 1280, "I have crushing chest pain and I am sweating"),  # the triage notice's colours too
     ("light", 360, "How is Ewing sarcoma treated?")])
 def test_accessibility_in_light_dark_and_narrow(browser, site, scheme, width, question, tmp_path):
-    context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+    # axe goes in as an inline script, which the page's policy blocks (test_the_page_runs_under_its_csp)
+    context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme, bypass_csp=True)
     pg = context.new_page()
     pg.goto(site[0] + "/")
     _ask(pg, question)
@@ -251,6 +253,22 @@ def test_accessibility_in_light_dark_and_narrow(browser, site, scheme, width, qu
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(out) / name)
+    context.close()
+
+
+def test_the_page_runs_under_its_csp(browser, site):
+    """Its own files do all the work under `default-src 'self'`; a script injected into it does not run."""
+    context = browser.new_context()
+    pg = context.new_page()
+    blocked: list[str] = []
+    pg.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    pg.goto(site[0] + "/")
+    _ask(pg, "How is Ewing sarcoma treated?")
+    pg.locator(".verified").wait_for()
+    assert blocked == []
+    with contextlib.suppress(playwright.Error):
+        pg.add_script_tag(content="window.injected = 1")
+    assert pg.evaluate("window.injected") is None and blocked
     context.close()
 
 

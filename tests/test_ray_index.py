@@ -18,11 +18,12 @@ from retriever.search import IndexRetriever
 
 ROOT = Path(__file__).resolve().parents[1]
 ray = pytest.importorskip("ray")
+from index_build import ray_engine  # noqa: E402 (after the skip: ray is optional)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray_engine.start_local(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -134,3 +135,15 @@ def test_a_killed_driver_resumes_from_its_finished_shards(tmp_path, tiny_embedde
     assert "resuming:" in rerun.stderr
     _same_index(tmp_path / "ref", tmp_path / "idx")
     assert not list(tmp_path.glob(".idx.build-*"))
+
+
+def test_a_ray_started_for_a_build_listens_on_loopback_only():
+    """Ray's control plane has no authentication: the instance a build starts is reachable from this machine only."""
+    code = ("from index_build import ray_engine; import ray, json; ray_engine.start_local(1); "
+            "print(json.dumps([ray.get_runtime_context().gcs_address, ray._private.worker._global_node.node_ip_address]));"
+            " ray.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    gcs, node = json.loads(out.stdout.strip().splitlines()[-1])
+    assert gcs.startswith("127.0.0.1:") and node == "127.0.0.1", (gcs, node)

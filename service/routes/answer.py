@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import ServerSentEventMessage
 
-from core.errors import MedciteError
+from core.errors import ForbiddenError, MedciteError
 from core.types import Answer
 from pipeline.verify.stage import check, verify_passages
 from service.dependencies import Components
@@ -99,6 +99,9 @@ async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency
 @post("/v1/answer", status_code=200, guards=[auth_guard], responses=GENERATION_ERRORS)
 async def answer(data: JSONBody[AnswerRequest], request: Request, components: NamedDependency[Components]) -> Any:
     cfg, cancel = components.cfg, threading.Event()
+    if not data.use_retrieval and not cfg.allow_unsourced:
+        raise ForbiddenError("use_retrieval: false is off on this server: such an answer is the model's own text, "
+                             "checked against no source (the operator's allow_unsourced)")
     history = [{"role": t.role, "content": t.content} for t in data.history or ()]
     run = runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel, history,
                  max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
