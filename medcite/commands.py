@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.feedback import FeedbackStore
 
     layer = classifier()  # the triage layer too, when one is trained
-    store = FeedbackStore(cfg.feedback_db, cfg.log_text) if cfg.feedback_db else None
+    store = FeedbackStore(cfg.feedback_db, cfg.log_text, cfg.feedback_retention_days) if cfg.feedback_db else None
     print("medcite: triage by the reviewed rules" + (f" and the learned layer ({layer.precision})" if layer else
           " alone (`make models` trains the learned layer that catches how patients word emergencies)"),
           file=sys.stderr)
@@ -268,7 +268,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     db = args.db or cfg.feedback_db
     if not db or not Path(db).is_file():
         raise DataError(f"no feedback database at {db!r} (serve writes it; feedback_db in the serve config)")
-    n = FeedbackStore(db, cfg.log_text).export(args.out)
+    n = FeedbackStore(db, cfg.log_text, cfg.feedback_retention_days).export(args.out)
     print(f"{n} feedback rows written to {args.out}", file=sys.stderr)
     return 0
 

@@ -63,7 +63,10 @@ class ServeConfig:
     model's rewrite when it names that condition), off (search it as written). benchmarks/followup.py."""
     feedback_db: str = "artifacts/feedback.db"
     """SQLite file for answer records and people's feedback (POST /v1/feedback; `medcite feedback export`). Text
-    is stored only with log_text; otherwise hashes and the answer's sources. "" turns feedback off."""
+    is stored only with log_text; otherwise keyed hashes and the answer's sources. 0600, with its key beside it
+    (`<feedback_db>.key`). "" turns feedback off."""
+    feedback_retention_days: float = 90.0
+    """Answer records and feedback older than this many days are deleted (at start, then hourly). 0: kept for ever."""
     metrics: str = "open"
     """GET /metrics: open (no key, like the probes: a Prometheus scraper holds no API key and the metrics carry
     no question text), key (behind api_key when one is set), off."""
@@ -97,6 +100,8 @@ class ServeConfig:
         check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
+        if self.feedback_retention_days < 0:
+            raise ConfigError(f"feedback_retention_days must be >= 0, got {self.feedback_retention_days}")
         if self.allow_unsourced and not self.api_key:
             raise ConfigError("allow_unsourced needs an API key (set MEDCITE_API_KEY): it hands clients unverified "
                               "medical text")

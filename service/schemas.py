@@ -266,6 +266,8 @@ class FeedbackResponse(msgspec.Struct):
     id: int
     answer_id: str
     stored: bool
+    comment_kept: bool = False
+    """Whether the written comment was kept: only on a server that keeps text (`log_text`); the rating always is."""
 
 
 class ModelCard(msgspec.Struct):

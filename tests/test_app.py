@@ -204,6 +204,13 @@ def test_logs_carry_request_id_but_no_text_by_default(caplog, retriever):
     answer_log = next(x for x in lines if x["event"] == "answer")
     assert answer_log["request_id"] == "req-42" and "generate_ms" in answer_log
     assert "private symptom" not in caplog.text
+    caplog.clear()
+    with TestClient(create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
+        a = c.post("/v1/answer", json={"question": "I want to end my life tonight"}).json()
+    assert a["triage"] and a["triage"]["rule"]  # the person sees the notice ...
+    answer_log = next(json.loads(r.message) for r in caplog.records if '"event": "answer"' in r.message)
+    assert answer_log["urgent"] is True  # ... the log says only that triage fired, not which rule (why)
+    assert a["triage"]["rule"] not in caplog.text and "end my life" not in caplog.text
     with TestClient(create_app(retriever, FakeGenerator(), ServeConfig(log_text=True))) as c, \
             caplog.at_level("INFO", logger="medcite.api"):
         c.post("/v1/answer", json={"question": "private symptom question"})

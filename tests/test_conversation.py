@@ -160,8 +160,8 @@ def test_feedback_is_stored_against_the_answer_id(served):
     r = client.post("/v1/feedback", json={"answer_id": a["id"], "rating": "down", "comment": "wrong", "sentence": 1})
     assert r.status_code == 200 and r.json()["stored"] is True
     rows = list(store.rows())
-    assert len(rows) == 1 and rows[0]["rating"] == "down" and rows[0]["comment"] == "wrong"
-    assert "question" not in rows[0] and len(rows[0]["question_sha256"]) == 64  # no text without log_text
+    assert len(rows) == 1 and rows[0]["rating"] == "down" and "comment" not in rows[0]  # free text: log_text only
+    assert "question" not in rows[0] and len(rows[0]["question_hmac"]) == 64  # no text without log_text
     assert rows[0]["sources"] == [{"marker": c["marker"], "passage_id": c["passage_id"],
                                    "record_id": c["record_id"], "title": c["title"]} for c in a["citations"]]
     for body, needle in (({"answer_id": "ans-nope", "rating": "up"}, "no answer with id"),
@@ -181,12 +181,15 @@ def test_feedback_export_and_the_database_layout(tmp_path, retriever, tiny_gener
     with TestClient(create_app(retriever, tiny_generator, ServeConfig(k=2, log_text=True), feedback=store)) as c:
         a = c.post("/v1/answer", json={"question": "What is (are) Ewing Sarcoma ?",
                                        "max_new_tokens": 4}).json()
-        c.post("/v1/feedback", json={"answer_id": a["id"], "rating": "up"})
+        c.post("/v1/feedback", json={"answer_id": a["id"], "rating": "up", "comment": "clear"})
     store.close()
     out = tmp_path / "fb.jsonl"
     assert main(["feedback", "export", "--db", str(db), "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     assert row["question"] == "What is (are) Ewing Sarcoma ?" and row["rating"] == "up"  # text with log_text
+    assert row["comment"] == "clear"
+    for private in (db, db.with_name("fb.db.key"), out):  # the database, its key and its exports: owner only
+        assert private.stat().st_mode & 0o777 == 0o600, private
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
@@ -268,3 +271,44 @@ def test_a_killed_server_loses_no_acknowledged_feedback(tmp_path):
         proc.wait(10)
     stored = {row[0] for row in sqlite3.connect(db).execute("SELECT id FROM feedback")}
     assert len(acked) >= 40 and set(acked) <= stored
+
+
+def test_feedback_hashes_are_keyed_and_old_rows_expire(tmp_path):
+    """An unkeyed SHA-256 of a short question is reversed by hashing guesses; a keyed one is not, without the key."""
+    import hashlib
+    import time as _time
+
+    from core.types import Answer
+
+    store = FeedbackStore(tmp_path / "fb.db", retention_days=30)
+    a = Answer(question="Do I have gout?", text="Gout is ...", citations=[], passages=[], invalid_markers=[],
+               usage={}, timings={}, stop_reason="end_of_turn", model="m", index=None, prompt_version="v", mode=None)
+    store.record(a)
+    store.add(a.id, "up")
+    (row,) = store.rows()
+    assert row["question_hmac"] != hashlib.sha256(b"Do I have gout?").hexdigest()
+    assert row["question_hmac"] == store.digest("Do I have gout?")  # equal questions still match each other
+    key = (tmp_path / "fb.db.key").read_text()
+    assert FeedbackStore(tmp_path / "fb.db").digest("x") == store.digest("x")  # the key survives a restart
+    assert (tmp_path / "fb.db.key").read_text() == key
+    assert store.expire(now=_time.time() + 29 * 86400) == 0
+    assert store.expire(now=_time.time() + 31 * 86400) == 2 and list(store.rows()) == []  # feedback and answer
+    (tmp_path / "fb.db.key").write_text("not a key")
+    with pytest.raises(Exception, match="not a feedback key"):
+        FeedbackStore(tmp_path / "fb.db")
+
+
+def test_a_version_1_feedback_database_loses_its_unkeyed_hashes(tmp_path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript("""CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);
+        CREATE TABLE answers (id TEXT PRIMARY KEY, created REAL NOT NULL, question_sha256 TEXT NOT NULL,
+            answer_sha256 TEXT NOT NULL, question TEXT, answer TEXT, retrieval_query TEXT, answer_mode TEXT NOT NULL,
+            sources TEXT NOT NULL, model TEXT NOT NULL, index_fingerprint TEXT, judge TEXT);
+        INSERT INTO answers VALUES ('ans-1', 1e12, 'abc', 'def', NULL, NULL, NULL, 'generated', '[]', 'm', NULL, NULL);""")
+    con.close()
+    store = FeedbackStore(db, retention_days=0)
+    store.add("ans-1", "down")
+    (row,) = store.rows()
+    assert row["question_hmac"] == "" and row["answer_hmac"] == "" and row["rating"] == "down"
+    assert sqlite3.connect(db).execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)

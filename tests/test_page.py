@@ -129,6 +129,19 @@ def test_ask_shows_the_draft_then_the_verified_answer_and_its_sources(page):
     assert others.locator("li").first.is_visible()
 
 
+def test_clear_conversations_removes_them_from_this_browser(page):
+    _ask(page, "How is Ewing sarcoma treated?")
+    page.locator(".verified").wait_for()
+    assert "Ewing" in page.evaluate("localStorage.getItem('medcite.conversations.v1')")
+    page.once("dialog", lambda d: d.accept())  # "Remove every conversation kept in this browser?"
+    page.get_by_role("button", name="Clear conversations").click()
+    assert page.evaluate("localStorage.getItem('medcite.conversations.v1')") is None
+    assert page.locator("#thread > *").count() == 0 and page.locator("#conversation-list li").count() == 0
+    assert "cleared" in page.locator("#status").inner_text()
+    page.reload()
+    assert page.locator("#conversation-list li").count() == 0  # gone, not hidden
+
+
 def test_text_from_the_model_is_text_never_html(browser, retriever, tmp_path):
     url, srv, thread, _ = _server(retriever, SlowGenerator("<img src=x onerror=alert(1)> Ewing sarcoma of the "
                                                            "femur is treated with surgery [1].", 0.0), tmp_path)
@@ -188,9 +201,10 @@ def test_feedback_is_stored(page, site):
     page.locator(".verified").wait_for()
     page.get_by_label("Comment (optional)").fill("clear")
     page.get_by_role("button", name="Helpful", exact=True).click()
-    page.get_by_text("your feedback was stored").wait_for()
+    page.get_by_text("your rating was stored").wait_for()  # the server keeps no text (log_text off): it says so
+    assert "keeps no written comments" in page.get_by_role("status").filter(has_text="rating").inner_text()
     rows = list(site[1].rows())
-    assert rows and rows[-1]["rating"] == "up" and rows[-1]["comment"] == "clear"
+    assert rows and rows[-1]["rating"] == "up" and "comment" not in rows[-1]
 
 
 def test_the_api_key_is_asked_once_and_kept_for_the_tab(browser, retriever, tmp_path):

@@ -42,7 +42,7 @@ def log_answer(request: Request, a: Answer, route: str, log_text: bool) -> None:
     record = {"event": "answer", "route": route, "request_id": request.scope.get("state", {}).get("request_id"),
               **a.timings, **a.usage, "stop_reason": a.stop_reason, "citations": len(a.citations),
               "invalid_markers": len(a.invalid_markers), "mode": a.mode, "answer_mode": a.answer_mode,
-              "warnings": len(a.warnings), "triage": a.triage["rule"] if a.triage else None}
+              "warnings": len(a.warnings), "urgent": a.triage is not None}  # never which rule: it says why
     if log_text:
         record.update(question=a.question, answer=a.text)
     log.info(json.dumps(record))

@@ -49,4 +49,5 @@ async def give_feedback(data: JSONBody[FeedbackRequest], components: NamedDepend
         raise ForbiddenError("feedback is off on this server (feedback_db is empty)")
     row = await anyio.to_thread.run_sync(lambda: store.add(data.answer_id, data.rating, data.comment, data.sentence))
     components.metrics.feedback.labels(data.rating).inc()
-    return FeedbackResponse(id=row, answer_id=data.answer_id, stored=True)
+    return FeedbackResponse(id=row, answer_id=data.answer_id, stored=True,
+                            comment_kept=bool(data.comment) and store.log_text)

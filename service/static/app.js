@@ -67,6 +67,18 @@ function newConversation() {
   $("question").focus();
 }
 
+function clearConversations() {
+  // Questions about someone's health stay on a shared computer until removed: one control removes them all.
+  if (!window.confirm("Remove every conversation kept in this browser?")) return;
+  controller?.abort();
+  localStorage.removeItem(STORE);
+  conversations = [];
+  current = null;
+  $("source").hidden = true;
+  renderAll();
+  $("status").textContent = "Conversations cleared from this browser.";
+}
+
 function headers() {
   const h = { "Content-Type": "application/json" };
   const key = sessionStorage.getItem(KEY);
@@ -327,8 +339,14 @@ function feedbackBar(a) {
       method: "POST", headers: headers(),
       body: JSON.stringify({ answer_id: a.id, rating, ...(comment.value.trim() ? { comment: comment.value.trim() } : {}) }),
     }).catch(() => null);
-    note.textContent = response?.ok ? "Thank you: your feedback was stored."
-      : response ? await errorSentence(response) : "The server could not be reached.";
+    if (response?.ok) {
+      const body = await response.json().catch(() => ({}));
+      note.textContent = comment.value.trim() && !body.comment_kept
+        ? "Thank you: your rating was stored. This server keeps no written comments, so what you wrote stays private."
+        : "Thank you: your feedback was stored.";
+    } else {
+      note.textContent = response ? await errorSentence(response) : "The server could not be reached.";
+    }
   };
   const copy = async () => {
     try {
@@ -382,6 +400,7 @@ $("question").addEventListener("keydown", (e) => {
 });
 $("stop").addEventListener("click", () => controller?.abort());
 $("new-conversation").addEventListener("click", newConversation);
+$("clear-conversations").addEventListener("click", clearConversations);
 $("close-source").addEventListener("click", () => {
   $("source").hidden = true;
 });
