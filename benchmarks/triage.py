@@ -6,7 +6,8 @@ then the layer) on patient-worded messages, and how often triage fires on ordina
 1. Held-out patient-worded messages (data/triage/heldout.jsonl: 90 emergencies of 18 kinds, 60
    near-misses, 30 ordinary questions; written before the layer was trained, never trained on or used to choose
    its threshold): recall of emergencies, false alarms, per kind; the development set (data/triage/dev.jsonl, which
-   chose the threshold) beside it.
+   chose the threshold) beside it; and the blind probe (data/triage/probe_blind.jsonl: 75 emergencies of 17 kinds,
+   75 near-misses, written by a writer who never saw the rules or the other sets; reported, never tuned on).
 2. Ordinary questions: the 200 dev questions, and 500 GenMedGPT-5k patient messages reviewed by hand
    (data/triage/genmedgpt_benchmark_review.jsonl: an index into GenMedGPT-5k.json and a triage nurse's label per
    message, from a blind review with the NHS / MedlinePlus red-flag rubric: 37 emergencies, 463 non-urgent):
@@ -46,6 +47,15 @@ def report(name: str, texts: list[str]) -> dict:
             "not_fired_sample": [t[:240] for t in rng.sample(quiet_alarming, min(15, len(quiet_alarming)))]}
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of k successes in n (95%): small sets say how little they pin down."""
+    if not n:
+        return [0.0, 1.0]
+    p, denom = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / denom, z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def layers(rows: list[dict]) -> dict:
     """Recall and false alarms of the rules alone, the learned layer alone and both (served), per kind too."""
     model = classifier()
@@ -61,7 +71,9 @@ def layers(rows: list[dict]) -> dict:
         pos = [v[idx] for v in verdicts if v[0]["emergency"]]
         neg = [v[idx] for v in verdicts if not v[0]["emergency"]]
         out[name] = {"recall": round(sum(pos) / max(1, len(pos)), 4),
-                     "false_alarms": round(sum(neg) / max(1, len(neg)), 4)}
+                     "recall_ci95": wilson(sum(pos), len(pos)),
+                     "false_alarms": round(sum(neg) / max(1, len(neg)), 4),
+                     "false_alarms_ci95": wilson(sum(neg), len(neg))}
     kinds: dict[str, list[bool]] = {}
     for v in verdicts:
         kinds.setdefault(v[0]["kind"], []).append(v[3])
@@ -98,16 +110,17 @@ def main() -> None:
     reviewed = [{"id": str(r["index"]), "text": chats[r["index"]], "emergency": r["label"] == "emergency",
                  "kind": "reviewed_" + r["label"]} for r in review]
     sets = {name: [json.loads(x) for x in (ROOT / "data" / "triage" / f"{name}.jsonl").read_text()
-                   .splitlines() if x.strip()] for name in ("heldout", "dev")}
+                   .splitlines() if x.strip()] for name in ("heldout", "dev", "probe_blind")}
     result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
               "layer": model_dir() or None, "threshold": classifier().threshold if classifier() else None,
               "precision": classifier().precision if classifier() else None,
               "heldout": layers(sets["heldout"]), "dev_set": layers(sets["dev"]),
+              "probe_blind": layers(sets["probe_blind"]),
               "genmedgpt_reviewed": layers(reviewed),
               "dev": report("dev", dev), "genmedgpt_sample": report("genmedgpt", [r["text"] for r in reviewed]),
               "latency_p50_ms": latency([r["text"] for r in sets["heldout"]] + dev)}
     atomic_write_json(ROOT / "benchmarks" / "results" / "triage.json", result)
-    for name in ("heldout", "dev_set", "genmedgpt_reviewed"):
+    for name in ("heldout", "probe_blind", "dev_set", "genmedgpt_reviewed"):
         print(name, {k: result[name][k] for k in ("rules", "learned", "served")})
     for k in ("dev", "genmedgpt_sample"):
         v = result[k]

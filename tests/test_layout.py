@@ -122,7 +122,8 @@ def test_the_triage_data_the_training_reads_is_where_it_says():
     """A missing file reads as no rows (train.triage._jsonl), so a moved file must fail here, not train quietly."""
     from train import triage as t
 
-    for path in (t.EXTRA, t.TRAIN_REVIEW, t.BENCHMARK_REVIEW, t.DEV_SET, t.DATA / "heldout.jsonl"):
+    for path in (t.EXTRA, t.TRAIN_REVIEW, t.BENCHMARK_REVIEW, t.DEV_SET, t.DATA / "heldout.jsonl",
+                 t.DATA / "probe_blind.jsonl"):
         assert path.is_file() and path.stat().st_size > 0, path
 
 

@@ -31,6 +31,19 @@ TRIGGERS["chest_pain_cardiac"] += ["chest pain and he can barely talk",
 TRIGGERS["suicide_self_harm"] += ["I keep thinking about ending it all", "everyone would be better off without me"]
 TRIGGERS["severe_bleeding"] += ["blood is spurting from the cut and it does not stop with pressure",
                                 "my vomit looks like coffee grounds"]
+# issue 36: the emergencies patients write that the rules missed, each with near-misses below
+TRIGGERS["suicide_self_harm"] += ["how much of the tylenol in our cupboard would it take to stop someone waking up",
+                                  "i took the pills because i wanted it all to stop",
+                                  "everyone would be better off if i was gone", "i have decided to end it tonight",
+                                  "i just want to go to sleep and never wake up", "i have been saving my pills",
+                                  "there is no point in living anymore"]
+TRIGGERS["poisoning_overdose"] += ["my 2 year old got into the drain cleaner under the sink",
+                                   "my toddler swallowed a button battery from the remote",
+                                   "my daughter swallowed two magnets from her brothers toy",
+                                   "my son ate some of grandmas blood pressure pills",
+                                   "I swallowed a whole bottle of paracetamol", "he took 40 of his tablets"]
+TRIGGERS["chest_pain_cardiac"] += ["my dad is 70 his chest hurts and he is having trouble getting his words out"]
+TRIGGERS["stroke_signs"] += ["his mouth is drooping on one side", "she can't lift her arm and her words are coming out wrong"]
 NEAR_MISSES = [
     "What are the treatments for gout?", "What is chest pain?", "What are the symptoms of a stroke?",
     "What causes anaphylaxis?", "What is an overdose of vitamin D?", "What are the symptoms of lead poisoning?",
@@ -40,6 +53,13 @@ NEAR_MISSES = [
     "I have been having a headache, coryza, vomiting, chest tightness and nasal congestion",
     "I have sharp abdominal and back pain and pain on one side of my body",
     "What are the symptoms of a head injury?", "I bumped my head last week and I'm fine now",
+    # beside the issue 36 rules: a condition, a past event, a relative, normal doses, safety, mild symptoms
+    "my son swallowed a magnet when he was 2 does it cause problems later", "how much tylenol can i give my 3 year old",
+    "how do i store cleaning products away from kids", "What is the maximum dose of ibuprofen per day?",
+    "I want the itching to stop, what cream helps?", "my dad had a stroke last year, what are the risks for me",
+    "what causes chest pain in young people", "my grandmother took her blood pressure pills twice by mistake last month",
+    "how do batteries in toys get checked for safety", "i feel low since my mum died, how long does grief last",
+    "my chest hurts when i cough with this cold", "is it bad to take 2 paracetamol every day for a week",
 ]
 
 
@@ -143,3 +163,17 @@ def test_the_benchmarks_reviewed_messages_are_never_trained_on():
     assert not {r["index"] for r in bench} & {r["index"] for r in train}
     assert {r["label"] for r in train} <= {*EMERGENCY, "none"}
     assert {r["label"] for r in bench} == {"emergency", "non_urgent"}
+
+
+def test_the_blind_probe_is_never_trained_on():
+    """data/triage/probe_blind.jsonl measures both layers (benchmarks/triage.py): none of its messages is a training
+    row of the learned layer."""
+    import json
+
+    from core.config import default_data_dir
+    from train.triage import DATA, training_rows
+
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    probe = {norm(json.loads(x)["text"]) for x in (DATA / "probe_blind.jsonl").read_text().splitlines() if x.strip()}
+    assert len(probe) == 150
+    assert not probe & {norm(r["text"]) for r in training_rows(default_data_dir(), log=lambda _: None)}
