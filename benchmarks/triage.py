@@ -7,7 +7,9 @@ then the layer) on patient-worded messages, and how often triage fires on ordina
    near-misses, 30 ordinary questions; written before the layer was trained, never trained on or used to choose
    its threshold): recall of emergencies, false alarms, per kind; the development set (data/triage/dev.jsonl, which
    chose the threshold) beside it; and the blind probe (data/triage/probe_blind.jsonl: 75 emergencies of 17 kinds,
-   75 near-misses, written by a writer who never saw the rules or the other sets; reported, never tuned on).
+   75 near-misses, written by a writer who never saw the rules or the other sets; reported, never tuned on), and the
+   rules' development set (data/triage/rules_dev.jsonl: 100 / 100, another blind writer's; the rules were written
+   against it, so it flatters them).
 2. Ordinary questions: the 200 dev questions, and 500 GenMedGPT-5k patient messages reviewed by hand
    (data/triage/genmedgpt_benchmark_review.jsonl: an index into GenMedGPT-5k.json and a triage nurse's label per
    message, from a blind review with the NHS / MedlinePlus red-flag rubric: 37 emergencies, 463 non-urgent):
@@ -110,17 +112,17 @@ def main() -> None:
     reviewed = [{"id": str(r["index"]), "text": chats[r["index"]], "emergency": r["label"] == "emergency",
                  "kind": "reviewed_" + r["label"]} for r in review]
     sets = {name: [json.loads(x) for x in (ROOT / "data" / "triage" / f"{name}.jsonl").read_text()
-                   .splitlines() if x.strip()] for name in ("heldout", "dev", "probe_blind")}
+                   .splitlines() if x.strip()] for name in ("heldout", "dev", "probe_blind", "rules_dev")}
     result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
               "layer": model_dir() or None, "threshold": classifier().threshold if classifier() else None,
               "precision": classifier().precision if classifier() else None,
               "heldout": layers(sets["heldout"]), "dev_set": layers(sets["dev"]),
-              "probe_blind": layers(sets["probe_blind"]),
+              "probe_blind": layers(sets["probe_blind"]), "rules_dev": layers(sets["rules_dev"]),
               "genmedgpt_reviewed": layers(reviewed),
               "dev": report("dev", dev), "genmedgpt_sample": report("genmedgpt", [r["text"] for r in reviewed]),
               "latency_p50_ms": latency([r["text"] for r in sets["heldout"]] + dev)}
     atomic_write_json(ROOT / "benchmarks" / "results" / "triage.json", result)
-    for name in ("heldout", "probe_blind", "dev_set", "genmedgpt_reviewed"):
+    for name in ("heldout", "probe_blind", "rules_dev", "dev_set", "genmedgpt_reviewed"):
         print(name, {k: result[name][k] for k in ("rules", "learned", "served")})
     for k in ("dev", "genmedgpt_sample"):
         v = result[k]

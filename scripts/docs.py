@@ -85,7 +85,10 @@ def summary() -> str:
              f"{d['mean_diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"],
             ["out-of-scope questions refused", f3(oos["no_answer"])],
             ["faithfulness judge: balanced accuracy on altered / faithful sentences", f3(fj["balanced_accuracy"])],
-            ["emergency triage recall / false alarms (held out)",
+            ["emergency triage recall / false alarms, blind probe (served: "
+             + ("rules + learned layer" if t.get("layer") else "the rules alone, as `make demo` serves") + ")",
+             f"{f3(t['probe_blind']['served']['recall'])} / {f3(t['probe_blind']['served']['false_alarms'])}"],
+            ["emergency triage recall / false alarms, older held-out set (same)",
              f"{f3(t['heldout']['served']['recall'])} / {f3(t['heldout']['served']['false_alarms'])}"]]
     return table(["what", "measured"], rows) + "\n\n" + source("answers", "judges", "retrieval", "triage")
 
@@ -191,15 +194,20 @@ def gate() -> str:
 def triage() -> str:
     t = load("triage")
     rows = []
-    for name, label in (("heldout", "held-out set"), ("dev_set", "dev set"), ("genmedgpt_reviewed", "GenMedGPT, reviewed")):
-        v = t[name]
-        for layer in ("rules", "learned", "served"):
+    for name, label in (("probe_blind", "blind probe"), ("heldout", "held-out set"), ("rules_dev", "rules' dev set"),
+                        ("dev_set", "dev set"), ("genmedgpt_reviewed", "GenMedGPT, reviewed")):
+        v = t.get(name)
+        if v is None:
+            continue
+        for layer in ("rules", "learned", "served") if t.get("layer") else ("rules",):
             rows.append([label, f"{v['n']['emergencies']} / {v['n']['non_urgent']}", layer, f3(v[layer]["recall"]),
                          f3(v[layer]["false_alarms"])])
     dev = t["dev"]
     return (table(["set", "emergencies / non-urgent", "layer", "recall", "false alarms"], rows)
-            + f"\n\nOn the {dev['n']} dev reference questions the served triage fires on {dev['rate']:.1%}. Learned "
-              f"layer: `{t['layer']}` ({t['precision']}, threshold {t['threshold']}), p50 {t['latency_p50_ms']} ms."
+            + f"\n\nOn the {dev['n']} dev reference questions the served triage fires on {dev['rate']:.1%}. "
+            + (f"Learned layer: `{t['layer']}` ({t['precision']}, threshold {t['threshold']})" if t.get("layer") else
+               "No learned layer was loaded (`make models` trains it): served is the rules alone")
+            + f", p50 {t['latency_p50_ms']} ms."
             + "\n\n" + source("triage"))
 
 

@@ -43,6 +43,10 @@ TRIGGERS["poisoning_overdose"] += ["my 2 year old got into the drain cleaner und
                                    "my son ate some of grandmas blood pressure pills",
                                    "I swallowed a whole bottle of paracetamol", "he took 40 of his tablets"]
 TRIGGERS["chest_pain_cardiac"] += ["my dad is 70 his chest hurts and he is having trouble getting his words out"]
+TRIGGERS["sepsis"] = ["my son has a high fever and a rash that doesn't fade when i press a glass on it",
+                      "dad finished chemo last week and now has a temp of 39 and is shivering"]
+TRIGGERS["pregnancy"] = ["i am 32 weeks pregnant and bleeding heavily with cramps",
+                         "i gave birth last week and now i am bleeding with big clots and feel dizzy"]
 TRIGGERS["stroke_signs"] += ["his mouth is drooping on one side", "she can't lift her arm and her words are coming out wrong"]
 NEAR_MISSES = [
     "What are the treatments for gout?", "What is chest pain?", "What are the symptoms of a stroke?",
@@ -60,6 +64,8 @@ NEAR_MISSES = [
     "what causes chest pain in young people", "my grandmother took her blood pressure pills twice by mistake last month",
     "how do batteries in toys get checked for safety", "i feel low since my mum died, how long does grief last",
     "my chest hurts when i cough with this cold", "is it bad to take 2 paracetamol every day for a week",
+    "when does an epipen expire", "is a little spotting normal in early pregnancy",
+    "what does a sepsis rash look like", "my baby put a battery in his mouth but i took it out straight away",
 ]
 
 
@@ -106,12 +112,12 @@ def test_learned_layer_fires_where_no_rule_does_and_says_so(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # no artifacts/triage here: the rules alone
     monkeypatch.delenv(MODEL_ENV, raising=False)
     assert model_dir() == "" and classifier() is None
-    message = "my dad can't lift his right arm since lunch and his words come out all jumbled"
+    message = "my grandad keeps staring at the wall and does not answer when we say his name"
     assert triage(message) is None
     monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "always", 0.0)))  # threshold 0: any score passes
     t = triage(message)
     assert t is not None and t.layer == "classifier" and 0.0 <= t.score <= 1.0
-    assert t.to_dict()["score"] == t.score and t.rule in ("stroke_signs", "suicide_self_harm")
+    assert t.to_dict()["score"] == t.score and t.rule in ("stroke_signs", "suicide_self_harm")  # the tiny layer's two classes
     assert triage(message, learned=False) is None  # the rules alone do not know this wording
     assert triage("I have crushing chest pain and I am sweating").layer == "rule"  # a rule goes first
     monkeypatch.setenv(MODEL_ENV, str(_tiny_layer(tmp_path / "never", 1.01)))
