@@ -6,7 +6,11 @@
 
 Phases: (1) /v1/retrieve x N at concurrency 16; (2) /v1/answer x M at concurrency 8 (= the queue: nothing should be
 refused); (3) a burst of /v1/answer at concurrency 16 (> queue_size + 1: the surplus must get 503 + Retry-After,
-never a 5xx of another kind). The server's RSS is sampled throughout; "memory flat" = RSS at the end of the run /
+never a 5xx of another kind); (4) admission: 100 /v1/answer requests at once, one connection each: how many were
+admitted (max_in_flight, default queue_size + 1 = 9), p50/p99 of the admitted, the server's threads before, just
+after and 15 s after the burst (back to baseline).
+
+    .venv/bin/python benchmarks/load.py --phases admission        # -> benchmarks/results/load-admission.json The server's RSS is sampled throughout; "memory flat" = RSS at the end of the run /
 RSS after warm-up, with RSS after each phase (a second answer phase shows whether growth continues or has
 settled). Latencies are p50/p99 per phase. Nothing here is an absolute threshold: the result file records
 what happened, and the run fails only on unintended errors.
@@ -99,7 +103,10 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=40)
     ap.add_argument("--burst-concurrency", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--admission", type=int, default=100, help="requests sent at once in the admission phase")
+    ap.add_argument("--phases", default="retrieve,answer,answer_again,burst,admission")
     args = ap.parse_args()
+    phases = args.phases.split(",")
     dev = [json.loads(x)["question"] for x in (ROOT.parent / "shared" / "data" / "splits" / "medquad_dev.jsonl")
            .read_text().splitlines() if x.strip()]
     port = free_port()
@@ -130,9 +137,21 @@ def main() -> None:
                                                  "max_new_tokens": args.max_new_tokens} for i in range(args.answer // 2)],
                  args.answer_concurrency),
                 ("burst", "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
-                                         for i in range(args.burst)], args.burst_concurrency)):
+                                         for i in range(args.burst)], args.burst_concurrency),
+                ("admission", "/v1/answer", [{"question": dev[i % len(dev)], "max_new_tokens": args.max_new_tokens}
+                                             for i in range(args.admission)], args.admission)):
+            if name not in phases:
+                continue
+            threads_before = server.num_threads()
             results[name] = phase(base, route, bodies, conc)
             results[name]["rss_at_end_mb"] = round(server.memory_info().rss / 2**20, 1)
+            if name == "admission":  # every request at once: the places admit some, refuse the rest at once
+                after = server.num_threads()
+                time.sleep(15)  # idle worker threads leave
+                results[name].update(admitted=results[name]["statuses"].get(200, 0),
+                                     refused_503=results[name]["statuses"].get(503, 0),
+                                     server_threads={"before": threads_before, "just_after": after,
+                                                     "after_15s": server.num_threads()})
         for name, r in results.items():
             print(name, json.dumps(r), flush=True)
         rss_end = server.memory_info().rss / 2**20
@@ -152,7 +171,9 @@ def main() -> None:
                                        for r in results.values()),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(out, indent=2))
+    name = "load.json" if len(phases) > 1 else f"load-{phases[0]}.json"
+    out["command"] = "python benchmarks/load.py " + " ".join(sys.argv[1:])
+    (RESULTS / name).write_text(json.dumps(out, indent=2))
     print(json.dumps({"memory": out["memory"], "unintended_errors_total": out["unintended_errors_total"]}, indent=2))
     if out["unintended_errors_total"]:
         raise SystemExit("unintended errors under load (see benchmarks/results/load.json)")

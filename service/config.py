@@ -47,6 +47,10 @@ class ServeConfig:
     """If set, requests must send `Authorization: Bearer <key>`. Env: MEDCITE_API_KEY (keep keys out of YAML)."""
     request_timeout_s: float = 120.0
     """A request still waiting on generation after this long gets 504."""
+    max_in_flight: int = 0
+    """Requests doing model work at once (answer, chat, verify, retrieve), counted from admission until their work
+    really ends (a request that got 504 keeps its place until its thread stops); one more gets 503 + Retry-After
+    before any work. 0: the generator's queue_size + 1 (the generating request and those waiting for it)."""
     log_text: bool = False
     """Log question and answer text. Off by default: medical questions are private."""
     allow_raw_chat: bool = False
@@ -100,6 +104,8 @@ class ServeConfig:
         check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
+        if self.max_in_flight < 0:
+            raise ConfigError(f"max_in_flight must be >= 0, got {self.max_in_flight}")
         if self.feedback_retention_days < 0:
             raise ConfigError(f"feedback_retention_days must be >= 0, got {self.feedback_retention_days}")
         if self.allow_unsourced and not self.api_key:

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from litestar.datastructures import State
 
-from core.errors import IndexNotFoundError
+from core.errors import IndexNotFoundError, OverloadedError
 from core.types import Answer, Generator, Retriever
 from pipeline.answer import Pipeline
 from pipeline.verify.judges import Judges  # light (core only): Litestar resolves the Components annotations
@@ -32,9 +35,22 @@ class Components:
     pipeline: Pipeline | None = dataclasses.field(init=False, default=None)
     """The answer pipeline over these components (None without a generator)."""
 
+    admission: threading.BoundedSemaphore = dataclasses.field(init=False)
+    """The places for requests doing model work (`ServeConfig.max_in_flight`)."""
+
     def __post_init__(self) -> None:
         if self.generator is not None:
             self.pipeline = Pipeline(self.retriever, self.generator, self.judges, self.cfg.pipeline())
+        self.places = self.cfg.max_in_flight or self.cfg.generator.queue_size + 1
+        self.admission = threading.BoundedSemaphore(self.places)
+
+    def admit(self) -> Slot:
+        """A place for one request's model work, or 503 + Retry-After at once: before triage, retrieval or
+        tokenisation, so a refused request costs nothing."""
+        if not self.admission.acquire(blocking=False):
+            raise OverloadedError(f"the server is doing the work of {self.places} requests already; retry shortly")
+        self.metrics.in_flight.inc()
+        return Slot(self)
 
     def answered(self, a: Answer) -> None:
         """What every answer leaves behind: its metrics, and its record for feedback (in the worker thread)."""
@@ -64,6 +80,51 @@ class Components:
         self.need_generator()
         assert self.pipeline is not None
         return self.pipeline
+
+
+class Slot:
+    """One admitted request's place, given back exactly once: when its work ends (in the worker thread, even after
+    the request got 504), or by the handler when no work was started."""
+
+    def __init__(self, c: Components):
+        self._c, self._lock, self._held, self.handed_over = c, threading.Lock(), True, False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._c.admission.release()
+                self._c.metrics.in_flight.dec()
+
+    def around(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` giving the place back when it returns or raises, wherever it runs."""
+        self.handed_over = True
+
+        def work(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.release()
+
+        return work
+
+    def over(self, items: Iterator) -> Iterator:
+        """A stream giving the place back when it ends, fails or is closed (a client that went away)."""
+        self.handed_over = True
+        return self._drain(items)
+
+    def _drain(self, items: Iterator) -> Iterator:
+        try:
+            yield from items
+        finally:
+            self.release()
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self.handed_over:  # refused or failed before any work started
+            self.release()
 
 
 def provide_components(state: State) -> Components:

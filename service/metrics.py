@@ -44,7 +44,8 @@ class Metrics:
         self.stages = Histogram("medcite_stage_seconds", "Answer pipeline stage latency", ["stage"],
                                 buckets=_BUCKETS, registry=r)
         self.in_flight = Gauge("medcite_generation_queue_depth",
-                               "Answer and chat requests generating or waiting for the model", registry=r)
+                               "Requests admitted for model work (answer, chat, verify, retrieve) whose work has not ended",
+                               registry=r)
         self.overloaded = Counter("medcite_overloaded", "Requests refused with 503 because the queue was full",
                                   registry=r)
         self.modes = Counter("medcite_answers", "Answers by answer mode", ["answer_mode"], registry=r)

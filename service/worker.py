@@ -1,5 +1,5 @@
 """Blocking work off the event loop: a worker thread per request with a deadline (504) and cancellation when the
-client goes away, the queue-depth gauge, and the server-sent event stream the streaming routes return."""
+client goes away, and the server-sent event stream the streaming routes return."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent
 
 from pipeline.answer import Triaged
-from service.dependencies import Components
 
 
 async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
@@ -82,19 +81,6 @@ async def first_then_rest(it: Iterator, timeout_s: float) -> tuple[Triaged | Non
 def _chain(first: Iterable, rest: Iterator) -> Iterator:
     yield from first
     yield from rest
-
-
-class queued:  # noqa: N801 (used as `with queued(c):`)
-    """Counts a generation request in the queue-depth gauge while it waits for or holds the model."""
-
-    def __init__(self, c: Components):
-        self.gauge = c.metrics.in_flight
-
-    def __enter__(self) -> None:
-        self.gauge.inc()
-
-    def __exit__(self, *_: object) -> None:
-        self.gauge.dec()
 
 
 class EventStream(ServerSentEvent):

@@ -162,6 +162,40 @@ def test_queue_full_is_503_with_retry_after_and_timeout_is_504():
     gate.set()
 
 
+def test_admission_refuses_before_any_work_and_gives_every_place_back():
+    """max_in_flight places across answer, chat, verify and retrieve: the surplus gets 503 + Retry-After before
+    triage or retrieval; a request that timed out (504) keeps its place until its work really ends."""
+    import time
+
+    gate = threading.Event()
+    slow, fake = FakeGenerator(block=gate), FakeRetriever()
+    with TestClient(create_app(fake, slow, ServeConfig(max_in_flight=2, request_timeout_s=0.5))) as c:
+        results: list = []
+        askers = [threading.Thread(target=lambda: results.append(c.post("/v1/answer", json={"question": "q?"})))
+                  for _ in range(6)]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join(20)
+        codes = sorted(r.status_code for r in results)
+        assert codes == [503, 503, 503, 503, 504, 504], codes  # two admitted (and timed out), four refused
+        assert all(r.headers["retry-after"] == "2" for r in results if r.status_code == 503)
+        assert len(fake.calls) == 2 and len(slow.seen) == 2  # the refused never reached retrieval or the model
+        # the two abandoned generations still hold their places: every kind of model work is refused
+        assert _is_error(c.post("/v1/retrieve", json={"query": "x"}), 503)["error"] == "overloaded"
+        assert c.post("/v1/verify", json={"text": "x.", "passages": [{"id": "1", "title": "t", "text": "x."}]}
+                      ).status_code == 503
+        assert "medcite_generation_queue_depth 2.0" in c.get("/metrics").text
+        gate.set()  # the abandoned work ends: its places come back
+        deadline = time.monotonic() + 10
+        while c.post("/v1/retrieve", json={"query": "x"}).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.post("/v1/retrieve", json={"query": "x"}).status_code == 200
+        assert "medcite_generation_queue_depth 0.0" in c.get("/metrics").text
+        slow.block = None
+        assert c.post("/v1/answer", json={"question": "q?"}).status_code == 200
+
+
 def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir):
     """A real generation that outlives the request gets 504, then stops at its deadline (the tiny model never
     says end-of-turn, so without the deadline it would decode all 1024 tokens while holding the model lock)."""

@@ -32,7 +32,7 @@ from service.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
-from service.worker import EventStream, first_then_rest, in_thread, queued
+from service.worker import EventStream, first_then_rest, in_thread
 
 log = logging.getLogger("medcite.api")
 
@@ -77,8 +77,10 @@ def runner(c: Components, question: str, use_retrieval: bool, k: int | None, mod
 async def retrieve(data: JSONBody[RetrieveRequest], components: NamedDependency[Components]) -> RetrieveResponse:
     r, cfg = components.need_retriever(), components.cfg
     t = time.perf_counter()
-    hits = await in_thread(lambda: r.search(data.query, k=data.k or cfg.k, mode=data.mode or cfg.mode,
-                                            source=data.source, per_record=data.per_record), cfg.request_timeout_s)
+    with components.admit() as slot:
+        hits = await in_thread(slot.around(lambda: r.search(data.query, k=data.k or cfg.k, mode=data.mode or cfg.mode,
+                                                            source=data.source, per_record=data.per_record)),
+                               cfg.request_timeout_s)
     return RetrieveResponse(hits=[msgspec.convert(h.to_dict(with_text=True), PassageOut) for h in hits],
                             index=r.fingerprint, timings={"retrieve_ms": round((time.perf_counter() - t) * 1000, 2)})
 
@@ -88,9 +90,10 @@ async def verify_text(data: JSONBody[VerifyRequest], components: NamedDependency
     """The pipeline's verification stage (the judge in force + the term guard) over any text and sources."""
     r, cfg = components.need_retriever(), components.cfg
     shown = verify_passages(data.passages)
-    checked, judge, threshold = await in_thread(
-        lambda: check(data.question or "", data.text, shown, r, cfg.verify, components.judges),
-        cfg.request_timeout_s)
+    with components.admit() as slot:  # a verification past its deadline keeps its place until it really ends
+        checked, judge, threshold = await in_thread(
+            slot.around(lambda: check(data.question or "", data.text, shown, r, cfg.verify, components.judges)),
+            cfg.request_timeout_s)
     return VerifyResponse(sentences=[VerifiedSentence(c.verdict.text, c.verdict.supported and not c.problem,
                                                       c.verdict.score, c.verdict.citations, c.problem)
                                      for c in checked], judge=judge, threshold=threshold)
@@ -103,16 +106,15 @@ async def answer(data: JSONBody[AnswerRequest], request: Request, components: Na
         raise ForbiddenError("use_retrieval: false is off on this server: such an answer is the model's own text, "
                              "checked against no source (the operator's allow_unsourced)")
     history = [{"role": t.role, "content": t.content} for t in data.history or ()]
-    run = runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel, history,
-                 max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
-    if not data.stream:
-        with queued(components):
-            a = await in_thread(run, cfg.request_timeout_s, request, cancel)
-        log_answer(request, a, "answer", cfg.log_text)
-        return _answer_out(a)
-    with queued(components):
+    with components.admit() as slot:  # before triage, retrieval and tokenisation: a refusal costs nothing
+        run = runner(components, data.question, data.use_retrieval, data.k, data.mode, cancel, history,
+                     max_new_tokens=data.max_new_tokens, repetition_penalty=data.repetition_penalty)
+        if not data.stream:
+            a = await in_thread(slot.around(run), cfg.request_timeout_s, request, cancel)
+            log_answer(request, a, "answer", cfg.log_text)
+            return _answer_out(a)
         # triage's result comes first: the urgent-care notice goes ahead of the draft, not only in the final answer
-        triaged, items = await first_then_rest(run(stream=True), cfg.request_timeout_s)
+        triaged, items = await first_then_rest(slot.over(run(stream=True)), cfg.request_timeout_s)
 
     def events() -> Iterator[ServerSentEventMessage]:
         if triaged is not None and triaged.triage is not None:

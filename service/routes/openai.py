@@ -34,7 +34,7 @@ from service.schemas import (
     ModelList,
     Usage,
 )
-from service.worker import EventStream, first_then_rest, in_thread, queued
+from service.worker import EventStream, first_then_rest, in_thread
 
 STARTED = int(time.time())
 
@@ -84,16 +84,16 @@ async def chat_completions(data: JSONBody[ChatRequest], request: Request,
             return a
 
     if not data.stream:
-        with queued(components):
-            a = await in_thread(run, cfg.request_timeout_s, request, cancel)
+        with components.admit() as slot:
+            a = await in_thread(slot.around(run), cfg.request_timeout_s, request, cancel)
         log_answer(request, a, "chat", cfg.log_text)
         text, reason, usage, citations = _chat_finish(a)
         return ChatResponse(id=cid, object="chat.completion", created=created, model=g.name,
                             choices=[ChatChoice(0, ChatChoiceMessage("assistant", text), reason)],
                             usage=usage, citations=citations, answer_id=a.id,
                             retrieval_query=a.retrieval_query or None)
-    with queued(components):
-        _, items = await first_then_rest(run(stream=True), cfg.request_timeout_s)
+    with components.admit() as slot:
+        _, items = await first_then_rest(slot.over(run(stream=True)), cfg.request_timeout_s)
 
     def chunk(delta: dict, reason: str | None = None, **extra) -> ServerSentEventMessage:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": g.name,
