@@ -27,7 +27,7 @@ from service.config import ServeConfig
 from service.dependencies import Components, provide_components
 from service.errors import EXCEPTION_HANDLERS
 from service.feedback import FeedbackStore
-from service.middleware import json_only, request_log
+from service.middleware import host_guard, json_only, request_log
 from service.routes.answer import answer, retrieve, verify_text
 from service.routes.openai import chat_completions, model, models
 from service.routes.ops import give_feedback, healthz, readyz, scrape_metrics
@@ -48,7 +48,7 @@ def create_app(retriever: Retriever | None, generator: Generator | None, cfg: Se
         dependencies={"components": Provide(provide_components, sync_to_thread=False)},
         state=State({"components": Components(retriever, generator, cfg or ServeConfig(), judges, feedback)}),
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_log, json_only],  # outermost first: a refused body is logged too
+        middleware=[request_log, host_guard, json_only],  # outermost first: a refusal is logged too
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # `medcite serve` sets up plain JSON-line logging itself
         openapi_config=_openapi_config(),

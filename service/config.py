@@ -15,7 +15,7 @@ from pipeline.verify.config import VerifyConfig
 from retriever.config import RerankConfig
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     import ipaddress
 
     if host == "localhost":
@@ -59,6 +59,10 @@ class ServeConfig:
     allow_unsourced: bool = False
     """Let /v1/answer with `use_retrieval: false` return the model's own text, unsourced and unverified. Off: such a
     request gets 403, so nothing the service returns by default is unchecked medical text. Needs api_key."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (no port) the server answers to besides localhost, 127.0.0.1 and [::1] when bound to loopback:
+    any other Host header gets 400, so a web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) reaches
+    nothing. Bound to another address, the list (if any) is the whole allowlist."""
     allow_unauthenticated: bool = False
     """Start without api_key although host is not a loopback address. Off: such a server refuses to start."""
     followup: str = "focus"
@@ -111,6 +115,6 @@ class ServeConfig:
         if self.allow_unsourced and not self.api_key:
             raise ConfigError("allow_unsourced needs an API key (set MEDCITE_API_KEY): it hands clients unverified "
                               "medical text")
-        if not self.api_key and not self.allow_unauthenticated and not _is_loopback(self.host):
+        if not self.api_key and not self.allow_unauthenticated and not is_loopback(self.host):
             raise ConfigError(f"host {self.host} is reachable from other machines and no API key is set; set "
                               "MEDCITE_API_KEY, or allow_unauthenticated: true if a proxy in front authenticates")

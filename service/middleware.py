@@ -66,6 +66,42 @@ def request_log(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8000" -> "::1", "localhost:8000" -> "localhost")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def host_guard(app: ASGIApp) -> ASGIApp:
+    """Requests must name this server: on loopback, a loopback name or one of `allowed_hosts` (DNS rebinding: a page
+    elsewhere whose name now resolves to 127.0.0.1 still sends its own name); elsewhere `allowed_hosts` if set."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            from service.config import is_loopback
+
+            cfg = scope["app"].state.components.cfg
+            allowed = {h.lower() for h in cfg.allowed_hosts} | (LOOPBACK_NAMES if is_loopback(cfg.host) else set())
+            name = host_name(dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1"))
+            if allowed and name not in allowed:
+                body = json.dumps({"error": "invalid_host",
+                                   "detail": f"this server does not answer to {name[:60] or 'no Host'}; it answers "
+                                             f"to {', '.join(sorted(allowed))} (allowed_hosts adds names)"}).encode()
+                await send({"type": "http.response.start", "status": 400,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return middleware
+
+
 def json_only(app: ASGIApp) -> ASGIApp:
     """A POST to the API must say its body is JSON, else 415. A form or `text/plain` post is what any web site can
     make a visitor's browser send without asking (no CORS preflight), so accepting one would let a page elsewhere

@@ -22,7 +22,7 @@ def retriever(tiny_index):
 @pytest.fixture(scope="module")
 def client(retriever, tiny_generator):
     app = create_app(retriever, tiny_generator, ServeConfig(k=2, decoding=DecodingConfig(max_new_tokens=12)))
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         yield c
 
 
@@ -65,7 +65,7 @@ def test_answer_without_retrieval_is_refused_unless_the_operator_allows_it(clien
     with pytest.raises(ConfigError, match="allow_unsourced needs an API key"):
         ServeConfig(allow_unsourced=True)
     cfg = ServeConfig(k=2, allow_unsourced=True, api_key="k")
-    with TestClient(create_app(retriever, tiny_generator, cfg)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, tiny_generator, cfg)) as c:
         a = c.post("/v1/answer", json=body, headers={"Authorization": "Bearer k"}).json()
     assert a["passages"] == [] and a["index"] is None and a["usage"]["completion_tokens"] == 4
     assert a["answer_mode"] == "unsourced" and a["warnings"]
@@ -136,7 +136,7 @@ def test_bad_bodies(client):
 
 def test_api_key(retriever, tiny_generator):
     app = create_app(retriever, tiny_generator, ServeConfig(api_key="s3cret", decoding=DecodingConfig(max_new_tokens=2)))
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         body = {"query": "insulin"}
         assert _is_error(c.post("/v1/retrieve", json=body), 401)["error"] == "unauthorized"
         _is_error(c.post("/v1/retrieve", json=body, headers={"Authorization": "Bearer wrong"}), 401)
@@ -154,10 +154,10 @@ def test_queue_full_is_503_with_retry_after_and_timeout_is_504():
             from core.errors import OverloadedError
             raise OverloadedError("the generator is busy and its queue is full; retry shortly")
 
-    with TestClient(create_app(FakeRetriever(), OneSlot())) as c:
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(), OneSlot())) as c:
         r = c.post("/v1/answer", json={"question": "q?"})
         assert _is_error(r, 503)["error"] == "overloaded" and r.headers["retry-after"] == "2"
-    with TestClient(create_app(FakeRetriever(), slow, ServeConfig(request_timeout_s=0.3))) as c:
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(), slow, ServeConfig(request_timeout_s=0.3))) as c:
         _is_error(c.post("/v1/answer", json={"question": "q?"}), 504)
     gate.set()
 
@@ -169,7 +169,7 @@ def test_admission_refuses_before_any_work_and_gives_every_place_back():
 
     gate = threading.Event()
     slow, fake = FakeGenerator(block=gate), FakeRetriever()
-    with TestClient(create_app(fake, slow, ServeConfig(max_in_flight=2, request_timeout_s=0.5))) as c:
+    with TestClient(base_url="http://localhost", app=create_app(fake, slow, ServeConfig(max_in_flight=2, request_timeout_s=0.5))) as c:
         results: list = []
         askers = [threading.Thread(target=lambda: results.append(c.post("/v1/answer", json={"question": "q?"})))
                   for _ in range(6)]
@@ -221,7 +221,7 @@ def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir)
     gone.set()
     assert gen.generate(msgs, cancel=gone).stop_reason == "cancelled"
     cfg = ServeConfig(request_timeout_s=full_s / 10, allow_unsourced=True, api_key="k")
-    with TestClient(create_app(retriever, gen, cfg)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, gen, cfg)) as c:
         c.headers["Authorization"] = "Bearer k"
         t = time.perf_counter()
         _is_error(c.post("/v1/answer", json={"question": "What is gout?", "use_retrieval": False}), 504)
@@ -232,20 +232,20 @@ def test_timed_out_generation_stops_and_frees_the_model(retriever, tiny_llm_dir)
 
 
 def test_logs_carry_request_id_but_no_text_by_default(caplog, retriever):
-    with TestClient(create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
+    with TestClient(base_url="http://localhost", app=create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
         c.post("/v1/answer", json={"question": "private symptom question"}, headers={"x-request-id": "req-42"})
     lines = [json.loads(r.message) for r in caplog.records if r.name == "medcite.api"]
     answer_log = next(x for x in lines if x["event"] == "answer")
     assert answer_log["request_id"] == "req-42" and "generate_ms" in answer_log
     assert "private symptom" not in caplog.text
     caplog.clear()
-    with TestClient(create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
+    with TestClient(base_url="http://localhost", app=create_app(retriever, FakeGenerator())) as c, caplog.at_level("INFO", logger="medcite.api"):
         a = c.post("/v1/answer", json={"question": "I want to end my life tonight"}).json()
     assert a["triage"] and a["triage"]["rule"]  # the person sees the notice ...
     answer_log = next(json.loads(r.message) for r in caplog.records if '"event": "answer"' in r.message)
     assert answer_log["urgent"] is True  # ... the log says only that triage fired, not which rule (why)
     assert a["triage"]["rule"] not in caplog.text and "end my life" not in caplog.text
-    with TestClient(create_app(retriever, FakeGenerator(), ServeConfig(log_text=True))) as c, \
+    with TestClient(base_url="http://localhost", app=create_app(retriever, FakeGenerator(), ServeConfig(log_text=True))) as c, \
             caplog.at_level("INFO", logger="medcite.api"):
         c.post("/v1/answer", json={"question": "private symptom question"})
     assert "private symptom" in caplog.text
@@ -256,7 +256,7 @@ def test_a_500_names_its_request_id_and_the_log_has_the_traceback(caplog):
         def generate(self, messages, **overrides):
             raise RuntimeError("boom in the generator")
 
-    with TestClient(create_app(FakeRetriever(), Broken())) as c, caplog.at_level("INFO", logger="medcite.api"):
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(), Broken())) as c, caplog.at_level("INFO", logger="medcite.api"):
         r = c.post("/v1/answer", json={"question": "q"}, headers={"x-request-id": "req-500"})
     assert r.status_code == 500 and "req-500" in r.json()["detail"] and "boom" not in r.text
     error = next(json.loads(x.message) for x in caplog.records if '"event": "error"' in x.message)
@@ -292,7 +292,7 @@ def verified_client():
 
     app = create_app(FakeRetriever(docs=GOUT), FakeGenerator(DRAFT),
                      ServeConfig(k=2, verify=VerifyConfig(min_relevance=0.1)))
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         yield c
 
 
@@ -340,7 +340,7 @@ def test_raw_chat_is_off_unless_the_operator_turns_it_on(verified_client):
     with pytest.raises(ConfigError, match="needs an API key"):
         ServeConfig(allow_raw_chat=True, api_key="")
     app = create_app(FakeRetriever(), FakeGenerator("x"), ServeConfig(allow_raw_chat=True, api_key="k"))
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         headers = {"Authorization": "Bearer k"}
         assert c.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
         long = {**body, "messages": [{"role": "user", "content": "word " * 1900}]}
@@ -367,7 +367,7 @@ def test_every_response_carries_the_browsers_defences(client):
 def test_a_body_that_does_not_say_json_is_refused_before_any_work(retriever):
     """A form or text/plain post needs no CORS preflight: any web site could make a visitor's browser send one."""
     gen = FakeGenerator()
-    with TestClient(create_app(retriever, gen)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, gen)) as c:
         for headers in ({"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
             r = c.post("/v1/answer", content=b'{"question": "What is gout?"}', headers=headers)
             body = _is_error(r, 415)
@@ -376,3 +376,22 @@ def test_a_body_that_does_not_say_json_is_refused_before_any_work(retriever):
         ok = c.post("/v1/answer", content=b'{"question": "What is gout?"}',
                     headers={"content-type": "application/json; charset=utf-8"})
         assert ok.status_code == 200 and gen.seen
+
+
+def test_a_loopback_server_answers_only_to_its_own_names(retriever):
+    """DNS rebinding: a page at evil.example whose name now resolves to 127.0.0.1 still sends Host: evil.example."""
+    from service.middleware import host_name
+
+    assert [host_name(h) for h in ("localhost:8000", "127.0.0.1", "[::1]:8000", "Evil.Example:80")] == [
+        "localhost", "127.0.0.1", "::1", "evil.example"]
+    with TestClient(base_url="http://localhost", app=create_app(retriever, FakeGenerator())) as c:
+        for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000"):
+            assert c.get("/healthz", headers={"host": host}).status_code == 200
+        r = c.post("/v1/answer", json={"question": "What is gout?"}, headers={"host": "evil.example:8000"})
+        body = _is_error(r, 400)
+        assert body["error"] == "invalid_host" and "allowed_hosts" in body["detail"]
+        assert c.get("/", headers={"host": "evil.example"}).status_code == 400  # the page too
+    cfg = ServeConfig(allowed_hosts=("medcite.internal",))
+    with TestClient(base_url="http://localhost", app=create_app(retriever, FakeGenerator(), cfg)) as c:
+        assert c.get("/healthz", headers={"host": "medcite.internal:8000"}).status_code == 200
+        assert c.get("/healthz", headers={"host": "other.internal"}).status_code == 400

@@ -58,7 +58,7 @@ def test_answers_and_readyz_say_which_calibration_is_in_force(tiny_index, tiny_g
 
     r = IndexRetriever.load(tiny_index)
     app = create_app(r, tiny_generator, ServeConfig(k=2, decoding=DecodingConfig(max_new_tokens=4)))
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         ready = c.get("/readyz").json()
         a = c.post("/v1/answer", json={"question": "What is (are) Ewing Sarcoma ?"}).json()
     assert ready["calibration"]["relevance"]["source"] in ("default", f"index {r.fingerprint[:12]}")

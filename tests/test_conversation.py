@@ -79,7 +79,7 @@ def served(tmp_path, retriever, tiny_generator):
     store = FeedbackStore(tmp_path / "feedback.db")
     app = create_app(retriever, tiny_generator, ServeConfig(k=2, decoding=DecodingConfig(max_new_tokens=8)),
                      feedback=store)
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         yield c, store
 
 
@@ -104,7 +104,7 @@ def test_the_prompt_says_when_earlier_turns_were_dropped(retriever):
     g = FakeGenerator("Ewing sarcoma is treated with chemotherapy [1].")
     app = create_app(retriever, g, ServeConfig(k=2, prompt_tokens=256, decoding=DecodingConfig(max_new_tokens=8)))
     long = [{"role": r, "content": "word " * 60} for r in ["user", "assistant"] * 3]
-    with TestClient(app) as c:
+    with TestClient(base_url="http://localhost", app=app) as c:
         a = c.post("/v1/answer", json={"question": "How is Ewing Sarcoma treated?", "history": long}).json()
     assert any("oldest earlier turn" in w for w in a["warnings"])
     roles = [m["role"] for m in g.seen[-1]]
@@ -146,10 +146,10 @@ def test_metrics_count_real_requests(served):
 
 def test_metrics_behind_the_key_when_asked(retriever, tiny_generator):
     cfg = ServeConfig(api_key="k", metrics="key")
-    with TestClient(create_app(retriever, tiny_generator, cfg)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, tiny_generator, cfg)) as c:
         assert c.get("/metrics").status_code == 401
         assert c.get("/metrics", headers={"Authorization": "Bearer k"}).status_code == 200
-    with TestClient(create_app(retriever, tiny_generator, ServeConfig(api_key="k"))) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, tiny_generator, ServeConfig(api_key="k"))) as c:
         assert c.get("/metrics").status_code == 200  # open, like the probes, by default
 
 
@@ -178,7 +178,7 @@ def test_feedback_export_and_the_database_layout(tmp_path, retriever, tiny_gener
 
     db = tmp_path / "fb.db"
     store = FeedbackStore(db, log_text=True)
-    with TestClient(create_app(retriever, tiny_generator, ServeConfig(k=2, log_text=True), feedback=store)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(retriever, tiny_generator, ServeConfig(k=2, log_text=True), feedback=store)) as c:
         a = c.post("/v1/answer", json={"question": "What is (are) Ewing Sarcoma ?",
                                        "max_new_tokens": 4}).json()
         c.post("/v1/feedback", json={"answer_id": a["id"], "rating": "up", "comment": "clear"})

@@ -152,7 +152,7 @@ def test_no_pickle_and_no_remote_code():
 
 
 def test_cors_is_off_and_requests_carry_no_paths():
-    with TestClient(create_app(FakeRetriever(), FakeGenerator(), ServeConfig())) as c:
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(), FakeGenerator(), ServeConfig())) as c:
         r = c.post("/v1/retrieve", json={"query": "gout"}, headers={"Origin": "https://evil.example"})
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
         pre = c.options("/v1/answer", headers={"Origin": "https://evil.example",

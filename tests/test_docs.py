@@ -76,6 +76,6 @@ def test_one_version_everywhere():
     assert re.search(rf"^## {re.escape(version)} ", (ROOT / "CHANGELOG.md").read_text(), re.M)
     out = subprocess.run([sys.executable, "-m", "medcite", "--version"], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == f"medcite {version}"
-    with TestClient(create_app(FakeRetriever(), FakeGenerator(), ServeConfig())) as c:
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(), FakeGenerator(), ServeConfig())) as c:
         models = c.get("/v1/models").json()["data"]
     assert {m["medcite_version"] for m in models} == {version}

@@ -223,7 +223,7 @@ def test_verify_endpoint_checks_any_text_and_rejects_bad_input():
     from service.app import create_app
 
     judges = Judges(faithfulness=ScriptedJudge())
-    with TestClient(create_app(FakeRetriever(docs=GOUT), FakeGenerator(), ServeConfig(), judges)) as c:
+    with TestClient(base_url="http://localhost", app=create_app(FakeRetriever(docs=GOUT), FakeGenerator(), ServeConfig(), judges)) as c:
         body = {"text": "Gout is treated with colchicine. Gout is not treated with colchicine.",
                 "passages": [{"id": "a", "title": "Gout: treatment", "text": GOUT[0][1]}],
                 "question": "How is gout treated?"}
