@@ -47,7 +47,8 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     words = {400: "invalid request (the detail names the field)", 401: "missing or wrong API key",
              403: "forbidden by the server's settings", 404: "not found", 413: "body larger than 64 KB",
              415: "the body is not declared JSON (Content-Type: application/json)",
-             502: "the remote generator failed", 503: "not ready, or the generation queue is full (Retry-After)",
+             502: "the remote generator failed",
+             503: "not ready, or max_in_flight requests are already doing model work (Retry-After)",
              504: "no answer within request_timeout_s"}
     return {c: ResponseSpec(ErrorResponse, description=words[c], generate_examples=False) for c in codes}
 
