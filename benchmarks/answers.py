@@ -42,8 +42,8 @@ from core import journal  # noqa: E402
 from core.files import atomic_write_json, atomic_write_jsonl  # noqa: E402
 from core.markers import strip_markers  # noqa: E402
 from core.quality import token_f1  # noqa: E402
+from pipeline.config import AnswerConfig  # noqa: E402
 from pipeline.verify.config import VerifyConfig  # noqa: E402
-from service.config import ServeConfig  # noqa: E402
 from train.config import RetrieverTrainConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -118,7 +118,7 @@ def main() -> int:
     from pipeline.verify.judges import Judges
     from retriever.loader import load_retriever
 
-    cfg = ServeConfig(index=args.index)
+    cfg = AnswerConfig(index=args.index)
     verify_cfg = VerifyConfig(**{k: type(getattr(VerifyConfig(), k))(v)
                                  for k, _, v in (kv.partition("=") for kv in args.verify)})
     retriever = load_retriever(cfg.index, cfg.rerank)  # as served: the question-type prior (and a reranker, where configured)

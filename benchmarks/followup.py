@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.files import atomic_write_json  # noqa: E402
-from service.config import ServeConfig  # noqa: E402
+from pipeline.config import AnswerConfig  # noqa: E402
 from train.config import RetrieverTrainConfig  # noqa: E402
 
 ARMS = ("as_written", "focus", "model", "both")
@@ -83,16 +83,13 @@ def main() -> int:
                     help="the arms whose turn-2 answers are generated (with --answers)")
     args = ap.parse_args()
 
-    from generator.loader import load_generator
     from pipeline.answer import Pipeline
     from pipeline.followup import standalone
-    from pipeline.verify.judges import load_judges
-    from retriever.loader import load_retriever
+    from pipeline.loader import load_pipeline
 
-    cfg = ServeConfig(index=args.index)
-    retriever = load_retriever(cfg.index, cfg.rerank)
-    generator = load_generator(cfg.generator, cfg.decoding)
-    judges = load_judges("")
+    cfg = AnswerConfig(index=args.index)
+    served = load_pipeline(cfg)  # as served; each arm below differs in how follow-ups become standalone
+    retriever, generator, judges = served.retriever, served.generator, served.judges
     convs = conversations(args.n)
     unchanged = all(standalone(c["turn1"], None).query == c["turn1"] for c in convs)
 

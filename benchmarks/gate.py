@@ -38,10 +38,10 @@ def main() -> int:
     from benchmarks.answers import question_sets
     from generator.prompt import approx_tokens
     from pipeline.answer import Pipeline
+    from pipeline.config import AnswerConfig
     from pipeline.verify.config import VerifyConfig
     from pipeline.verify.stage import relevance_gate, verify_embed
     from retriever.loader import load_retriever
-    from service.config import ServeConfig
 
     class Budget:  # what _prepare asks of a generator: 3 passages of <= 200 tokens fit the 1536-token budget anyway
         context_window = None
@@ -54,7 +54,7 @@ def main() -> int:
         if not Path(path, "manifest.json").is_file():
             print(f"{path}: no index, skipped")
             continue
-        cfg = ServeConfig(index=str(Path(path).resolve()))  # exactly this index: the default would give way to the tuned one
+        cfg = AnswerConfig(index=str(Path(path).resolve()))  # exactly this index: the default would give way to the tuned one
         retriever = load_retriever(cfg.index, cfg.rerank)
         gate, source = relevance_gate(VerifyConfig(), retriever)
         cal = (retriever.calibration or {}).get("relevance") or {}

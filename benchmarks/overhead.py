@@ -11,6 +11,7 @@ stand-in (retrieval never calls it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import statistics
@@ -52,17 +53,20 @@ def main() -> int:
 
     import httpx
 
+    from pipeline.config import AnswerConfig
     from retriever.loader import load_retriever
     from service.app import create_app
-    from service.config import ServeConfig
     from service.feedback import FeedbackStore
     from tests.fakes import FakeGenerator
 
-    cfg = ServeConfig(index=args.index)
-    retriever = load_retriever(cfg.index, cfg.rerank)
+    answer = AnswerConfig(index=args.index)
+    retriever = load_retriever(answer.index, answer.rerank)
     with tempfile.TemporaryDirectory() as tmp:
-        on_url, on = serve(create_app(retriever, FakeGenerator(), cfg, feedback=FeedbackStore(Path(tmp) / "f.db")))
-        off_url, off = serve(create_app(retriever, FakeGenerator(), ServeConfig(index=args.index, metrics="off")))
+        on_app = create_app(retriever, FakeGenerator(), feedback=FeedbackStore(Path(tmp) / "f.db"))
+        # the same server's settings with metrics off (and no feedback store): what the two cost on /v1/retrieve
+        off_cfg = dataclasses.replace(on_app.state.components.cfg, metrics="off")
+        on_url, on = serve(on_app)
+        off_url, off = serve(create_app(retriever, FakeGenerator(), off_cfg))
         times: dict[str, list[float]] = {"on": [], "off": []}
         with httpx.Client(timeout=30) as c:
             for url in (on_url, off_url):  # warm both

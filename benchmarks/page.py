@@ -37,19 +37,16 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from generator.loader import load_generator
-    from pipeline.verify.judges import load_judges
-    from retriever.loader import load_retriever
+    from pipeline.config import AnswerConfig
+    from pipeline.loader import load_pipeline
     from service.app import create_app
-    from service.config import ServeConfig
     from tests.test_live import serve_in_thread
 
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser_path:
         raise SystemExit("no chromium: bash scripts/browser.sh")
-    cfg = ServeConfig(index=args.index)
-    retriever, generator = load_retriever(cfg.index, cfg.rerank), load_generator(cfg.generator, cfg.decoding)
-    url, srv, thread = serve_in_thread(create_app(retriever, generator, cfg, load_judges("")))
+    served = load_pipeline(AnswerConfig(index=args.index))  # as served; the HTTP edge with its default settings
+    url, srv, thread = serve_in_thread(create_app(served.retriever, served.generator, judges=served.judges))
     rows = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -75,7 +72,7 @@ def main() -> int:
     srv.should_exit = True
     thread.join(10)
     result = {"command": "python benchmarks/page.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
-              "browser": browser_path, "model": generator.name, "index": retriever.fingerprint,
+              "browser": browser_path, "model": served.generator.name, "index": served.retriever.fingerprint,
               "first_draft_over_retrieve_prefill_ms_p50": statistics.median(r["page_overhead_ms"] for r in rows),
               "script_ms_per_token_p50": statistics.median(r["script_ms_per_token_p50"] for r in rows),
               "script_ms_per_token_max": max(r["script_ms_per_token_max"] for r in rows),

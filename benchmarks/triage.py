@@ -49,13 +49,14 @@ def report(name: str, texts: list[str]) -> dict:
             "not_fired_sample": [t[:240] for t in rng.sample(quiet_alarming, min(15, len(quiet_alarming)))]}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+def wilson(k: int, n: int) -> list[float]:
     """The Wilson score interval of k successes in n (95%): small sets say how little they pin down."""
+    from scipy.stats import binomtest
+
     if not n:
         return [0.0, 1.0]
-    p, denom = k / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / denom, z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
 
 
 def layers(rows: list[dict]) -> dict:

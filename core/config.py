@@ -35,7 +35,16 @@ def default_data_dir() -> str:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field, read from the source (litgpt's convention)."""
+    """The docstring under each dataclass field, read from the source (litgpt's convention); a subclass's fields
+    and those it inherits (ServeConfig extends AnswerConfig)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}

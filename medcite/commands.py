@@ -103,16 +103,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise InvalidRequestError("question is empty")
     cfg = _serve_config(args)
     _quiet_libraries()
-    from generator.loader import load_generator
-    from pipeline.answer import Pipeline
-    from pipeline.verify.judges import load_judges
-    from retriever.loader import load_retriever
+    from pipeline.loader import load_pipeline
 
-    retriever = None if args.no_retrieval else load_retriever(cfg.index, cfg.rerank)
-    judges = None if args.no_retrieval else load_judges(cfg.verify.judges, cfg.verify.judge_precision)
-    generator = load_generator(cfg.generator, cfg.decoding)
+    pipeline = load_pipeline(cfg, retrieval=not args.no_retrieval)
     decoding = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    a = Pipeline(retriever, generator, judges, cfg.pipeline()).answer(args.question, **decoding)
+    a = pipeline.answer(args.question, **decoding)
     if args.json:
         print(json.dumps(a.to_dict(), ensure_ascii=False))
         return 0
@@ -142,14 +137,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from generator.loader import load_generator
-    from pipeline.verify.judges import load_judges
-    from retriever.loader import load_retriever
+    from pipeline.loader import load_pipeline
 
     # Everything loads before the socket opens: a server that accepts traffic is ready.
-    retriever = load_retriever(cfg.index, cfg.rerank)
-    judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)
-    generator = load_generator(cfg.generator, cfg.decoding)
+    loaded = load_pipeline(cfg)
+    retriever, generator, judges = loaded.retriever, loaded.generator, loaded.judges
     import uvicorn
 
     from pipeline.triage import classifier

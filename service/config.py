@@ -1,5 +1,5 @@
-"""`medcite serve` / `medcite ask` (configs/serve.yaml): the HTTP edge's settings and the blocks of the components it
-serves (generator, decoding, verify, rerank)."""
+"""`medcite serve` (configs/serve.yaml): the HTTP edge's settings on top of the answer as served
+(`pipeline.config.AnswerConfig`: index, generator, decoding, verify, rerank and the pipeline's own settings)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import os
 from dataclasses import dataclass
 
 from core.errors import ConfigError
-from core.types import SEARCH_MODES
-from generator.config import DecodingConfig, GeneratorConfig, check_decoding_parity
-from pipeline.config import PipelineConfig
-from pipeline.verify.config import VerifyConfig
-from retriever.config import RerankConfig
+from pipeline.config import AnswerConfig
 
 
 def is_loopback(host: str) -> bool:
@@ -27,22 +23,13 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """The API server and `medcite ask` (configs/serve.yaml)."""
+class ServeConfig(AnswerConfig):
+    """The API server (configs/serve.yaml): the answer as served (`AnswerConfig`) and the HTTP edge's settings."""
 
-    index: str = "artifacts/index"
-    """Index directory built by `medcite index`. When it is the default and `artifacts/index-tuned` (built by
-    `make retriever` with the domain-tuned embedder) exists, that one is used."""
     host: str = "127.0.0.1"
     """Address to listen on (use 0.0.0.0 inside a container)."""
     port: int = 8000
     """TCP port."""
-    k: int = 3
-    """Passages put into the prompt by default (3 fits SmolLM2's CPU budget; requests may ask up to 20)."""
-    mode: str = "hybrid"
-    """Default retrieval mode: hybrid, dense or bm25."""
-    prompt_tokens: int = 1536
-    """Token budget for the prompt (system + passages + question); passages are trimmed to fit."""
     api_key: str = dataclasses.field(default_factory=lambda: os.environ.get("MEDCITE_API_KEY", ""), repr=False)
     """If set, requests must send `Authorization: Bearer <key>`. Env: MEDCITE_API_KEY (keep keys out of YAML)."""
     request_timeout_s: float = 120.0
@@ -65,10 +52,6 @@ class ServeConfig:
     nothing. Bound to another address, the list (if any) is the whole allowlist."""
     allow_unauthenticated: bool = False
     """Start without api_key although host is not a loopback address. Off: such a server refuses to start."""
-    followup: str = "focus"
-    """How a follow-up question ("How is it treated?") becomes the standalone question retrieval searches for:
-    focus (carry the condition the earlier turns were about), model (the generator rewrites it), both (the
-    model's rewrite when it names that condition), off (search it as written). benchmarks/followup.py."""
     feedback_db: str = "artifacts/feedback.db"
     """SQLite file for answer records and people's feedback (POST /v1/feedback; `medcite feedback export`). Text
     is stored only with log_text; otherwise keyed hashes and the answer's sources. 0600, with its key beside it
@@ -78,34 +61,13 @@ class ServeConfig:
     metrics: str = "open"
     """GET /metrics: open (no key, like the probes: a Prometheus scraper holds no API key and the metrics carry
     no question text), key (behind api_key when one is set), off."""
-    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
-    """The language model."""
-    decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
-    """Default decoding settings."""
-    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
-    """The verification stage: attribution, term guard, fallback and abstention."""
-    rerank: RerankConfig = dataclasses.field(default_factory=RerankConfig)
-    """The optional cross-encoder reranking stage."""
-
-    def pipeline(self) -> PipelineConfig:
-        """The answer pipeline's settings these serve settings name."""
-        return PipelineConfig(k=self.k, mode=self.mode, prompt_tokens=self.prompt_tokens, followup=self.followup,
-                              verify=self.verify)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= 20:
-            raise ConfigError(f"k must be in [1, 20], got {self.k}")
-        if self.mode not in SEARCH_MODES:
-            raise ConfigError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
+        super().__post_init__()
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
-        if self.prompt_tokens < 256:
-            raise ConfigError(f"prompt_tokens must be >= 256, got {self.prompt_tokens}")
-        if self.followup not in ("focus", "model", "both", "off"):
-            raise ConfigError(f"followup must be one of focus, model, both, off, got {self.followup!r}")
         if self.metrics not in ("open", "key", "off"):
             raise ConfigError(f"metrics must be one of open, key, off, got {self.metrics!r}")
-        check_decoding_parity(self.generator, self.decoding)
         if self.allow_raw_chat and not self.api_key:
             raise ConfigError("allow_raw_chat needs an API key (set MEDCITE_API_KEY): it hands clients the bare model")
         if self.max_in_flight < 0:

@@ -14,6 +14,8 @@ from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.config import is_loopback
+
 log = logging.getLogger("medcite.api")
 
 ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/retrieve", "/v1/verify", "/v1/answer",
@@ -66,6 +68,14 @@ def request_log(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+async def refuse(send: Send, status: int, error: str, detail: str) -> None:
+    """Answer before the app sees the request, in the one error shape ({"error", "detail"}; service/errors.py)."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -83,19 +93,13 @@ def host_guard(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            from service.config import is_loopback
-
             cfg = scope["app"].state.components.cfg
             allowed = {h.lower() for h in cfg.allowed_hosts} | (LOOPBACK_NAMES if is_loopback(cfg.host) else set())
             name = host_name(dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1"))
             if allowed and name not in allowed:
-                body = json.dumps({"error": "invalid_host",
-                                   "detail": f"this server does not answer to {name[:60] or 'no Host'}; it answers "
-                                             f"to {', '.join(sorted(allowed))} (allowed_hosts adds names)"}).encode()
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
-                await send({"type": "http.response.body", "body": body})
+                await refuse(send, 400, "invalid_host", f"this server does not answer to {name[:60] or 'no Host'}; "
+                                                        f"it answers to {', '.join(sorted(allowed))} (allowed_hosts "
+                                                        "adds names)")
                 return
         await app(scope, receive, send)
 
@@ -111,13 +115,8 @@ def json_only(app: ASGIApp) -> ASGIApp:
         if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path", "").startswith("/v1/"):
             raw = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
             if raw.split(";")[0].strip().lower() != "application/json":
-                body = json.dumps({"error": "unsupported_media_type",
-                                   "detail": f"the body must be JSON (Content-Type: application/json), got "
-                                             f"{raw[:60] or 'no Content-Type'}"}).encode()
-                await send({"type": "http.response.start", "status": 415,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await refuse(send, 415, "unsupported_media_type", "the body must be JSON (Content-Type: "
+                                                                   f"application/json), got {raw[:60] or 'no Content-Type'}")
                 return
         await app(scope, receive, send)
 

@@ -83,6 +83,14 @@ def test_no_batch_job_imports_the_http_edge():
             assert "service" not in _top_imports(path), f"{path.relative_to(ROOT)} imports service"
 
 
+def test_benchmarks_take_the_served_answer_from_the_pipeline_not_the_http_package():
+    """What a benchmark measures of the served answer (index, generator, pipeline settings) is
+    pipeline.config.AnswerConfig; only the HTTP edge's own benchmarks (page, overhead) import `service.app`."""
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        mods = {n.module for n in _imports(path) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "service.config" not in mods, f"{path.relative_to(ROOT)} imports service.config"
+
+
 def test_no_file_circles():
     modules = _modules()
     graph = {m: _imported_modules(p, modules) - {m} for m, p in modules.items()}
@@ -138,6 +146,7 @@ def test_each_config_sits_beside_its_job():
     for job, cls in (("index_build", "IndexConfig"), ("generator", "GeneratorConfig"), ("retriever", "RerankConfig"),
                      ("service", "ServeConfig"), ("train", "RetrieverTrainConfig"), ("train", "JudgeTrainConfig"),
                      ("finetune", "FinetuneConfig"), ("evaluation", "EvalConfig"), ("pipeline", "PipelineConfig"),
+                     ("pipeline", "AnswerConfig"),
                      ("pipeline/verify", "VerifyConfig")):
         assert f"class {cls}" in (ROOT / job / "config.py").read_text(), f"{cls} not in {job}/config.py"
 
