@@ -15,6 +15,12 @@ then the layer) on patient-worded messages, and how often triage fires on ordina
    message, from a blind review with the NHS / MedlinePlus red-flag rubric: 37 emergencies, 463 non-urgent):
    both layers' recall and false alarms on them, and what fired.
 3. Latency: triage per question, rules alone vs served, interleaved (p50 over the held-out and dev questions).
+4. `--stability 0,1,2`: the learned layer trained once per seed (artifacts/triage-stability/seed-N, resumable,
+   ~15 min each here), each one's thresholds and its served recall / false alarms on the held-out set and the blind
+   probe; the spread of the int8 threshold over the seeds; the same inputs trained twice in one process (30 steps
+   each: identical weights and thresholds?); and whether the served layer (artifacts/triage, seed 0 by `make
+   models`) and seed 0 here chose the same thresholds.
+   -> benchmarks/results/triage-stability.json
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import default_data_dir  # noqa: E402
 from core.files import atomic_write_json  # noqa: E402
+from evaluation.stats import wilson  # noqa: E402
 from pipeline.triage import classifier, model_dir, rule_for, triage  # noqa: E402
 
 # words a reviewer looks for in the messages that did not fire
@@ -49,19 +56,10 @@ def report(name: str, texts: list[str]) -> dict:
             "not_fired_sample": [t[:240] for t in rng.sample(quiet_alarming, min(15, len(quiet_alarming)))]}
 
 
-def wilson(k: int, n: int) -> list[float]:
-    """The Wilson score interval of k successes in n (95%): small sets say how little they pin down."""
-    from scipy.stats import binomtest
-
-    if not n:
-        return [0.0, 1.0]
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [round(float(ci.low), 4), round(float(ci.high), 4)]
-
-
-def layers(rows: list[dict]) -> dict:
-    """Recall and false alarms of the rules alone, the learned layer alone and both (served), per kind too."""
-    model = classifier()
+def layers(rows: list[dict], model=None) -> dict:
+    """Recall and false alarms of the rules alone, the learned layer alone and both (served), per kind too;
+    the served layer (pipeline.triage.classifier) unless `model` is given."""
+    model = model or classifier()
     out: dict = {}
     verdicts = []
     for r in rows:
@@ -104,7 +102,80 @@ def latency(texts: list[str]) -> dict:
     return {name: round(statistics.median(v), 2) for name, v in times.items()}
 
 
+def read_set(name: str) -> list[dict]:
+    return [json.loads(x) for x in (ROOT / "data" / "triage" / f"{name}.jsonl").read_text().splitlines() if x.strip()]
+
+
+def repeat_check(seed: int = 0, steps: int = 30) -> dict:
+    """The same inputs trained twice in one process (the second starting from whatever the first left in the RNGs),
+    `steps` steps each on the real data and model: identical weights and thresholds, or not."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_file
+
+    from pipeline.triage import SPEC_FILE
+    from train.triage import train_triage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [train_triage(default_data_dir(), f"{tmp}/{n}", seed, max_steps=steps, log=lambda _: None)
+                 for n in ("a", "b")]
+        a, b = (load_file(str(p / "model.safetensors")) for p in paths)
+        thresholds = [json.loads((p / SPEC_FILE).read_text())["thresholds"] for p in paths]
+    return {"seed": seed, "steps": steps, "identical_weights": a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) for k in a), "thresholds": thresholds, "identical_thresholds": thresholds[0] == thresholds[1]}
+
+
+def stability(seeds: list[int]) -> dict:
+    """The layer trained once per seed: thresholds, their spread, and served quality on held-out messages."""
+    from pipeline.triage import SPEC_FILE, Classifier
+    from train.triage import train_triage
+
+    sets = {name: read_set(name) for name in ("heldout", "probe_blind")}
+    out: dict = {"command": "python benchmarks/triage.py --stability " + ",".join(map(str, seeds)),
+                 "date": str(__import__("datetime").date.today()), "seeds": {}}
+    out["repeat"] = repeat_check()  # first: the cheapest answer to "is it reproducible?"
+    print("repeat", out["repeat"], flush=True)
+    for seed in seeds:
+        path = ROOT / "artifacts" / "triage-stability" / f"seed-{seed}"
+        if not (path / SPEC_FILE).is_file():
+            train_triage(default_data_dir(), str(path), seed)
+        spec = json.loads((path / SPEC_FILE).read_text())
+        model = Classifier.load(path)
+        row = {"thresholds": spec["thresholds"], "served_precision": model.precision,
+               "calibration": spec["card"]["calibration"], "train_seconds": spec["card"]["train_seconds"]}
+        for name, rows in sets.items():
+            m = layers(rows, model)
+            row[name] = {k: m["served"][k] for k in ("recall", "recall_ci95", "false_alarms", "false_alarms_ci95")}
+        out["seeds"][str(seed)] = row
+        print(seed, json.dumps(row), flush=True)
+    for precision in ("fp32", "int8"):
+        t = [r["thresholds"][precision] for r in out["seeds"].values() if precision in r["thresholds"]]
+        if t:
+            out[f"{precision}_threshold_spread"] = {"min": min(t), "max": max(t), "range": round(max(t) - min(t), 4)}
+    for name in sets:
+        rec = [r[name]["recall"] for r in out["seeds"].values()]
+        fa = [r[name]["false_alarms"] for r in out["seeds"].values()]
+        out[f"{name}_spread"] = {"recall": [min(rec), max(rec)], "false_alarms": [min(fa), max(fa)]}
+    served = ROOT / "artifacts" / "triage" / SPEC_FILE
+    if served.is_file() and "0" in out["seeds"]:
+        spec = json.loads(served.read_text())
+        if spec.get("card", {}).get("seed") == 0:
+            same = spec["thresholds"] == out["seeds"]["0"]["thresholds"]
+            out["repeat_seed_0"] = {"served_thresholds": spec["thresholds"], "identical": same,
+                                    "max_difference": max(abs(spec["thresholds"][k] - out["seeds"]["0"]["thresholds"][k])
+                                                          for k in spec["thresholds"])}
+    atomic_write_json(ROOT / "benchmarks" / "results" / "triage-stability.json", out)
+    return out
+
+
 def main() -> None:
+    if "--stability" in sys.argv:
+        seeds = sys.argv[sys.argv.index("--stability") + 1] if len(sys.argv) > sys.argv.index("--stability") + 1 \
+            else "0,1,2"
+        out = stability([int(x) for x in seeds.split(",")])
+        print({k: v for k, v in out.items() if k != "seeds"})
+        return
     data = Path(default_data_dir())
     dev = [json.loads(x)["question"] for x in (data / "splits" / "medquad_dev.jsonl").read_text().splitlines()]
     chats = [r["input"] for r in json.loads((data / "chatdoctor" / "GenMedGPT-5k.json").read_text())]
@@ -112,8 +183,7 @@ def main() -> None:
               .splitlines() if x.strip()]
     reviewed = [{"id": str(r["index"]), "text": chats[r["index"]], "emergency": r["label"] == "emergency",
                  "kind": "reviewed_" + r["label"]} for r in review]
-    sets = {name: [json.loads(x) for x in (ROOT / "data" / "triage" / f"{name}.jsonl").read_text()
-                   .splitlines() if x.strip()] for name in ("heldout", "dev", "probe_blind", "rules_dev")}
+    sets = {name: read_set(name) for name in ("heldout", "dev", "probe_blind", "rules_dev")}
     result = {"command": "python benchmarks/triage.py", "date": str(__import__("datetime").date.today()),
               "layer": model_dir() or None, "threshold": classifier().threshold if classifier() else None,
               "precision": classifier().precision if classifier() else None,

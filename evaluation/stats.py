@@ -62,3 +62,14 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[str, f
         return {"b": 0, "c": 0, "p_value": 1.0}
     tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
     return {"b": b, "c": c, "p_value": round(min(1.0, 2 * tail), 6)}
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> list[float]:
+    """The Wilson score interval of k successes in n (scipy.stats.binomtest): small sets say how little they pin
+    down."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return [0.0, 1.0]
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]

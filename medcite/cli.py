@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-triage", help="train triage's learned layer (artifacts/triage; resumable)",
                        description="The packaged MiniLM fine-tuned as a classifier of emergency kinds and none; "
-                                   "threshold chosen on half of data/triage/dev.jsonl.")
+                                   "threshold chosen on data/triage/dev.jsonl (never trained on).")
     p.add_argument("--data-dir", help="root of the data sets (default $MEDCITE_DATA_DIR or ../shared/data)")
     p.add_argument("--out", help="where to write the layer (default artifacts/triage)")
     p.add_argument("--seed", type=int, default=0)

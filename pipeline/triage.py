@@ -145,6 +145,17 @@ def classifier() -> Classifier | None:
         return _loaded[path]
 
 
+def describe() -> dict:
+    """What triage runs, for /readyz and `medcite serve`: the reviewed rules (always) and the learned layer
+    (where it came from, its precision and threshold), or the command that adds it."""
+    _, rules = load_rules()
+    layer = classifier()
+    return {"rules": len(rules),
+            "learned": {"path": model_dir(), "precision": layer.precision, "threshold": layer.threshold}
+            if layer else None,
+            **({} if layer else {"missing": "the learned layer: `make models` (or `medcite train-triage`) adds it"})}
+
+
 def rule_for(text: str) -> str | None:
     _, rules = load_rules()
     for rule in rules:

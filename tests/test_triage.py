@@ -171,15 +171,65 @@ def test_the_benchmarks_reviewed_messages_are_never_trained_on():
     assert {r["label"] for r in bench} == {"emergency", "non_urgent"}
 
 
-def test_the_blind_probe_is_never_trained_on():
-    """data/triage/probe_blind.jsonl measures both layers (benchmarks/triage.py): none of its messages is a training
-    row of the learned layer."""
+def test_the_measuring_sets_are_never_trained_on_and_the_rows_come_in_one_order():
+    """data/triage/probe_blind.jsonl and heldout.jsonl measure both layers (benchmarks/triage.py) and dev.jsonl
+    chooses the threshold: none of their messages is a training row of the learned layer. The rows are the same,
+    in the same order, from the same seed (the data half of a reproducible training)."""
     import json
 
     from core.config import default_data_dir
     from train.triage import DATA, training_rows
 
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
-    probe = {norm(json.loads(x)["text"]) for x in (DATA / "probe_blind.jsonl").read_text().splitlines() if x.strip()}
-    assert len(probe) == 150
-    assert not probe & {norm(r["text"]) for r in training_rows(default_data_dir(), log=lambda _: None)}
+    rows = training_rows(default_data_dir(), log=lambda _: None)
+    taught = {norm(r["text"]) for r in rows}
+    for name, n in (("probe_blind", 150), ("heldout", 180), ("dev", 216)):
+        held = {norm(json.loads(x)["text"]) for x in (DATA / f"{name}.jsonl").read_text().splitlines() if x.strip()}
+        assert len(held) == n and not held & taught, name
+    rules_dev = {norm(json.loads(x)["text"]) for x in (DATA / "rules_dev.jsonl").read_text().splitlines() if x}
+    assert rules_dev <= taught  # the set the rules were written against teaches the layer instead
+    assert training_rows(default_data_dir(), log=lambda _: None) == rows
+    assert training_rows(default_data_dir(), seed=1, log=lambda _: None) != rows
+
+
+def test_the_layers_training_is_deterministic(tmp_path):
+    """The same inputs give the same weights (train.triage.training_args: seeded, data_seed, full_determinism):
+    a tiny classifier trained twice from the same start."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, Trainer
+
+    from retriever.embedder import resolve_embedder
+    from train.triage import training_args
+
+    tok = AutoTokenizer.from_pretrained(resolve_embedder(""))
+    texts = [f"message {i} about {'chest pain now' if i % 2 else 'a rash last year'}" for i in range(48)]
+    data = Dataset.from_list([{"text": t, "label": i % 2} for i, t in enumerate(texts)]).shuffle(0)
+    data = data.map(lambda b: tok(b["text"], truncation=True, max_length=16), batched=True, remove_columns=["text"])
+
+    def start():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16,
+                                                        num_hidden_layers=1, num_attention_heads=2,
+                                                        intermediate_size=32, num_labels=2))
+
+    def train(run: str) -> dict:
+        model = start()
+        args = training_args(tmp_path / run, seed=3, epochs=1, batch_size=8, save_steps=100)
+        Trainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    try:
+        a, b = train("a"), train("b")
+    finally:
+        torch.use_deterministic_algorithms(False)  # full_determinism sets it for the process
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["classifier.weight"], start().state_dict()["classifier.weight"])  # it trained
+    # the real layer's new head is drawn from the seed, whatever the process drew before
+    from train.triage import new_classifier
+
+    heads = []
+    for _ in range(2):
+        torch.rand(7)  # another draw before each: the head must not depend on it
+        heads.append(new_classifier(resolve_embedder(""), ["none", "stroke_signs"], seed=5).classifier.weight)
+    assert torch.equal(*heads)

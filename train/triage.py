@@ -9,9 +9,14 @@ data/triage/train_extra.jsonl (600 more, most of them hard near-misses: the same
 GenMedGPT-5k patient messages (labelled by the reviewed rules where they fire; "none" where they do not and no
 alarm word occurs: a message with one is left out rather than guessed), MedQuAD questions of non-reserved
 documents, templated and rewritten as a patient would ("What are the symptoms of a stroke?" is not an emergency),
-and half of data/triage/dev.jsonl (weighted 3x). The other half chooses the threshold: the highest
-emergency score at which the combined triage (rules, then the layer) reaches `min_recall` there. The held-out set
-(data/triage/heldout.jsonl) is never read here. A killed run resumes from its last checkpoint.
+and data/triage/rules_dev.jsonl (weighted 3x: emergencies and the near-miss written beside each). All of
+data/triage/dev.jsonl (108 emergencies, 108 non-urgent; never trained on) chooses the threshold: the highest
+emergency score at which the combined triage (rules, then the layer) reaches `min_recall` there. Calibrating on
+half of it (57 / 51) moved the int8 threshold between 0.41 and 0.95 from one training to the next; the whole set,
+and a training that is deterministic (seeded, data order fixed, `full_determinism`), make it a property of the
+inputs: benchmarks/triage_stability.py trains three times and reports the spread. The held-out set
+(data/triage/heldout.jsonl) and the blind probe are never read here. A killed run resumes from its last
+checkpoint.
 
 Why fine-tuned, not a logistic regression over frozen sentence vectors (the first version): a frozen vector is
 mostly topic, and a near-miss shares the emergency's topic. On the 60 held-out near-misses the regression alarmed
@@ -40,6 +45,10 @@ an emergency kind or none): without them the layer never saw a symptom-list mess
 an emergency, and alarmed on 34% of the benchmark's reviewed non-urgent GenMedGPT messages."""
 BENCHMARK_REVIEW = DATA / "genmedgpt_benchmark_review.jsonl"
 DEV_SET = DATA / "dev.jsonl"
+"""Chooses the threshold; never trained on."""
+TAUGHT_SET = DATA / "rules_dev.jsonl"
+"""Trained on (3x): what the phrase banks alone did not teach (near-misses: "chest pain last month that went
+away")."""
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -80,6 +89,7 @@ def training_rows(data_dir: str, seed: int = 0, log=print) -> list[dict]:
         focus = r.meta.get("focus") or r.title.split(":")[0]
         q = consumerize(r.question, focus, rng) if rng.random() < 0.4 else r.question
         rows.append({"text": q, "label": "none"})
+    rows += [{"text": d["text"], "label": _kind(d)} for d in _jsonl(TAUGHT_SET) for _ in range(3)]
     log(f"  {len(rows)} rows: {sum(r['label'] != 'none' for r in rows)} emergencies; GenMedGPT: {fired} fired a "
         f"rule, {by_review} with alarm words labelled by review, {skipped} with alarm words left out")
     return rows
@@ -98,10 +108,10 @@ def evaluate(texts: list[str], labels: list[bool], scores: list[float], threshol
 
 def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recall: float = 0.95,
                  epochs: float = 3.0, batch_size: int = 32, learning_rate: float = 5e-5, max_length: int = 128,
-                 log=print) -> Path:
+                 log=print, max_steps: int = -1) -> Path:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, Trainer
 
     from core.files import staging_dir
     from retriever.embedder import dir_checksum, resolve_embedder
@@ -112,25 +122,16 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
     work = Path(str(out) + "-run")
     work.mkdir(parents=True, exist_ok=True)
     rows = training_rows(data_dir, seed, log)
-    taught, calib = calibration_half(seed)
-    # The development messages teach what the phrase banks alone did not (near-misses: "chest pain last month
-    # that went away"); half of them are kept out to choose the threshold.
-    rows += [{"text": d["text"], "label": _kind(d)} for d in taught for _ in range(3)]
+    calib = _jsonl(DEV_SET)
     classes = sorted({r["label"] for r in rows} | {"none"})
     base = resolve_embedder("")
     tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(classes), id2label=dict(enumerate(classes)),
-        label2id={c: i for i, c in enumerate(classes)})
+    model = new_classifier(base, classes, seed)
     data = Dataset.from_list([{"text": r["text"], "label": classes.index(r["label"])} for r in rows]).shuffle(seed)
     data = data.map(lambda b: tok(b["text"], truncation=True, max_length=max_length), batched=True,
                     remove_columns=["text"])
-    steps = max(1, int(len(data) * epochs / batch_size) // 10)
-    args = TrainingArguments(output_dir=str(work / "checkpoints"), num_train_epochs=epochs,
-                             per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_steps=0.1,
-                             weight_decay=0.01, seed=seed, data_seed=seed, save_strategy="steps", save_steps=steps,
-                             save_total_limit=1, logging_steps=steps, report_to="none", use_cpu=True,
-                             dataloader_num_workers=0, disable_tqdm=True)
+    args = training_args(work / "checkpoints", seed, epochs, batch_size, learning_rate,
+                         save_steps=max(1, int(len(data) * epochs / batch_size) // 10), max_steps=max_steps)
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[_progress(log)])
     _fit(trainer, work, log)
     model = trainer.model.eval()
@@ -141,7 +142,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
                      "by_label": {c: sum(r["label"] == c for r in rows) for c in classes}, "seed": seed,
                      "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                      "threshold_rule": f"the highest whose recall on the {len(calib)} untaught messages of "
-                                       f"{DEV_SET.name} is >= {min_recall}",
+                                       f"{DEV_SET.name} is >= {min_recall}", "taught": TAUGHT_SET.name,
                      "calibration": calib_metrics,
                      "calibration_rules_only": evaluate([d["text"] for d in calib],
                                                         [bool(d["emergency"]) for d in calib], [0.0] * len(calib),
@@ -156,13 +157,29 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
     return Path(out)
 
 
-def calibration_half(seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """The development messages split in two, seeded: the half training sees, the half that chooses thresholds."""
-    import numpy as np
+def new_classifier(base: str, classes: list[str], seed: int):
+    """The packaged MiniLM with a new classification head, its weights drawn from `seed`: the head is made before
+    the Trainer seeds anything, so without this its start depended on what the process had drawn before (the same
+    seed trained by `medcite train-triage` and by the benchmark chose int8 thresholds 0.87 and 0.80)."""
+    from transformers import AutoModelForSequenceClassification, set_seed
 
-    dev = _jsonl(DEV_SET)
-    order = np.random.default_rng(seed).permutation(len(dev))
-    return [dev[i] for i in order[: len(dev) // 2]], [dev[i] for i in order[len(dev) // 2:]]
+    set_seed(seed)
+    return AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)})
+
+
+def training_args(out: Path, seed: int, epochs: float = 3.0, batch_size: int = 32, learning_rate: float = 5e-5,
+                  save_steps: int = 50, max_steps: int = -1):
+    """The Trainer's settings: seeded, the data order fixed by `data_seed`, and `full_determinism` (deterministic
+    torch kernels), so the same inputs on the same machine give the same weights and the same thresholds
+    (tests/test_triage.py trains a tiny model twice)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                             learning_rate=learning_rate, warmup_steps=0.1, weight_decay=0.01, seed=seed,
+                             data_seed=seed, save_strategy="steps", save_steps=save_steps, save_total_limit=1,
+                             logging_steps=save_steps, report_to="none", use_cpu=True, dataloader_num_workers=0,
+                             disable_tqdm=True, full_determinism=True, max_steps=max_steps)
 
 
 def calibrate(model, tok, classes: list[str], calib: list[dict], min_recall: float = 0.95,
@@ -185,11 +202,15 @@ def calibrate(model, tok, classes: list[str], calib: list[dict], min_recall: flo
     return thresholds, metrics
 
 
-# the development set's kinds -> the layer's classes (its own words for a few of the rules' kinds)
+# the development sets' kinds -> the layer's classes (its own words for a few of the rules' kinds)
 _DEV_KINDS = {"chest_pain": "chest_pain_cardiac", "stroke": "stroke_signs", "self_harm": "suicide_self_harm",
               "overdose": "poisoning_overdose", "seizure": "seizure_unconscious", "meningitis": "meningitis_signs",
               "ectopic_or_pregnancy": "pregnancy", "dka": "diabetic", "testicular_torsion": "abdominal_torsion",
-              "severe_abdominal": "abdominal_torsion"}
+              "severe_abdominal": "abdominal_torsion", "self_harm_indirect": "suicide_self_harm",
+              "self_harm_direct": "suicide_self_harm", "overdose_taken": "poisoning_overdose",
+              "child_swallowed_caustic": "poisoning_overdose", "child_swallowed_battery": "poisoning_overdose",
+              "child_swallowed_magnets": "poisoning_overdose", "child_swallowed_medicine": "poisoning_overdose",
+              "unconscious": "seizure_unconscious", "pregnancy_bleeding": "pregnancy", "sepsis_signs": "sepsis"}
 
 
 def _kind(d: dict) -> str:

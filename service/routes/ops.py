@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from core.errors import ForbiddenError, MedciteError
+from pipeline.triage import describe as describe_triage
 from pipeline.verify.stage import calibration_in_force
 from service.dependencies import Components
 from service.errors import API_ERRORS, error_response, error_responses
@@ -31,6 +32,7 @@ async def readyz(components: NamedDependency[Components]) -> Response:
         return error_response(503, "not_ready", str(e))
     return Response({"status": "ready", "index": components.retriever.fingerprint,
                      "model": components.generator.name, "judge": components.judge_info(),
+                     "triage": await anyio.to_thread.run_sync(describe_triage),
                      "calibration": calibration_in_force(components.cfg.verify, components.retriever,
                                                          components.judges)})
 
