@@ -4,12 +4,17 @@ drafts in one run.
     .venv/bin/python benchmarks/answers.py [--index artifacts/index] [--judges artifacts/judges|off] [--limit 100]
     .venv/bin/python benchmarks/answers.py --index artifacts/index-tuned --name answers-tuned   # the tuned index
 
-Question sets (all from reserved MedQuAD documents, never trained on):
-- dev: the dev split's reference questions (templated);
-- consumer: patient-style rewrites of other reserved documents' questions (train.data.consumer_eval_set:
+Question sets, the two rulers first (evaluation.rulers):
+- dev: the dev split's reference questions (MedQuAD templates, reserved documents, never trained on);
+- consumer: the 127 real consumer dev questions (../shared/data/consumer: 103 short Alexa questions, 24 messages
+  people sent the NLM); "cites a relevant record" and F1 over the 49 linked, no_answer over all 127;
+- consumer_messages: the 24 messages alone (7 linked), the kind that looks like the users;
+- patient_style: patient-style rewrites of other reserved documents' questions (train.data.consumer_eval_set:
   story first, casual casing, typos, sometimes a second question);
-- yes_no: the yes/no questions among both ("Is X inherited?", "can you tell me is it inherited ...");
+- yes_no: the yes/no questions among dev and patient_style ("Is X inherited?", "can you tell me is it inherited");
 - out_of_scope: 40 questions the corpus cannot answer (benchmarks/verification.py's list): must stay refused.
+`--sets dev,consumer,out_of_scope` runs some of them. Consumer questions and answers are written only outside the
+repository (artifacts/answers-review/, for a blind review): their text is not ours to commit.
 Every question is retrieved and generated once with the served default (llama.cpp q4_0, hybrid, k=3; drafts cached
 in benchmarks/results/answers_drafts-<index fingerprint>.jsonl, reused by a rerun), then verified twice: the lexical judge (overlap +
 cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make models`).
@@ -54,17 +59,28 @@ def is_yes_no(question: str, template: str = "") -> bool:
     return (template or question).strip().lower().startswith(YES_NO)
 
 
-def question_sets(limit: int) -> dict[str, list[dict]]:
+SETS = ("dev", "consumer", "consumer_messages", "patient_style", "yes_no", "out_of_scope")
+PRIVATE = ("consumer", "consumer_messages")
+"""Sets whose text stays out of the repository (read from ../shared, reviewed from artifacts/)."""
+
+
+def question_sets(limit: int, names: tuple[str, ...] = SETS) -> dict[str, list[dict]]:
+    """Rows {id, question, relevant: [record ids]} ("relevant" empty: nothing to cite, e.g. out of scope)."""
     from benchmarks.verification import OUT_OF_SCOPE
+    from evaluation.rulers import consumer_questions, is_message
     from train.data import consumer_eval_set, read_dev
 
     cfg = RetrieverTrainConfig()
-    dev = [{"question": d["question"], "gold": d["gold_medquad_id"]} for d in read_dev(cfg)]
-    consumer = [{"question": r["question"], "gold": r["gold_medquad_id"], "template": r["template_question"]}
-                for r in consumer_eval_set(cfg, n=400)]
-    yes_no = [d for d in dev if is_yes_no(d["question"])] + [c for c in consumer if is_yes_no("", c["template"])]
-    return {"dev": dev[:limit], "consumer": [c for c in consumer if not is_yes_no("", c["template"])][:limit],
-            "yes_no": yes_no[:limit], "out_of_scope": [{"question": q, "gold": ""} for q in OUT_OF_SCOPE]}
+    dev = [{"id": d.get("id", ""), "question": d["question"], "relevant": [d["gold_medquad_id"]]} for d in read_dev(cfg)]
+    patient = [{"id": str(i), "question": r["question"], "relevant": [r["gold_medquad_id"]],
+                "template": r["template_question"]} for i, r in enumerate(consumer_eval_set(cfg, n=400))]
+    yes_no = [d for d in dev if is_yes_no(d["question"])] + [c for c in patient if is_yes_no("", c["template"])]
+    consumer = consumer_questions(cfg.data_dir)
+    sets = {"dev": dev[:limit], "consumer": consumer, "consumer_messages": [q for q in consumer if is_message(q)],
+            "patient_style": [c for c in patient if not is_yes_no("", c["template"])][:limit],
+            "yes_no": yes_no[:limit],
+            "out_of_scope": [{"id": f"oos-{i}", "question": q, "relevant": []} for i, q in enumerate(OUT_OF_SCOPE)]}
+    return {name: sets[name] for name in names}
 
 
 def drafts(sets, pipeline, path: Path) -> dict[tuple[str, bool], dict]:
@@ -72,7 +88,7 @@ def drafts(sets, pipeline, path: Path) -> dict[tuple[str, bool], dict]:
     resumes)."""
     done = {(r["question"], r["rag"]): r for r in journal.read(path)} if path.is_file() else {}  # the latest wins
     wanted = [(q["question"], True) for rows in sets.values() for q in rows]
-    wanted += [(q["question"], False) for q in sets["dev"]]
+    wanted += [(q["question"], False) for q in sets.get("dev", [])]
     prepared = {}
     for question, rag in dict.fromkeys(wanted):  # retrieval is cheap: a draft whose passages changed (a new
         p = pipeline.prepare(question, use_retrieval=rag)
@@ -102,7 +118,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", default="artifacts/index")
     ap.add_argument("--judges", default="artifacts/judges")
-    ap.add_argument("--limit", type=int, default=100, help="questions per set (dev, consumer, yes_no)")
+    ap.add_argument("--limit", type=int, default=100, help="questions per set (dev, patient_style, yes_no)")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"which sets (default all: {','.join(SETS)})")
     ap.add_argument("--sample", type=int, default=30, help="answers of each arm and set written for reading")
     ap.add_argument("--name", default="answers", help="results file stem: benchmarks/results/<name>.json (e.g. "
                                                        "answers-tuned for --index artifacts/index-tuned)")
@@ -126,7 +143,7 @@ def main() -> int:
     judges = (Judges.load(args.judges, cfg.verify.judge_precision) if args.judges != "off"
               and Path(args.judges).is_dir() else None)
     generator = load_generator(cfg.generator, cfg.decoding)
-    sets = question_sets(args.limit)
+    sets = question_sets(args.limit, tuple(args.sets.split(",")))
     # drafts depend on the index: a cache per index fingerprint
     served = Pipeline(retriever, generator, None, cfg.pipeline())
     cache = drafts(sets, served, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}.jsonl")
@@ -142,6 +159,8 @@ def main() -> int:
     def gold_text(gold: str) -> str:
         return " ".join(p.text for p in retriever.passages_of(retriever.resolve_record(gold)))
 
+    review: list[dict] = []  # every consumer answer, for a blind review; written outside the repository
+
     arms = {"lexical": None, **({"judges": judges} if judges else {})}
     results: dict = {"command": "python benchmarks/answers.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
                      "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe() if judges else "off",
@@ -150,7 +169,7 @@ def main() -> int:
     sample: list[dict] = []
     f1_by_arm: dict[str, list[float]] = {}
     for name, rows in sets.items():
-        out: dict = {"n": len(rows)}
+        out: dict = {"n": len(rows), "linked": sum(1 for q in rows if q["relevant"])}
         for arm, js in arms.items():
             pipeline = Pipeline(retriever, generator, js, dataclasses.replace(cfg.pipeline(), verify=verify_cfg))
             cites, shown_gold, no_answer, f1s, ratios, modes, verify_ms = [], [], [], [], [], {}, []
@@ -159,25 +178,35 @@ def main() -> int:
                 shown = [PromptPassage(m, Hit(passage(pid), 1.0, m), text) for m, pid, text in d["shown"]]
                 gen = Generation(d["text"], d["prompt_tokens"], d["completion_tokens"], d["stop_reason"])
                 a = pipeline.assemble(q["question"], gen, shown, d["retrieve_ms"], d["generate_ms"])
-                gold = retriever.resolve_record(q["gold"]) if q["gold"] else ""
+                gold = {retriever.resolve_record(x) for x in q["relevant"]}
                 cited = {retriever.resolve_record(c.hit.passage.record_id) for c in a.citations}
-                cites.append(float(bool(gold) and gold in cited))
-                shown_gold.append(float(bool(gold) and gold in {retriever.resolve_record(p.hit.passage.record_id)
-                                                                for p in shown}))
+                if gold or name == "out_of_scope":  # over the linked questions (none cite out of scope)
+                    cites.append(float(bool(gold & cited)))
+                    shown_gold.append(float(bool(gold & {retriever.resolve_record(p.hit.passage.record_id)
+                                                         for p in shown})))
                 no_answer.append(float(a.answer_mode == "no_answer"))
                 modes[a.answer_mode] = modes.get(a.answer_mode, 0) + 1
                 if gold:
-                    f1s.append(token_f1(strip_markers(a.text), gold_text(q["gold"])))
+                    f1s.append(max(token_f1(strip_markers(a.text), gold_text(g)) for g in q["relevant"]))
+                if name == "consumer":
+                    review.append({"arm": arm, "id": q["id"], "question": q["question"], "answer": a.text,
+                                   "mode": a.answer_mode, "cites_relevant": bool(gold & cited) if gold else None,
+                                   "sources": [p.hit.passage.title for p in shown]})
                 verify_ms.append(a.timings["verify_ms"])
                 ratios.append(a.timings["verify_ms"] / max(d["generate_ms"], 1.0))
-                if len([s for s in sample if s["arm"] == arm and s["set"] == name]
-                                                       ) < args.sample:
-                    sample.append({"arm": arm, "set": name, "question": q["question"], "gold": gold,
+                if name not in PRIVATE and len([s for s in sample if s["arm"] == arm and s["set"] == name]
+                                               ) < args.sample:
+                    sample.append({"arm": arm, "set": name, "question": q["question"], "gold": sorted(gold),
                                    "cites_gold": bool(cites[-1]), "answer": a.text, "mode": a.answer_mode,
                                    "draft": d["text"], "warnings": a.warnings,
                                    "passages": [[p.marker, p.hit.passage.title, p.text] for p in shown]})
-            out[arm] = {"cites_gold": round(statistics.fmean(cites), 4), "gold_shown": round(statistics.fmean(shown_gold), 4),
-                        "no_answer": round(statistics.fmean(no_answer), 4), "modes": modes,
+            cites_ci, no_answer_ci = mean_ci(cites), mean_ci(no_answer)
+            out[arm] = {"cites_gold": round(statistics.fmean(cites), 4) if cites else None,
+                        "cites_gold_ci95": [round(cites_ci["ci_low"], 4), round(cites_ci["ci_high"], 4)],
+                        "gold_shown": round(statistics.fmean(shown_gold), 4) if shown_gold else None,
+                        "no_answer": round(statistics.fmean(no_answer), 4),
+                        "no_answer_ci95": [round(no_answer_ci["ci_low"], 4), round(no_answer_ci["ci_high"], 4)],
+                        "modes": modes,
                         "token_f1": mean_ci(f1s) if f1s else None,
                         "verify_ms_p50": round(statistics.median(verify_ms), 1),
                         "verify_over_generate": round(sum(verify_ms) / sum(cache[(q["question"], True)]["generate_ms"]
@@ -185,19 +214,23 @@ def main() -> int:
             if name == "dev":
                 f1_by_arm[arm] = f1s
         results["sets"][name] = out
-        print(f"{name:13s} " + "  ".join(f"{arm}: cites gold {out[arm]['cites_gold']:.3f}, no_answer "
+        print(f"{name:13s} " + "  ".join(f"{arm}: cites gold {out[arm]['cites_gold'] or 0:.3f}, no_answer "
                                          f"{out[arm]['no_answer']:.3f}, F1 "
                                          f"{(out[arm]['token_f1'] or {}).get('mean', float('nan')):.3f}"
                                          for arm in arms), flush=True)
-    none_f1 = [token_f1(cache[(q["question"], False)]["text"], gold_text(q["gold"])) for q in sets["dev"]]
-    results["dev_no_retrieval"] = {"token_f1": mean_ci(none_f1),
-                                   **{f"{arm}_minus_none": paired_bootstrap(f1_by_arm[arm], none_f1)
-                                      for arm in arms},
-                                   **({"judges_minus_lexical": paired_bootstrap(f1_by_arm["judges"], f1_by_arm["lexical"])}
-                                      if judges else {})}
+    if "dev" in sets:
+        none_f1 = [token_f1(cache[(q["question"], False)]["text"], gold_text(q["relevant"][0])) for q in sets["dev"]]
+        results["dev_no_retrieval"] = {"token_f1": mean_ci(none_f1),
+                                       **{f"{arm}_minus_none": paired_bootstrap(f1_by_arm[arm], none_f1)
+                                          for arm in arms},
+                                       **({"judges_minus_lexical": paired_bootstrap(f1_by_arm["judges"],
+                                                                                    f1_by_arm["lexical"])}
+                                          if judges else {})}
+        print(json.dumps(results["dev_no_retrieval"]))
     atomic_write_json(RESULTS / f"{args.name}.json", results)
     atomic_write_jsonl(RESULTS / f"{args.name}_sample.jsonl", sample)
-    print(json.dumps(results["dev_no_retrieval"]))
+    if review:
+        atomic_write_jsonl(ROOT / "artifacts" / "answers-review" / f"{args.name}-consumer.jsonl", review)
     print(f"wrote {RESULTS / (args.name + '.json')}")
     return 0
 

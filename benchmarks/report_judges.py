@@ -43,30 +43,41 @@ def render_judges() -> str:
 
 def render_answers() -> str:
     a = json.loads((ROOT / "benchmarks/results/answers.json").read_text())
+    arms = [arm for arm in ("lexical", "judges") if arm in a["sets"]["dev"]]
     out = [f"Served answers (`{a['command']}`, {a['date']}, `benchmarks/results/answers.json`): the same llama.cpp "
-            "q4_0 drafts (hybrid k=3 with the question-type prior) verified by the lexical judge and by the trained "
-            "judges, side by side; every question from reserved documents:", "",
-            "| set | n | arm | cites gold record | gold shown | no_answer | generated / extractive | token F1 |",
-            "|---|---|---|---|---|---|---|---|"]
+           "q4_0 drafts (the served retrieval: hybrid k=3, the conditional question-type prior, a message's subject "
+           "line and asks) verified by " + (" and by ".join({"lexical": "the lexical judge (what `make demo` serves)",
+                                                            "judges": "the trained judges"}[x] for x in arms))
+           + ". The two rulers first: MedQuAD dev (templates) and the real consumer dev questions (a relevant record "
+             "cited over the linked ones, no_answer over all; the messages alone as their own row):", "",
+           "| set | n (linked) | arm | cites a relevant record (95% CI) | relevant shown | no_answer (95% CI) | "
+           "generated / extractive | token F1 |", "|---|---|---|---|---|---|---|---|"]
+
+    def with_ci(x: dict, key: str) -> str:
+        lo, hi = x.get(f"{key}_ci95", (None, None))
+        return "-" if x.get(key) is None else f"{x[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+
     for name, v in a["sets"].items():
-        for arm in ("lexical", "judges"):
+        for arm in arms:
             x = v[arm]
-            if x["token_f1"]:
-                out.append(f"| {name} | {v['n']} | {arm} | {x['cites_gold']:.3f} | {x['gold_shown']:.3f} | "
-                           f"{x['no_answer']:.3f} | {x['modes'].get('generated', 0)} / {x['modes'].get('extractive', 0)}"
-                           f" | {x['token_f1']['mean']:.3f} |")
-            else:
-                out.append(f"| {name} | {v['n']} | {arm} | - | - | {x['no_answer']:.3f} | - | - |")
-    d, dev = a["dev_no_retrieval"], a["sets"]["dev"]
+            f1 = f"{x['token_f1']['mean']:.3f}" if x.get("token_f1") else "-"
+            shown = "-" if x.get("gold_shown") is None else f"{x['gold_shown']:.3f}"
+            out.append(f"| {name} | {v['n']} ({v.get('linked', '-')}) | {arm} | {with_ci(x, 'cites_gold')} | {shown} | "
+                       f"{with_ci(x, 'no_answer')} | {x['modes'].get('generated', 0)} / "
+                       f"{x['modes'].get('extractive', 0)} | {f1} |")
+    d, dev = a.get("dev_no_retrieval"), a["sets"]["dev"]
 
     def ci(x: dict) -> str:
         return f"{x['mean_diff']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]"
 
-    out += ["", f"Dev, paired: trained judges - lexical token F1 {ci(d['judges_minus_lexical'])}; RAG (judges) - no "
-            f"retrieval {ci(d['judges_minus_none'])} (no retrieval: {d['token_f1']['mean']:.3f}). Verification time "
-            f"/ generation time: {dev['judges']['verify_over_generate']:.2f} with the judges, "
-            f"{dev['lexical']['verify_over_generate']:.2f} lexical (p50 {dev['judges']['verify_ms_p50']:.0f} vs "
-            f"{dev['lexical']['verify_ms_p50']:.0f} ms)."]
+    if d:
+        last = arms[-1]
+        out += ["", f"MedQuAD dev, paired: RAG ({last}) - no retrieval token F1 {ci(d[f'{last}_minus_none'])} (no "
+                    f"retrieval: {d['token_f1']['mean']:.3f}). Verification time / generation time: "
+                + ", ".join(f"{dev[x]['verify_over_generate']:.2f} {x} (p50 {dev[x]['verify_ms_p50']:.0f} ms)"
+                            for x in arms) + "."]
+        if "judges_minus_lexical" in d:
+            out[-1] += f" Trained judges - lexical token F1 {ci(d['judges_minus_lexical'])}."
     return "\n".join(out) + "\n"
 
 

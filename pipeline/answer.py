@@ -38,8 +38,9 @@ from generator.prompt import (
 from pipeline.config import PipelineConfig
 from pipeline.followup import standalone
 from pipeline.parts import sub_questions
+from pipeline.reading import search_text
 from pipeline.triage import Triage, contradicts, triage
-from pipeline.verify.stage import NO_ANSWER_TEXT, calibration_in_force, verify
+from pipeline.verify.stage import calibration_in_force, no_answer_text, verify
 
 if TYPE_CHECKING:
     from pipeline.verify.judges import Judges
@@ -69,11 +70,12 @@ class Prepared:
 def retrieve(query: str, retriever: Retriever, k: int, mode: str, parts: list[str] | None = None) -> list[Hit]:
     """The passages to show: the search's top k, or for a question asking several things (pipeline.parts) each
     part's hits in turn (part 1's best, part 2's best, part 1's second, ...), k or two a part, whichever is more.
+    A consumer message is searched by its subject line and what it asks (pipeline.reading.search_text).
     `parts`: the query's parts when the caller has split it already."""
     parts = parts or sub_questions(query)
     if len(parts) == 1:
-        return retriever.search(query, k=k, mode=mode)
-    per_part = [retriever.search(p, k=k, mode=mode) for p in parts]
+        return retriever.search(search_text(query), k=k, mode=mode)
+    per_part = [retriever.search(search_text(p), k=k, mode=mode) for p in parts]
     out: dict[str, Hit] = {}  # by record: a record one part found is not shown twice
     for rank in range(k):
         for hits in per_part:
@@ -177,7 +179,7 @@ class Pipeline:
             warnings = [*warnings, *(f"removed a sentence that contradicts the urgent-care notice: {v.text[:60]}"
                                      for v in sentences if contradicts(v.text))]
             sentences = [v for v in sentences if not contradicts(v.text)]
-            text = " ".join(v.text for v in sentences) or NO_ANSWER_TEXT
+            text = " ".join(v.text for v in sentences) or no_answer_text(shown)
         markers, invalid = extract_citations(text, len(shown))
         return Answer(
             question=question, text=text,

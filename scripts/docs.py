@@ -73,34 +73,74 @@ def f3(x) -> str:
 
 # --- renderers: one per block name -------------------------------------------------------------------------------
 
+def served_arm(a: dict) -> str:
+    """The verification arm the answers file's served default used: the trained judges where the run had them,
+    else the lexical judge (what `make demo` serves)."""
+    return "judges" if "judges" in a["sets"]["dev"] else "lexical"
+
+
 def summary() -> str:
     a, j, r, t = load("answers"), load("judges"), load("retrieval"), load("triage")
-    dev, cons, oos = a["sets"]["dev"]["judges"], a["sets"]["consumer"]["judges"], a["sets"]["out_of_scope"]["judges"]
-    d = a["dev_no_retrieval"]["judges_minus_none"]
+    arm = served_arm(a)
+    sets = a["sets"]
+    dev, cons, oos = sets["dev"][arm], sets["consumer"][arm], sets["out_of_scope"][arm]
+    d = a["dev_no_retrieval"][f"{arm}_minus_none"]
     fj = j["faithfulness"]["judge"]
-    rows = [["retrieval: gold record in the top 5 (dev, hybrid)", f3(r["quality"]["hybrid"]["recall@5"])],
-            ["answers citing the gold record (dev / patient-style rewrites)",
-             f"{f3(dev['cites_gold'])} / {f3(cons['cites_gold'])}"],
-            ["token F1 gain of RAG over no retrieval (dev, 95% CI)",
+    rq = r["quality"]
+    judge = "the trained judges" if arm == "judges" else "the lexical judge, as `make demo` serves"
+    rows = [["retrieval: a relevant record in the top 5 (served; MedQuAD dev / consumer dev, 95% CI)",
+             f"{ci(rq['medquad_dev']['served'], 'recall@5')} / {ci(rq['consumer']['served'], 'recall@5')}"],
+            [f"answers citing a relevant record (MedQuAD dev / consumer dev, linked; verified by {judge})",
+             f"{ci(dev, 'cites_gold')} / {ci(cons, 'cites_gold')}"],
+            ["answers that refuse (no_answer): consumer dev, all 127", ci(cons, "no_answer")],
+            ["token F1 gain of RAG over no retrieval (MedQuAD dev, 95% CI)",
              f"{d['mean_diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"],
-            ["out-of-scope questions refused", f3(oos["no_answer"])],
-            ["faithfulness judge: balanced accuracy on altered / faithful sentences", f3(fj["balanced_accuracy"])],
-            ["emergency triage recall / false alarms, blind probe (served: "
-             + ("rules + learned layer" if t.get("layer") else "the rules alone, as `make demo` serves") + ")",
-             f"{f3(t['probe_blind']['served']['recall'])} / {f3(t['probe_blind']['served']['false_alarms'])}"],
-            ["emergency triage recall / false alarms, older held-out set (same)",
-             f"{f3(t['heldout']['served']['recall'])} / {f3(t['heldout']['served']['false_alarms'])}"]]
-    return table(["what", "measured"], rows) + "\n\n" + source("answers", "judges", "retrieval", "triage")
+            ["out-of-scope questions refused", f3(oos["no_answer"])]]
+    review = RESULTS / "review-consumer.json"
+    if review.is_file():
+        v = json.loads(review.read_text())["all"]
+        rows.append(["blind review: the answer gives the person what they asked (consumer dev, all 127, 95% CI)",
+                     f"{f3(v['answers']['share'])} [{f3(v['answers']['ci95'][0])}, {f3(v['answers']['ci95'][1])}]"])
+    rows += [["faithfulness judge: balanced accuracy on altered / faithful sentences (`make models`)",
+              f3(fj["balanced_accuracy"])],
+             ["emergency triage recall / false alarms, blind probe (served: "
+              + ("rules + learned layer" if t.get("layer") else "the rules alone, as `make demo` serves") + ")",
+              f"{f3(t['probe_blind']['served']['recall'])} / {f3(t['probe_blind']['served']['false_alarms'])}"],
+             ["emergency triage recall / false alarms, older held-out set (same)",
+              f"{f3(t['heldout']['served']['recall'])} / {f3(t['heldout']['served']['false_alarms'])}"]]
+    names = ["answers", "judges", "retrieval", "triage"]
+    stability = RESULTS / "triage-stability.json"
+    if stability.is_file():
+        st = json.loads(stability.read_text())
+        pb = st["probe_blind_spread"]
+        rows.append([f"with triage's learned layer (`make models`), blind probe, over {len(st['seeds'])} trainings: "
+                     "recall / false alarms", f"{f3(pb['recall'][0])}-{f3(pb['recall'][1])} / "
+                                              f"{f3(pb['false_alarms'][0])}-{f3(pb['false_alarms'][1])}"])
+        names.append("triage-stability")
+    return table(["what", "measured"], rows) + "\n\n" + source(*names)
+
+
+def ci(v: dict, metric: str) -> str:
+    """A figure with its bootstrap interval: 0.918 [0.837, 0.980]."""
+    lo, hi = v.get(f"{metric}_ci95", (None, None))
+    return f3(v[metric]) + (f" [{f3(lo)}, {f3(hi)}]" if lo is not None else "")
+
+
+RULER_NAMES = {"medquad_dev": "MedQuAD dev", "consumer": "consumer dev (linked)",
+               "consumer_messages": "consumer messages"}
 
 
 def retrieval() -> str:
     r = load("retrieval")
     q = r["quality"]
-    rows = [[m, f3(v["recall@1"]), f3(v["recall@5"]), f3(v["recall@10"]), f3(v["mrr@10"])]
-            for m, v in q.items() if isinstance(v, dict) and "recall@1" in v]
+    rows = [[RULER_NAMES[ruler], m, f3(v["recall@1"]), f3(v["recall@3"]), ci(v, "recall@5"), f3(v["recall@10"]),
+             f3(v["mrr@10"])]
+            for ruler in RULER_NAMES for m, v in q[ruler].items() if "recall@1" in v]
     lat = r["latency"]
-    return (f"{r['dev_questions']} dev questions over {r['passages']:,} passages (record-level unless named):\n\n"
-            + table(["mode", "recall@1", "recall@5", "recall@10", "MRR@10"], rows)
+    return (f"Both rulers over {r['passages']:,} passages: {r['dev_questions']} MedQuAD dev questions, "
+            f"{r['consumer_questions']} linked consumer dev questions ({r['consumer_messages']} of them messages); "
+            "record-level unless named; `served` is hybrid with the conditional question-type prior:\n\n"
+            + table(["ruler", "mode", "recall@1", "recall@3", "recall@5 (95% CI)", "recall@10", "MRR@10"], rows)
             + f"\n\nRetrieve p50: bare FAISS {lat['p50_ms']['bare']} ms, dense {lat['p50_ms']['dense']} ms, hybrid "
               f"{lat['p50_ms']['hybrid']} ms ({lat['ratio_hybrid_retrieve_over_bare']}x bare). Index build "
               f"throughput {r['throughput']['ratio']}x a plain `encode` loop.\n\n" + source("retrieval"))

@@ -92,3 +92,27 @@ def test_a_request_without_retrieval_is_the_no_retrieval_baseline():
     a = Pipeline(retriever, FakeGenerator("Gout is treated with colchicine.")).answer("How is gout treated?",
                                                                                        use_retrieval=False)
     assert retriever.calls == [] and a.passages == [] and a.answer_mode == "unsourced" and a.mode is None
+
+
+def test_a_consumer_message_is_searched_by_its_subject_line_and_what_it_asks():
+    """pipeline.reading: the story's words stay out of the search, the whole message goes to the model."""
+    from pipeline.answer import Pipeline
+    from pipeline.reading import search_text
+    from tests.fakes import FakeGenerator, FakeRetriever
+
+    message = ("Jaundice. My grandson is five months old and he was perfectly fine until last week when his eyes "
+               "went yellow. Can older infants get jaundice?")
+    assert search_text(message) == "Jaundice. Can older infants get jaundice?"
+    story = ("achalasia. after surgery for achalasia last spring my doctor said the spasms in the upper chest "
+             "area might continue and i want something that ends them for good because they wake me at night "
+             "and my wife too")
+    assert search_text(story).startswith("achalasia. after surgery") and len(search_text(story).split()) == 31
+    for as_written in ("What is (are) Gout ?", "How is gout treated?", "gout. what helps the pain?",
+                       "My doctor said I have a condition where my long story has no short subject line at all. "
+                       "What should I do about it now?"):
+        assert search_text(as_written) == as_written
+    retriever = FakeRetriever(docs=[("Jaundice", "Jaundice is yellowing of the skin.")])
+    pipeline = Pipeline(retriever, FakeGenerator("Jaundice is yellowing of the skin [1]."), None)
+    prepared = pipeline.prepare(message)
+    assert [q for q, _, _ in retriever.calls] == ["Jaundice. Can older infants get jaundice?"]
+    assert prepared.query == message and message in prepared.messages[-1]["content"]

@@ -72,6 +72,8 @@ def test_irrelevant_retrieval_is_no_answer_with_closest_passages():
                 question="What is the capital of France?")
     assert a.answer_mode == "no_answer" and a.citations == [] and a.sentences == []
     assert "do not answer" in a.text and len(a.passages) == 3
+    titles = list(dict.fromkeys(h.passage.title for h in a.passages))
+    assert f"The closest records found: {'; '.join(titles[:3])}" in a.text  # the refusal names what it found
 
 
 def test_mark_keeps_unsupported_sentences_labelled():
@@ -162,3 +164,43 @@ def test_term_guard_passes_what_the_evidence_says():
     assert term_problems("Chest-frobnicated pain.", "", known) == ["term absent from the sources and the corpus: frobnicated"]
     assert is_drug_name("atorvastatin") and is_drug_name("adalimumab") and not is_drug_name("disease")
     assert not is_drug_name("cholesterol") and not is_drug_name("concept")
+
+
+def test_a_quote_whose_subject_is_in_the_sentence_before_brings_it():
+    """Issue 35: "These tests include ..." quoted alone read as the tests for the disease asked about, when the
+    passage meant the tests that rule out look-alikes. Such a sentence is quoted with its antecedent, or not at
+    all (its antecedent is a list's lead-in, or there is none)."""
+    from core.types import Hit, Passage
+    from generator.prompt import PromptPassage
+    from pipeline.verify.stage import candidates
+
+    text = ("Doctors diagnose gout from a joint fluid test showing urate crystals. Other conditions with similar "
+            "signs, such as septic arthritis, must be ruled out. These tests include a blood culture and an X-ray.")
+    cut = "These tests include a skin biopsy and a scan of the kidneys. Gout attacks often start at night."
+    shown = [PromptPassage(1, Hit(Passage("g#0", "g", "Gout: diagnosis", text, "s"), 1.0, 1), text),
+             PromptPassage(2, Hit(Passage("h#0", "h", "Gout: symptoms", cut, "s"), 1.0, 2), cut)]
+    units = [u for _, u in candidates("How is gout diagnosed?", shown)]
+    assert ("Other conditions with similar signs, such as septic arthritis, must be ruled out. These tests include "
+            "a blood culture and an X-ray.") in units
+    assert not any(u.startswith("These tests") for u in units)  # never alone; the cut one has no antecedent
+    assert "Gout attacks often start at night." in units
+
+
+def test_a_sentence_that_restates_the_question_with_vague_words_is_not_an_answer():
+    assert restates_question("Achalasia is caused by the condition of achalasia.", "What causes achalasia?")
+    assert restates_question("Many people have gout.", "How many people have gout?")
+    assert not restates_question("Gout is caused by too much uric acid in the blood.", "What causes gout?")
+
+
+def test_a_sentence_copied_word_for_word_is_supported_whatever_the_judge_scores():
+    class Harsh(SupportJudge):  # a judge that rejects everything, as the int8 judge rejected some verbatim copies
+        name = "harsh"
+
+        def scores(self, sentences, passages, titles):
+            return [[0.0] * len(passages) for _ in sentences]
+
+    passages = ["Gout is a form of arthritis. These crystals form in the joints when uric acid is high."]
+    out = attribute("Gout is a form of arthritis [1]. These crystals form in the joints when uric acid is high. "
+                    "Gout is a form of cancer.", passages, ["Gout"], Harsh(), 0.5)
+    assert [v.supported for v in out] == [True, False, False]  # the copy; the subject lost; the altered one
+    assert out[0].citations == [1]

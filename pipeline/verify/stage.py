@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,15 @@ from generator.prompt import PromptPassage
 from pipeline.parts import sub_questions
 from pipeline.verify.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
 from pipeline.verify.judges import support_judge
-from pipeline.verify.support import attribute, is_fragment, is_header, points_at_list, restates_question
+from pipeline.verify.support import (
+    MAX_QUOTE_WORDS,
+    attribute,
+    is_fragment,
+    is_header,
+    leans_on_previous,
+    points_at_list,
+    restates_question,
+)
 from pipeline.verify.terms import evidence_words, term_problems
 
 if TYPE_CHECKING:
@@ -45,6 +54,17 @@ if TYPE_CHECKING:
 
 NO_ANSWER_TEXT = ("The indexed sources do not answer this question. The closest passages are listed with this "
                   "answer; a clinician or pharmacist can help with what they do not cover.")
+CLOSEST_RECORDS = 3
+
+
+def no_answer_text(shown: Sequence[PromptPassage] = ()) -> str:
+    """The refusal, naming the closest records it found ("... The closest records found: Achalasia: treatment;
+    Achalasia: overview."), so a person can see what the sources hold and judge whether it is near."""
+    titles = list(dict.fromkeys(p.hit.passage.title for p in shown if p.hit.passage.title))[:CLOSEST_RECORDS]
+    if not titles:
+        return NO_ANSWER_TEXT
+    return ("The indexed sources do not answer this question. The closest records found: " + "; ".join(titles)
+            + " (listed with this answer). A clinician or pharmacist can help with what they do not cover.")
 UNSOURCED_WARNING = "answered without retrieval: no sentence of this answer is checked against a source"
 
 
@@ -155,6 +175,12 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
                 if len(items) >= 2:  # the list with its lead-in, capped to stay readable
                     out.append((p.marker, _listed(s, items)))
                 continue
+            if leans_on_previous(s):  # its subject is in the sentence before: quoted with it, or not at all
+                prev = lines[i - 2].strip() if i >= 2 else ""
+                if (not prev or prev.endswith(":") or prev.startswith(("-", "*", "\u2022")) or is_header(prev, titles)
+                        or len(prev.split()) + len(s.split()) > MAX_QUOTE_WORDS):
+                    continue
+                s = f"{prev} {s.strip()}"
             key = " ".join(s.lower().split())
             if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
                     and not restates_question(s, question)  # "This summary is about adult leukemia."
@@ -363,7 +389,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
         vecs = embed([question, *texts])
         relevance = round(float((vecs[1:] @ vecs[0]).max()), 4)
     if not texts or relevance < gate:
-        return Verified(NO_ANSWER_TEXT, [], "no_answer", [], relevance, verify_ms=ms(), judge=name)
+        return Verified(no_answer_text(shown), [], "no_answer", [], relevance, verify_ms=ms(), judge=name)
 
     checked, name, _ = check(question, draft, shown, retriever, cfg, judges, embed)
     warnings: list[str] = []
@@ -422,7 +448,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
                                 f"for it: {_cut(parts[j])}")
                 kept += quoted
                 have |= {q.text for q in quoted}
-    text = " ".join(v.text for v in kept) if kept else NO_ANSWER_TEXT
+    text = " ".join(v.text for v in kept) if kept else no_answer_text(shown)
     if not kept:
         mode = "no_answer"
     return Verified(text, kept, mode, warnings, relevance, kept_share, verify_ms=ms(), judge=name)

@@ -1,0 +1,105 @@
+"""A blind review of served answers to the real consumer questions: the reviewer sees the rubric, the question and
+the answer only (not the system, the arm, the sources or what we expect), in a shuffled order under opaque ids.
+
+    .venv/bin/python benchmarks/review_answers.py prepare [--answers artifacts/answers-review/answers-consumer.jsonl]
+        # -> artifacts/answers-review/blind.jsonl (give it, with RUBRIC, to a reviewer) and a key kept apart
+    .venv/bin/python benchmarks/review_answers.py score VERDICTS.jsonl
+        # VERDICTS: one {"rid", "verdict": "answers"|"partial"|"no", "distorted": bool} per line
+        # -> benchmarks/results/review-consumer.json: the shares with Wilson intervals, per question id and kind
+
+The questions and answers stay under artifacts/ (the consumer questions are not ours to commit); the results file
+holds ids and verdicts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.files import atomic_write_json, atomic_write_jsonl  # noqa: E402
+from evaluation.stats import wilson  # noqa: E402
+
+REVIEW = ROOT / "artifacts" / "answers-review"
+RUBRIC = """You are reviewing answers a health-information service gave to questions people wrote. For each item you
+see the person's question and the answer. Judge only from them; you do not see the sources.
+
+verdict:
+- "answers": the answer gives the person what they asked for: it is about what they asked (the same condition,
+  drug or procedure, the same kind of information: cause, treatment, symptoms, outlook...), and a reader would
+  come away with a useful, relevant answer, even if incomplete.
+- "partial": it is on the right subject but misses the main thing asked (gives symptoms when asked about
+  treatment, answers one of two questions, is too vague to act on).
+- "no": it is off-topic, about another condition, only restates the question, or is a refusal ("the indexed
+  sources do not answer this question ...").
+distorted: true when the answer states something misleading for this person (a look-alike condition presented as
+theirs, a sentence whose meaning changed, advice that contradicts safety), else false.
+
+Return one JSON object per line: {"rid": ..., "verdict": ..., "distorted": ..., "why": "<= 15 words"}."""
+
+
+def prepare(answers: Path, arm: str) -> None:
+    rows = [json.loads(x) for x in answers.read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r["arm"] == arm]
+    random.Random(0).shuffle(rows)
+    blind = [{"rid": f"r{i:03d}", "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
+    key = [{"rid": b["rid"], "id": r["id"], "mode": r["mode"], "cites_relevant": r["cites_relevant"]}
+           for b, r in zip(blind, rows, strict=True)]
+    atomic_write_jsonl(REVIEW / "blind.jsonl", blind)
+    atomic_write_jsonl(REVIEW / "key.jsonl", key)
+    (REVIEW / "RUBRIC.txt").write_text(RUBRIC + "\n")
+    print(f"{len(blind)} answers ({arm}) -> {REVIEW / 'blind.jsonl'}; rubric in {REVIEW / 'RUBRIC.txt'}")
+
+
+def score(verdicts: Path, reviewer: str) -> None:
+    key = {r["rid"]: r for r in (json.loads(x) for x in (REVIEW / "key.jsonl").read_text().splitlines() if x)}
+    got = {r["rid"]: r for r in (json.loads(x) for x in verdicts.read_text().splitlines() if x.strip())}
+    missing = sorted(set(key) - set(got))
+    if missing:
+        raise SystemExit(f"review_answers: {len(missing)} answers have no verdict (first: {missing[0]})")
+    rows = [{**key[rid], "verdict": got[rid]["verdict"], "distorted": bool(got[rid].get("distorted"))} for rid in key]
+
+    def share(subset: list[dict], test) -> dict:
+        k = sum(1 for r in subset if test(r))
+        return {"share": round(k / max(1, len(subset)), 4), "k": k, "n": len(subset), "ci95": wilson(k, len(subset))}
+
+    out: dict = {"command": "python benchmarks/review_answers.py score", "date": str(date.today()),
+                 "reviewer": reviewer, "rubric": RUBRIC}
+    for name, subset in (("all", rows), ("alexa", [r for r in rows if r["id"].startswith("alexa")]),
+                         ("messages", [r for r in rows if r["id"].startswith("validation")]),
+                         ("linked", [r for r in rows if r["cites_relevant"] is not None])):
+        out[name] = {"answers": share(subset, lambda r: r["verdict"] == "answers"),
+                     "answers_or_partial": share(subset, lambda r: r["verdict"] in ("answers", "partial")),
+                     "distorted": share(subset, lambda r: r["distorted"]),
+                     "no_answer": share(subset, lambda r: r["mode"] == "no_answer")}
+    out["verdicts"] = sorted(({k: r[k] for k in ("id", "mode", "cites_relevant", "verdict", "distorted")}
+                              for r in rows), key=lambda r: r["id"])
+    atomic_write_json(ROOT / "benchmarks" / "results" / "review-consumer.json", out)
+    print(json.dumps({k: v for k, v in out.items() if k in ("all", "alexa", "messages", "linked")}, indent=1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--answers", default=str(REVIEW / "answers-consumer.jsonl"))
+    p.add_argument("--arm", default="lexical", help="which verification arm's answers (lexical: what make demo serves)")
+    p = sub.add_parser("score")
+    p.add_argument("verdicts")
+    p.add_argument("--reviewer", default="a blind reviewer (a helper agent given RUBRIC, the question and the answer)")
+    a = ap.parse_args()
+    if a.cmd == "prepare":
+        prepare(Path(a.answers), a.arm)
+    else:
+        score(Path(a.verdicts), a.reviewer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

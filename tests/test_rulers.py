@@ -1,0 +1,93 @@
+"""The two rulers (evaluation.rulers) and the conditional question-type prior they chose."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from core.types import Passage  # noqa: E402
+
+
+def _write(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_rulers_read_both_sets_and_keep_the_messages_apart(tmp_path):
+    from evaluation.rulers import consumer_questions, rulers
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "consumer").mkdir()
+    _write(tmp_path / "splits" / "medquad_dev.jsonl",
+           [{"id": "dev-1", "question": "What causes gout ?", "gold_medquad_id": "1:a:2"}])
+    _write(tmp_path / "consumer" / "mediqa2019_dev.questions.jsonl",
+           [{"id": "alexa-1", "question": "What is gout?"}, {"id": "alexa-2", "question": "What is flu?"},
+            {"id": "validation-3", "question": "gout. my toe hurts at night, what helps"}])
+    _write(tmp_path / "consumer" / "mediqa2019_dev.qrels.jsonl",
+           [{"id": "alexa-1", "relevant": ["1:a:1"]}, {"id": "validation-3", "relevant": ["1:a:3", "wikidoc:7"]}])
+    sets = rulers(str(tmp_path))
+    assert sets["medquad_dev"] == [{"id": "dev-1", "question": "What causes gout ?", "relevant": ["1:a:2"]}]
+    assert [r["id"] for r in sets["consumer"]] == ["alexa-1", "validation-3"]  # the linked ones
+    assert [r["id"] for r in sets["consumer_messages"]] == ["validation-3"]
+    assert len(consumer_questions(str(tmp_path))) == 3  # all of them, for the answer review
+    assert consumer_questions(str(tmp_path / "nowhere")) == []
+
+
+def test_recall_summary_counts_ranks_and_says_its_noise():
+    from evaluation.rulers import recall_summary
+
+    s = recall_summary([1, 4, None, 7])
+    assert s["n"] == 4 and s["recall@1"] == 0.25 and s["recall@5"] == 0.5 and s["recall@10"] == 0.75
+    assert s["mrr@10"] == round((1 + 1 / 4 + 1 / 7) / 4, 4)
+    lo, hi = s["recall@5_ci95"]
+    assert 0.0 <= lo < 0.5 < hi <= 1.0  # four questions pin down little
+
+
+def test_first_relevant_rank_resolves_merged_duplicates(tiny_index):
+    from evaluation.rulers import first_relevant_rank, retrieval_table
+    from retriever.search import IndexRetriever
+
+    r = IndexRetriever.load(tiny_index)
+    hit = r.search("treatment", k=1)[0]
+    row = {"id": "x", "question": "treatment", "relevant": [hit.passage.record_id]}
+    assert first_relevant_rank(r, row) == 1
+    assert first_relevant_rank(r, {**row, "relevant": ["no:such:record"]}) is None
+    summary, ranks = retrieval_table(r, [row, {**row, "relevant": []}])
+    assert ranks == [1, None] and summary["recall@1"] == 0.5
+
+
+def _passages(*titles: str) -> list[Passage]:
+    return [Passage(f"{i}#0", str(i), t, "x", "s") for i, t in enumerate(titles)]
+
+
+def _focus(text: str) -> set[str]:
+    return {w for w in text.lower().replace("?", " ").split() if len(w) > 2 and w not in {"what", "the", "are"}}
+
+
+def test_the_prior_lifts_only_records_about_what_the_question_names():
+    """Unconditional, the prior lifted other diseases' records of the asked type over the right record ("What
+    causes Gonorrhea?" -> "Proctitis: causes"); conditional, only records whose subject the question names."""
+    from retriever.search import fuse_question_type
+
+    passages = _passages("Gonorrhea: overview", "Proctitis: causes", "Gout: causes", "Gonorrhea: causes")
+    ranked = [(0, 0.04), (1, 0.03), (2, 0.02), (3, 0.01)]
+    q = "What causes Gonorrhea?"
+    old = [i for i, _ in fuse_question_type(q, ranked, passages, 60)]  # the unconditional prior
+    assert old.index(1) < old.index(0) and old.index(2) < old.index(0)  # other diseases over the right record
+    conditional = [i for i, _ in fuse_question_type(q, ranked, passages, 60, _focus)]
+    assert conditional[:2] == [0, 3] or conditional[:2] == [3, 0]
+    assert conditional.index(1) > conditional.index(3)  # Proctitis is not lifted
+    # nothing names a subject once the type words are out: unchanged
+    assert fuse_question_type("What are the causes?", ranked, passages, 60, _focus) == ranked
+
+
+def test_focus_terms_skip_words_every_disease_name_shares(tiny_index):
+    from retriever.search import IndexRetriever
+
+    r = IndexRetriever.load(tiny_index)
+    assert r.focus_terms("Parkinson's Disease") == r.focus_terms("parkinson")
+    assert not r.focus_terms("Chronic kidney disease") & r.focus_terms("Chronic heart disease") - {
+        r._stemmer.stemWord("kidney"), r._stemmer.stemWord("heart")}
+    assert r.focus_terms("Lung Cancer") & r.focus_terms("cancer of the lung")
+    assert not r.focus_terms("Breast Cancer") & r.focus_terms("Lung Cancer")
