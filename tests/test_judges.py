@@ -275,7 +275,7 @@ def test_question_type_prior_lifts_the_record_of_the_asked_type():
 
 
 def test_symptom_tables_keep_every_row_and_decimal_frequencies():
-    from pipeline.verify.stage import table_items
+    from pipeline.verify.tables import table_items
 
     text = ("Signs and Symptoms Approximate number of patients (when available) Hernia 7.5% Cleft palate 50% "
             "Albinism - Deafness - The Human Phenotype Ontology (HPO) has collected information")

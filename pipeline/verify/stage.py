@@ -47,6 +47,7 @@ from pipeline.verify.support import (
     points_at_list,
     restates_question,
 )
+from pipeline.verify.tables import HPO_TABLE, listed, table_items
 from pipeline.verify.terms import evidence_words, term_problems
 
 if TYPE_CHECKING:
@@ -121,30 +122,6 @@ def names_subject(question: str, title: str) -> bool:
     return not focus.strip() or focus in norm(question)
 
 
-# GARD's symptom tables, flattened into one line by the corpus: "Signs and Symptoms Approximate number of patients
-# (when available) Abnormality of the palate 90% Microcephaly 90% Albinism - ... - The Human Phenotype Ontology
-# (HPO) has collected ...". Quoted sentence by sentence, the list vanished and only its lead-in remained.
-_HPO_TABLE = re.compile(r"Signs and Symptoms Approximate number of patients \(when available\)\s+(.*?)"
-                        r"(?:\s-?\s*The Human Phenotype Ontology \(HPO\) has collected|$)", re.S)
-_HPO_ITEM = re.compile(r"\s*(.+?)\s+(?:-\s|(\d+(?:\.\d+)?%|\d+/\d+)\s*|-$)")  # 90%, 7.5%, 5/7
-
-
-def table_items(text: str) -> list[str]:
-    """The rows of a flattened GARD symptom table, each with its frequency where the table gives one."""
-    m = _HPO_TABLE.search(text)
-    if not m:
-        return []
-    # a table cut by the passage's end loses its last, possibly partial, row; a whole one ends its last row
-    body = m.group(1).strip() + (" - " if m.group(0).endswith("has collected") else " ")
-    return [f"{i.group(1)} ({i.group(2)})" if i.group(2) else i.group(1) for i in _HPO_ITEM.finditer(body)
-            if len(i.group(1)) < 120]
-
-
-def _listed(lead: str, items: list[str]) -> str:
-    shown = items[:10] + ([f"and {len(items) - 10} more"] if len(items) > 10 else [])
-    return f"{lead.rstrip(': ')}: {'; '.join(shown)}."
-
-
 # the corpus's link lines, quoted as if they were answers ("More on: Alveolar Echinococcosis (AE) FAQs")
 _NAVIGATION = re.compile(r"\s*(more on|learn more|see also|read more|for more information)\b", re.I)
 
@@ -157,8 +134,8 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
     for p in shown:
         rows = table_items(p.text)
         if len(rows) >= 2:
-            out.append((p.marker, _listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
-        lines = [s for s in split_sentences(_HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)
+            out.append((p.marker, listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
+        lines = [s for s in split_sentences(HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)
                  and not _NAVIGATION.match(s)]
         last = lines[-1].strip() if lines else ""
         if last and not last.startswith(("-", "*", "\u2022")) and not re.search(r"[.!?:;)\]\"']$", last):
@@ -173,7 +150,7 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
                     items.append(lines[i].lstrip("-*\u2022 ").strip())
                     i += 1
                 if len(items) >= 2:  # the list with its lead-in, capped to stay readable
-                    out.append((p.marker, _listed(s, items)))
+                    out.append((p.marker, listed(s, items)))
                 continue
             if leans_on_previous(s):  # its subject is in the sentence before: quoted with it, or not at all
                 prev = lines[i - 2].strip() if i >= 2 else ""
