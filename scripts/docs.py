@@ -248,7 +248,32 @@ def triage() -> str:
             + (f"Learned layer: `{t['layer']}` ({t['precision']}, threshold {t['threshold']})" if t.get("layer") else
                "No learned layer was loaded (`make models` trains it): served is the rules alone")
             + f", p50 {t['latency_p50_ms']} ms."
-            + "\n\n" + source("triage"))
+            + "\n\n" + source("triage") + stability())
+
+
+def stability() -> str:
+    """Triage's learned layer over several trainings (benchmarks/triage.py --stability), where the file exists."""
+    path = RESULTS / "triage-stability.json"
+    if not path.is_file():
+        return ""
+    st = json.loads(path.read_text())
+
+    def rc(v: dict, k: str) -> str:
+        return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
+
+    rows = [[seed, f"{v['thresholds']['fp32']} / {v['thresholds']['int8']}", rc(v["probe_blind"], "recall"),
+             rc(v["probe_blind"], "false_alarms"), rc(v["heldout"], "recall"), rc(v["heldout"], "false_alarms")]
+            for seed, v in st["seeds"].items()]
+    rep = st["repeat"]
+    return ("\n\nRules plus the learned layer (int8, as served) over three trainings from the same rows, one per seed "
+            "(95% Wilson intervals):\n\n"
+            + table(["seed", "threshold fp32 / int8", "blind probe recall", "blind probe false alarms",
+                     "held-out recall", "held-out false alarms"], rows)
+            + f"\n\nThe int8 threshold spans {st['int8_threshold_spread']['range']} over the seeds while recall and false "
+              "alarms move within their intervals; the same seed twice "
+            + (f"({rep['steps']} steps) gives identical weights and thresholds."
+               if rep["identical_weights"] and rep["identical_thresholds"] else "did NOT repeat: see the file.")
+            + "\n\n" + source("triage-stability"))
 
 
 def followup() -> str:
