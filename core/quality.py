@@ -29,7 +29,11 @@ DEFAULT_QUALITY_WEIGHTS: dict[str, float] = {
 }
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+# not after a title or a Latin abbreviation: "as described by Dr. Fowler" was cut into a sentence that ended at
+# "Dr" and passed verification on its own (found reading the consumer answers)
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "vs", "e.g", "i.e", "approx")
+_SENTENCE_END = re.compile("".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+                           + r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _STOP = frozenset("""a an and are as at be been being but by can could did do does for from had has have he her his
 how i if in into is it its may might more most no not of on or our she should so some such than that the their them
 then there these they this those to was we were what when where which while who why will with would you your also

@@ -292,8 +292,9 @@ VERIFIED = "Gout flares are treated with colchicine and NSAIDs [1]. Allopurinol 
 def verified_client():
     from pipeline.verify.config import VerifyConfig
 
+    # the generated path over HTTP (served with the lexical judge alone, answers quote the passages instead)
     app = create_app(FakeRetriever(docs=GOUT), FakeGenerator(DRAFT),
-                     ServeConfig(k=2, verify=VerifyConfig(min_relevance=0.1)))
+                     ServeConfig(k=2, verify=VerifyConfig(min_relevance=0.1, generated_with_lexical_judge=True)))
     with TestClient(base_url="http://localhost", app=app) as c:
         yield c
 

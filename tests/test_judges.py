@@ -87,8 +87,10 @@ def _shown(docs):
 def test_trained_judge_removes_a_negated_sentence_the_lexical_judge_keeps():
     r = FakeRetriever(docs=GOUT)
     draft = "Gout is treated with colchicine [1]. Gout is not treated with colchicine [1]."
-    lexical = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0))
-    assert lexical.judge == "lexical" and len(lexical.sentences) == 2  # shares every word: kept
+    lexical = verify("How is gout treated?", draft, _shown(GOUT), r,
+                     VerifyConfig(min_relevance=0.0, generated_with_lexical_judge=True))
+    assert lexical.judge == "lexical" and len(lexical.sentences) == 2  # shares every word: kept (why, by
+    # default, the lexical judge alone serves quotes)
     judges = Judges(faithfulness=ScriptedJudge())
     v = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0), judges)
     assert v.judge == "faithfulness-judge"

@@ -8,7 +8,7 @@ from core.markers import markers_in, strip_markers
 from pipeline.answer import Pipeline
 from pipeline.config import PipelineConfig
 from pipeline.verify.config import VerifyConfig
-from pipeline.verify.support import SupportJudge, attribute, is_header, restates_question
+from pipeline.verify.support import SupportJudge, attribute, is_fragment, is_header, restates_question
 from pipeline.verify.terms import is_drug_name, term_problems
 from tests.fakes import FakeGenerator, FakeRetriever
 
@@ -22,8 +22,11 @@ QUESTION = "What are the treatments for gout?"
 
 
 def _answer(draft: str, cfg: VerifyConfig | None = None, docs=GOUT, question: str = QUESTION):
+    # the generated path's mechanics, checked with the lexical judge (served, it quotes instead: see
+    # test_the_lexical_judge_alone_serves_quotes_not_generated_sentences)
     pipeline = Pipeline(FakeRetriever(docs=docs), FakeGenerator(draft), None,
-                        PipelineConfig(k=3, verify=cfg or VerifyConfig(min_relevance=0.1)))
+                        PipelineConfig(k=3, verify=cfg or VerifyConfig(min_relevance=0.1,
+                                                                       generated_with_lexical_judge=True)))
     return pipeline.answer(question)
 
 
@@ -78,7 +81,8 @@ def test_irrelevant_retrieval_is_no_answer_with_closest_passages():
 
 def test_mark_keeps_unsupported_sentences_labelled():
     a = _answer("Gout flares are treated with colchicine. Older adults hold infusion over time.",
-                cfg=VerifyConfig(min_relevance=0.1, unsupported="mark", min_kept_share=0.4))
+                cfg=VerifyConfig(min_relevance=0.1, unsupported="mark", min_kept_share=0.4,
+                                 generated_with_lexical_judge=True))
     assert a.answer_mode == "generated"
     assert [s.supported for s in a.sentences] == [True, False]
     assert a.sentences[1].text.endswith("[not in the sources]") and a.sentences[1].citations == []
@@ -190,6 +194,40 @@ def test_a_sentence_that_restates_the_question_with_vague_words_is_not_an_answer
     assert restates_question("Achalasia is caused by the condition of achalasia.", "What causes achalasia?")
     assert restates_question("Many people have gout.", "How many people have gout?")
     assert not restates_question("Gout is caused by too much uric acid in the blood.", "What causes gout?")
+
+
+def test_the_lexical_judge_alone_serves_quotes_not_generated_sentences():
+    # meaning-blind, the lexical judge keeps a swapped fact ("Allopurinol lowers ... colchicine" reads as supported):
+    # by default it never lets the model's own sentences through; the passages are quoted instead
+    draft = "Gout flares are treated with colchicine and NSAIDs [1]. Allopurinol lowers uric acid levels over time [1]."
+    served = Pipeline(FakeRetriever(docs=GOUT), FakeGenerator(draft), None,
+                      PipelineConfig(k=3, verify=VerifyConfig(min_relevance=0.1))).answer(QUESTION)
+    assert served.answer_mode == "extractive" and served.judge == "lexical"
+    assert all(s.text.startswith(('"', "About ")) for s in served.sentences)  # every sentence a quote
+    assert any("cannot check what a generated sentence means" in w for w in served.warnings)
+    assert _answer(draft).answer_mode == "generated"  # the operator's choice (generated_with_lexical_judge)
+
+
+def test_a_quote_with_its_antecedent_and_the_antecedent_alone_are_not_both_quoted():
+    docs = [("Parkinson's Disease: overview", "Parkinson's disease is a brain disorder that leads to shaking, "
+             "stiffness, and difficulty with walking. It affects about half a million people in the United States. "
+             "Tremor of the hands is often the first sign of Parkinson's disease.")]
+    a = Pipeline(FakeRetriever(docs=docs), FakeGenerator("Nothing useful here."), None,
+                 PipelineConfig(k=1, verify=VerifyConfig(min_relevance=0.1))).answer("What is Parkinson's disease?")
+    quotes = [strip_markers(s.text) for s in a.sentences]
+    assert a.answer_mode == "extractive" and len(quotes) >= 2
+    assert not any(i != j and q.strip('" ') in o for i, q in enumerate(quotes) for j, o in enumerate(quotes))
+
+
+def test_the_consumer_answers_vacuous_sentences_are_not_answers():
+    # each of these passed verification with a citation in the served answers to real consumer questions
+    assert restates_question("The answer to the question of diagnosing anemia is: [2]", "How to diagnose Anemia?")
+    assert is_fragment(": Leg Injuries, Dislocations & Broken Bones [2]")  # the tail of a cut line
+    # a title's abbreviation does not end a sentence: "... as mentioned above by Dr" passed on its own
+    from core.quality import split_sentences
+
+    assert split_sentences("The cause, as described by Dr. Fowler, is age. It grows e.g. with time. Yes.") == [
+        "The cause, as described by Dr. Fowler, is age.", "It grows e.g. with time.", "Yes."]
 
 
 def test_a_sentence_copied_word_for_word_is_supported_whatever_the_judge_scores():

@@ -222,8 +222,13 @@ def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int,
     # text may name the condition otherwise ("17q21.31 microdeletion syndrome"), which the scorer read as
     # not answering: its units pass the floor
     filed = {m for m in named if named[m] == max(named.values()) and asks_for_section(question, titles[m])}
-    best = [i for i in sorted(range(len(units)), key=lambda i: (-rank[i], i))
-            if floor is None or sims[i] >= floor or units[i][0] in filed][:n]
+    best: list[int] = []
+    for i in sorted(range(len(units)), key=lambda i: (-rank[i], i)):
+        # a sentence quoted with its antecedent holds the sentence alone: one of the two, never both (the
+        # consumer answers quoted "X is a brain disorder ..." twice, alone and with the sentence after it)
+        if ((floor is None or sims[i] >= floor or units[i][0] in filed) and len(best) < n
+                and not any(units[i][1] in units[j][1] or units[j][1] in units[i][1] for j in best)):
+            best.append(i)
     return [SentenceVerdict(quote(units[i][0], units[i][1], titles[units[i][0]], question), [units[i][0]], True,
                             round(sims[i], 4)) for i in best]
 
@@ -406,11 +411,13 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
         warnings.append(f"dropped citation marker(s) that point at no passage shown: {out_of_range}")
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
-    if kept_share < cfg.min_kept_share or not supported:
+    meaning_blind = name == "lexical" and not cfg.generated_with_lexical_judge
+    if meaning_blind or kept_share < cfg.min_kept_share or not supported:
         quoted = answer_parts(parts, shown, embed, cfg, judges, gate, warnings)
         if quoted:
-            warnings.append(f"too little of the generated answer was supported ({len(supported)} of {len(body)} "
-                            "sentences): quoting the passages instead")
+            warnings.append("the lexical judge cannot check what a generated sentence means: quoting the passages"
+                            if meaning_blind else f"too little of the generated answer was supported "
+                            f"({len(supported)} of {len(body)} sentences): quoting the passages instead")
             kept, mode = quoted, "extractive"
         elif gate is not None:
             kept = []

@@ -23,7 +23,8 @@ from core.markers import markers_in, strip_markers
 from core.quality import content_words, split_sentences
 from core.types import SentenceVerdict
 
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s")
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "es", "ed", "ly", "s", "e")
+"""Longest first; the final "e" makes diagnose/diagnosing and cause/caused one stem."""
 
 
 def _stem(word: str) -> str:
@@ -132,9 +133,11 @@ def is_header(sentence: str, titles: Sequence[str]) -> bool:
 
 def is_fragment(sentence: str) -> bool:
     """A piece of a passage copied from where its chunk starts mid-sentence ("uric acid levels.", "with
-    patients, NEI is ..."), or too short to say anything: not an answer sentence."""
+    patients, NEI is ..."), the tail of a cut line, or too short to say anything: not an answer sentence."""
     bare = strip_markers(sentence).strip()
-    return len(bare.split()) < 4 or bare[:1].islower()
+    # a line that starts with the punctuation that joined it to something cut away (": Leg Injuries, Dislocations &
+    # Broken Bones", the tail of "The answer to this question is: [1] ... [2]: ...")
+    return len(bare.split()) < 4 or bare[:1].islower() or bare[:1] in ":;,)"
 
 
 _META = frozenset(_stem(w) for w in _LABELS | set("""question questions asked ask asking answers answered response
