@@ -57,14 +57,25 @@ def render_answers() -> str:
         lo, hi = x.get(f"{key}_ci95", (None, None))
         return "-" if x.get(key) is None else f"{x[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
 
+    # the same drafts with the model's own sentences allowed under the lexical judge (the default before it quoted)
+    ablation = ROOT / "benchmarks/results/answers-ablation-generated.json"
+    generated = json.loads(ablation.read_text())["sets"] if ablation.is_file() else {}
+
     for name, v in a["sets"].items():
-        for arm in arms:
-            x = v[arm]
+        rows = [(arm, v[arm]) for arm in arms]
+        if name in generated and name != "out_of_scope":
+            rows.append(("lexical, model's sentences allowed", generated[name]["lexical"]))
+        for arm, x in rows:
             f1 = f"{x['token_f1']['mean']:.3f}" if x.get("token_f1") else "-"
             shown = "-" if x.get("gold_shown") is None else f"{x['gold_shown']:.3f}"
             out.append(f"| {name} | {v['n']} ({v.get('linked', '-')}) | {arm} | {with_ci(x, 'cites_gold')} | {shown} | "
                        f"{with_ci(x, 'no_answer')} | {x['modes'].get('generated', 0)} / "
                        f"{x['modes'].get('extractive', 0)} | {f1} |")
+    if generated:
+        out += ["", "\"model's sentences allowed\": the same drafts verified with "
+                    "`--verify generated_with_lexical_judge=1` (`benchmarks/results/answers-ablation-generated.json`): "
+                    "the lexical judge lets the model's supported sentences through, as before quoting became its "
+                    "default."]
     d, dev = a.get("dev_no_retrieval"), a["sets"]["dev"]
 
     def ci(x: dict) -> str:

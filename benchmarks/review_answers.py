@@ -3,6 +3,9 @@ the answer only (not the system, the arm, the sources or what we expect), in a s
 
     .venv/bin/python benchmarks/review_answers.py prepare [--answers artifacts/answers-review/answers-consumer.jsonl]
         # -> artifacts/answers-review/blind.jsonl (give it, with RUBRIC, to a reviewer) and a key kept apart
+    .venv/bin/python benchmarks/review_answers.py prepare --mix-in OLD_ANSWERS.jsonl --mix-verdicts OLD_VERDICTS.jsonl
+        # a second round: 30 answers of an earlier reviewed run mixed in, unmarked, to check the reviewer agrees
+        # with the earlier verdicts (the mixed-in ones are scored apart, as agreement, not in the shares)
     .venv/bin/python benchmarks/review_answers.py score VERDICTS.jsonl
         # VERDICTS: one {"rid", "verdict": "answers"|"partial"|"no", "distorted": bool} per line
         # -> benchmarks/results/review-consumer.json: the shares with Wilson intervals, per question id and kind
@@ -44,26 +47,43 @@ theirs, a sentence whose meaning changed, advice that contradicts safety), else 
 Return one JSON object per line: {"rid": ..., "verdict": ..., "distorted": ..., "why": "<= 15 words"}."""
 
 
-def prepare(answers: Path, arm: str) -> None:
-    rows = [json.loads(x) for x in answers.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if r["arm"] == arm]
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def prepare(answers: Path, arm: str, mix_in: Path | None = None, mix_verdicts: Path | None = None,
+            mix_n: int = 30) -> None:
+    rows = [r for r in read_jsonl(answers) if r["arm"] == arm]
+    if mix_in and mix_verdicts:  # earlier answers with their earlier verdicts, for the reviewer's consistency
+        old_key = {r["id"]: r for r in read_jsonl(mix_verdicts.with_name(mix_verdicts.name.replace("verdicts",
+                                                                                                     "key")))}
+        old_verdict = {r["rid"]: r for r in read_jsonl(mix_verdicts)}
+        now = {r["id"]: r["answer"] for r in rows}
+        # only earlier answers that differ from this run's: an identical one would be a repeat, not a check
+        old = [r for r in read_jsonl(mix_in) if r["arm"] == arm and r["id"] in old_key and now.get(r["id"]) != r["answer"]]
+        for r in random.Random(1).sample(old, min(mix_n, len(old))):
+            earlier = old_verdict[old_key[r["id"]]["rid"]]
+            rows.append({**r, "mixed_in": {"verdict": earlier["verdict"], "distorted": bool(earlier.get("distorted"))}})
     random.Random(0).shuffle(rows)
     blind = [{"rid": f"r{i:03d}", "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
-    key = [{"rid": b["rid"], "id": r["id"], "mode": r["mode"], "cites_relevant": r["cites_relevant"]}
-           for b, r in zip(blind, rows, strict=True)]
+    key = [{"rid": b["rid"], "id": r["id"], "mode": r["mode"], "cites_relevant": r["cites_relevant"],
+            **({"mixed_in": r["mixed_in"]} if "mixed_in" in r else {})} for b, r in zip(blind, rows, strict=True)]
     atomic_write_jsonl(REVIEW / "blind.jsonl", blind)
     atomic_write_jsonl(REVIEW / "key.jsonl", key)
     (REVIEW / "RUBRIC.txt").write_text(RUBRIC + "\n")
     print(f"{len(blind)} answers ({arm}) -> {REVIEW / 'blind.jsonl'}; rubric in {REVIEW / 'RUBRIC.txt'}")
 
 
-def score(verdicts: Path, reviewer: str) -> None:
+def score(verdicts: Path, reviewer: str, out_path: Path = ROOT / "benchmarks" / "results" / "review-consumer.json"
+          ) -> dict:
     key = {r["rid"]: r for r in (json.loads(x) for x in (REVIEW / "key.jsonl").read_text().splitlines() if x)}
     got = {r["rid"]: r for r in (json.loads(x) for x in verdicts.read_text().splitlines() if x.strip())}
     missing = sorted(set(key) - set(got))
     if missing:
         raise SystemExit(f"review_answers: {len(missing)} answers have no verdict (first: {missing[0]})")
-    rows = [{**key[rid], "verdict": got[rid]["verdict"], "distorted": bool(got[rid].get("distorted"))} for rid in key]
+    both = [{**key[rid], "verdict": got[rid]["verdict"], "distorted": bool(got[rid].get("distorted"))} for rid in key]
+    rows = [r for r in both if "mixed_in" not in r]
+    mixed = [r for r in both if "mixed_in" in r]
 
     def share(subset: list[dict], test) -> dict:
         k = sum(1 for r in subset if test(r))
@@ -78,10 +98,18 @@ def score(verdicts: Path, reviewer: str) -> None:
                      "answers_or_partial": share(subset, lambda r: r["verdict"] in ("answers", "partial")),
                      "distorted": share(subset, lambda r: r["distorted"]),
                      "no_answer": share(subset, lambda r: r["mode"] == "no_answer")}
+    if mixed:  # the same reviewer rubric on earlier answers: does this reviewer agree with the earlier verdicts?
+        agree = sum(1 for r in mixed if r["verdict"] == r["mixed_in"]["verdict"])
+        out["consistency"] = {"mixed_in": len(mixed), "same_verdict": agree, "ci95": wilson(agree, len(mixed)),
+                              "earlier_answers_share": round(sum(r["mixed_in"]["verdict"] == "answers"
+                                                                 for r in mixed) / len(mixed), 4),
+                              "now_answers_share": round(sum(r["verdict"] == "answers" for r in mixed) / len(mixed), 4)}
     out["verdicts"] = sorted(({k: r[k] for k in ("id", "mode", "cites_relevant", "verdict", "distorted")}
                               for r in rows), key=lambda r: r["id"])
-    atomic_write_json(ROOT / "benchmarks" / "results" / "review-consumer.json", out)
-    print(json.dumps({k: v for k, v in out.items() if k in ("all", "alexa", "messages", "linked")}, indent=1))
+    atomic_write_json(out_path, out)
+    print(json.dumps({k: v for k, v in out.items() if k in ("all", "alexa", "messages", "linked", "consistency")},
+                     indent=1))
+    return out
 
 
 def main() -> int:
@@ -90,12 +118,16 @@ def main() -> int:
     p = sub.add_parser("prepare")
     p.add_argument("--answers", default=str(REVIEW / "answers-consumer.jsonl"))
     p.add_argument("--arm", default="lexical", help="which verification arm's answers (lexical: what make demo serves)")
+    p.add_argument("--mix-in", type=Path, help="an earlier run's answers file, some of whose answers are mixed in")
+    p.add_argument("--mix-verdicts", type=Path, help="the earlier review's verdicts (its key file beside it, "
+                                                      "named with key for verdicts)")
+    p.add_argument("--mix-n", type=int, default=30)
     p = sub.add_parser("score")
     p.add_argument("verdicts")
     p.add_argument("--reviewer", default="a blind reviewer (a helper agent given RUBRIC, the question and the answer)")
     a = ap.parse_args()
     if a.cmd == "prepare":
-        prepare(Path(a.answers), a.arm)
+        prepare(Path(a.answers), a.arm, a.mix_in, a.mix_verdicts, a.mix_n)
     else:
         score(Path(a.verdicts), a.reviewer)
     return 0

@@ -98,9 +98,16 @@ def summary() -> str:
             ["out-of-scope questions refused", f3(oos["no_answer"])]]
     review = RESULTS / "review-consumer.json"
     if review.is_file():
-        v = json.loads(review.read_text())["all"]
-        rows.append(["blind review: the answer gives the person what they asked (consumer dev, all 127, 95% CI)",
-                     f"{f3(v['answers']['share'])} [{f3(v['answers']['ci95'][0])}, {f3(v['answers']['ci95'][1])}]"])
+        rv = json.loads(review.read_text())
+        v, before = rv["all"], RESULTS / "review-consumer-before.json"
+        was = (f"{f3(json.loads(before.read_text())['all']['answers']['share'])} before quoting by default -> "
+               if before.is_file() else "")
+        agreed = (f"; a second reviewer agreed on {rv['consistency']['same_verdict']} of {rv['consistency']['mixed_in']}"
+                  " earlier answers mixed in" if "consistency" in rv else "")
+        rows.append([f"blind review: the answer gives the person what they asked (consumer dev, all 127, 95% CI{agreed})",
+                     f"{was}{f3(v['answers']['share'])} [{f3(v['answers']['ci95'][0])}, {f3(v['answers']['ci95'][1])}]"])
+        rows.append(["blind review: distorted (misleading for the person), same answers",
+                     f"{f3(v['distorted']['share'])} [{f3(v['distorted']['ci95'][0])}, {f3(v['distorted']['ci95'][1])}]"])
     rows += [["faithfulness judge: balanced accuracy on altered / faithful sentences (`make models`)",
               f3(fj["balanced_accuracy"])],
              ["emergency triage recall / false alarms, blind probe (served: "
@@ -108,7 +115,8 @@ def summary() -> str:
               f"{f3(t['probe_blind']['served']['recall'])} / {f3(t['probe_blind']['served']['false_alarms'])}"],
              ["emergency triage recall / false alarms, older held-out set (same)",
               f"{f3(t['heldout']['served']['recall'])} / {f3(t['heldout']['served']['false_alarms'])}"]]
-    names = ["answers", "judges", "retrieval", "triage"]
+    names = ["answers", "judges", "retrieval", "triage"] + [n for n in ("review-consumer", "review-consumer-before")
+                                                           if (RESULTS / f"{n}.json").is_file()]
     stability = RESULTS / "triage-stability.json"
     if stability.is_file():
         st = json.loads(stability.read_text())
@@ -182,7 +190,9 @@ def judges() -> str:
 def answers() -> str:
     from benchmarks.report_judges import render_answers
 
-    return render_answers() + "\n" + source("answers")
+    names = ["answers"] + (["answers-ablation-generated"]
+                           if (RESULTS / "answers-ablation-generated.json").is_file() else [])
+    return render_answers() + "\n" + source(*names)
 
 
 def answers_tuned() -> str:

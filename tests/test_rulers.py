@@ -91,3 +91,31 @@ def test_focus_terms_skip_words_every_disease_name_shares(tiny_index):
         r._stemmer.stemWord("kidney"), r._stemmer.stemWord("heart")}
     assert r.focus_terms("Lung Cancer") & r.focus_terms("cancer of the lung")
     assert not r.focus_terms("Breast Cancer") & r.focus_terms("Lung Cancer")
+
+
+def test_a_blind_review_round_scores_mixed_in_earlier_answers_apart(tmp_path, monkeypatch):
+    from benchmarks import review_answers as ra
+
+    monkeypatch.setattr(ra, "REVIEW", tmp_path)
+
+    def answers(path, text):
+        path.write_text("".join(json.dumps({"arm": "lexical", "id": f"alexa-{i}", "question": f"q{i}",
+                                            "answer": f"{text}{i}", "mode": "extractive", "cites_relevant": True})
+                                + "\n" for i in range(4)))
+
+    answers(tmp_path / "old.jsonl", "old")
+    answers(tmp_path / "new.jsonl", "new")
+    ra.prepare(tmp_path / "new.jsonl", "lexical")  # round 1 stands in for the earlier review
+    (tmp_path / "key-r1.jsonl").write_text((tmp_path / "key.jsonl").read_text())
+    (tmp_path / "verdicts-r1.jsonl").write_text("".join(json.dumps({"rid": k["rid"], "verdict": "partial"}) + "\n"
+                                                       for k in map(json.loads, (tmp_path / "key.jsonl").open())))
+    ra.prepare(tmp_path / "new.jsonl", "lexical", tmp_path / "old.jsonl", tmp_path / "verdicts-r1.jsonl", mix_n=2)
+    blind = [json.loads(x) for x in (tmp_path / "blind.jsonl").open()]
+    key = {k["rid"]: k for k in map(json.loads, (tmp_path / "key.jsonl").open())}
+    assert len(blind) == 6 and all(set(b) == {"rid", "question", "answer"} for b in blind)  # nothing marks them
+    assert sum("mixed_in" in k for k in key.values()) == 2
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps({"rid": b["rid"], "verdict": "partial" if "mixed_in" in
+                                                           key[b["rid"]] else "answers"}) + "\n" for b in blind))
+    out = ra.score(tmp_path / "v.jsonl", "test", tmp_path / "review.json")
+    assert out["all"]["answers"]["n"] == 4 and out["all"]["answers"]["share"] == 1.0  # the mixed-in ones apart
+    assert out["consistency"]["mixed_in"] == 2 and out["consistency"]["same_verdict"] == 2
