@@ -87,8 +87,20 @@ def start_local(num_cpus: int | None = None) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False  # Ray may have been imported before the variable was set
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    import stamina
+
+    # Ray gives its raylet a fixed 30 s to register; on a busy machine (an index build beside a test run) it can
+    # take longer, and the node start fails with "timed out during startup": start it again, not fail the build
+    for attempt in stamina.retry_context(on=_startup_timed_out, attempts=3, wait_initial=1.0, timeout=None):
+        with attempt:
+            if ray.is_initialized():
+                ray.shutdown()
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+
+
+def _startup_timed_out(exc: Exception) -> bool:
+    return "timed out during startup" in str(exc)
 
 
 def connect(cfg: IndexConfig) -> dict[str, Any]:

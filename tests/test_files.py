@@ -23,6 +23,7 @@ from pathlib import Path
 from core.files import atomic_write_json, staging_dir
 root = Path(sys.argv[1])
 n = int((root / "start").read_text())
+(root / "ready").touch()  # imports done: the kill lands while it writes, however slow the machine is
 while True:
     n += 1
     atomic_write_json(root / "state.json", {"n": n, "pad": "x" * 20000})
@@ -52,9 +53,16 @@ def test_sigkill_never_leaves_a_torn_file_or_a_missing_directory(tmp_path):
     (root / "start").write_text("0")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rng = random.Random(0)
-    for _ in range(8):
+    for run in range(8):
+        (root / "ready").unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], env=env)
-        time.sleep(0.3 + rng.random() * 0.7)
+        deadline = time.monotonic() + 600  # a hang guard only: Python's start on a busy machine takes seconds
+        while not (root / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.random() * 0.7)
+        if run == 7:  # the last run waits for a write of its own, so the loop surely killed a writer mid-work
+            while json.loads((root / "state.json").read_text())["n"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         _check(root)
