@@ -208,6 +208,24 @@ def test_the_lexical_judge_alone_serves_quotes_not_generated_sentences():
     assert _answer(draft).answer_mode == "generated"  # the operator's choice (generated_with_lexical_judge)
 
 
+def test_an_open_lead_in_is_quoted_with_its_list_and_a_leaning_sentence_never_with_another():
+    # both found in the served answers to consumer messages: a lead-in ending "such as" quoted without its items,
+    # and "This may cause ... This summary is about ..." (a pair whose first sentence has no subject of its own)
+    from core.types import Hit, Passage
+    from generator.prompt import PromptPassage
+    from pipeline.verify.stage import candidates
+
+    text = ("Certain foods and drinks may cause IBS symptoms in some children, such as\n- milk products\n- fruit "
+            "juice\nCLL grows slowly in most people. This may cause infection and easy bleeding. This summary is "
+            "about chronic lymphocytic leukemia.")
+    shown = [PromptPassage(1, Hit(Passage("i#0", "i", "IBS in Children", text, "s"), 1.0, 1), text)]
+    units = [u for _, u in candidates("What causes IBS?", shown)]
+    assert "Certain foods and drinks may cause IBS symptoms in some children, such as: milk products; fruit juice." in units
+    assert not any(u.rstrip().endswith("such as") for u in units)
+    assert "CLL grows slowly in most people. This may cause infection and easy bleeding." in units
+    assert not any("bleeding. This summary" in u for u in units)
+
+
 def test_a_quote_with_its_antecedent_and_the_antecedent_alone_are_not_both_quoted():
     docs = [("Parkinson's Disease: overview", "Parkinson's disease is a brain disorder that leads to shaking, "
              "stiffness, and difficulty with walking. It affects about half a million people in the United States. "

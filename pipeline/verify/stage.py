@@ -122,6 +122,9 @@ def names_subject(question: str, title: str) -> bool:
     return not focus.strip() or focus in norm(question)
 
 
+# a list's lead-in without a colon: quoted without its items it ends mid-sentence ("Certain foods and drinks may cause
+# IBS symptoms in some children, such as" was quoted to a consumer message)
+_OPEN_LEAD = re.compile(r"\b(?:such as|include|includes|including|like|the following)\s*$", re.I)
 # the corpus's link lines, quoted as if they were answers ("More on: Alveolar Echinococcosis (AE) FAQs")
 _NAVIGATION = re.compile(r"\s*(more on|learn more|see also|read more|for more information)\b", re.I)
 
@@ -144,7 +147,7 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
         while i < len(lines):
             s = lines[i]
             i += 1
-            if s.rstrip().endswith(":"):
+            if s.rstrip().endswith(":") or _OPEN_LEAD.search(s):
                 items = []
                 while i < len(lines) and lines[i].lstrip().startswith(("-", "*", "\u2022")):
                     items.append(lines[i].lstrip("-*\u2022 ").strip())
@@ -155,7 +158,7 @@ def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str
             if leans_on_previous(s):  # its subject is in the sentence before: quoted with it, or not at all
                 prev = lines[i - 2].strip() if i >= 2 else ""
                 if (not prev or prev.endswith(":") or prev.startswith(("-", "*", "\u2022")) or is_header(prev, titles)
-                        or len(prev.split()) + len(s.split()) > MAX_QUOTE_WORDS):
+                        or leans_on_previous(prev) or len(prev.split()) + len(s.split()) > MAX_QUOTE_WORDS):
                     continue
                 s = f"{prev} {s.strip()}"
             key = " ".join(s.lower().split())
