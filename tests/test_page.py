@@ -15,6 +15,7 @@ import pytest
 from core.errors import OverloadedError
 from core.types import Generation
 from generator.config import DecodingConfig
+from pipeline.verify.config import VerifyConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
 from service.config import ServeConfig
@@ -79,7 +80,9 @@ def _server(retriever, generator, tmp_path, **cfg):
 
 @pytest.fixture(scope="module")
 def site(retriever, tmp_path_factory):
-    url, srv, thread, store = _server(retriever, SlowGenerator(), tmp_path_factory.mktemp("page"))
+    # the page as it shows a generated answer (served with the lexical judge alone, answers are quotes instead)
+    url, srv, thread, store = _server(retriever, SlowGenerator(), tmp_path_factory.mktemp("page"),
+                                      verify=VerifyConfig(generated_with_lexical_judge=True))
     yield url, store
     srv.should_exit = True
     thread.join(10)
@@ -144,7 +147,8 @@ def test_clear_conversations_removes_them_from_this_browser(page):
 
 def test_text_from_the_model_is_text_never_html(browser, retriever, tmp_path):
     url, srv, thread, _ = _server(retriever, SlowGenerator("<img src=x onerror=alert(1)> Ewing sarcoma of the "
-                                                           "femur is treated with surgery [1].", 0.0), tmp_path)
+                                                           "femur is treated with surgery [1].", 0.0), tmp_path,
+                                  verify=VerifyConfig(generated_with_lexical_judge=True))  # the model's text kept
     try:
         pg = browser.new_page()
         pg.goto(url + "/")
