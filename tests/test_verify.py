@@ -206,6 +206,15 @@ def test_the_lexical_judge_alone_serves_quotes_not_generated_sentences():
     assert all(s.text.startswith(('"', "About ")) for s in served.sentences)  # every sentence a quote
     assert any("cannot check what a generated sentence means" in w for w in served.warnings)
     assert _answer(draft).answer_mode == "generated"  # the operator's choice (generated_with_lexical_judge)
+    # nothing quotable (every passage sentence too short to quote): a refusal, not the model's unchecked text
+    # four-word sentences: long enough to answer, too short to quote
+    short, draft = [("Gout: treatment", "Colchicine helps treat gout. NSAIDs help treat gout.")], "Colchicine helps treat gout [1]."
+    bare = Pipeline(FakeRetriever(docs=short), FakeGenerator(draft), None,
+                    PipelineConfig(k=1, verify=VerifyConfig(min_relevance=0.1))).answer(QUESTION)
+    assert bare.answer_mode == "no_answer" and draft[:-1] not in bare.text
+    kept = Pipeline(FakeRetriever(docs=short), FakeGenerator(draft), None, PipelineConfig(
+        k=1, verify=VerifyConfig(min_relevance=0.1, generated_with_lexical_judge=True))).answer(QUESTION)
+    assert kept.answer_mode == "generated"  # the same draft passes the lexical judge: the case is the hole it closes
 
 
 def test_an_open_lead_in_is_quoted_with_its_list_and_a_leaning_sentence_never_with_another():

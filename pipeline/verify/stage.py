@@ -422,7 +422,7 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
                             if meaning_blind else f"too little of the generated answer was supported "
                             f"({len(supported)} of {len(body)} sentences): quoting the passages instead")
             kept, mode = quoted, "extractive"
-        elif gate is not None:
+        elif gate is not None or meaning_blind:  # nothing to quote: the model's text does not stand in unchecked
             kept = []
             warnings.append("no sentence of the shown passages answers the question")
     elif len(parts) > 1 and len(covered) < len(parts):  # a part the generated answer left unanswered: quoted
