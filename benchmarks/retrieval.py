@@ -162,6 +162,8 @@ def int8_queries(r: IndexRetriever, dev: list[dict]) -> dict:
 
     import torch
 
+    if r.manifest["embedder"].get("backend", "torch") != "torch":  # its successor: benchmarks/embedding.py
+        return {"skipped": f"the index's embed backend is {r.manifest['embedder']['backend']}, not torch"}
     fp32 = r.embedder
     int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     assert any("quantized" in type(m).__module__ for m in int8.modules()), "no Linear layer was quantized"

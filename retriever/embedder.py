@@ -47,9 +47,15 @@ def dir_checksum(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_embedder(path: str, threads: int = 0, device: str = "cpu"):
-    """A SentenceTransformer on `device` (CPU unless told: the Ray engine's GPU actors pass cuda). Threads: 0 = all
-    cores. Imports torch/sentence-transformers lazily."""
+def load_embedder(path: str, threads: int = 0, device: str = "cpu", backend: str = "torch", throughput: bool = False,
+                  precision: str = ""):
+    """A SentenceTransformer on `device` (CPU unless told: the Ray engine's GPU actors pass cuda), or with backend
+    openvino the same model on OpenVINO (retriever.openvino_embedder; `throughput` for index builds, `precision`
+    bf16/f32, empty = what the CPU computes natively). Threads: 0 = all cores. Imports lazily."""
+    if backend == "openvino" and device == "cpu":
+        from retriever.openvino_embedder import OpenVinoEmbedder
+
+        return OpenVinoEmbedder.load(path, threads, throughput=throughput, precision=precision)
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)

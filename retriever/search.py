@@ -24,6 +24,21 @@ from retriever.embedder import dir_checksum, load_embedder
 MAX_K = 100
 
 
+def _query_embedder(root: Path, record: dict, threads: int, verify: bool):
+    """The index's embedder on the backend its passages were embedded with (manifest `embedder.backend`; indexes
+    from before backends were recorded are torch), at the precision recorded, from the same converted file."""
+    backend = record.get("backend", "torch")
+    embedder_dir = root / fmt.EMBEDDER_DIR
+    if backend == "openvino":
+        from retriever.openvino_embedder import export_path, export_sha256
+
+        if not export_path(embedder_dir).is_file() or (verify and export_sha256(embedder_dir)
+                                                       != record.get("export_sha256")):
+            raise IndexCorruptError(f"the OpenVINO export in {embedder_dir} is missing or does not match its manifest "
+                                    f"checksum; rebuild with `medcite index --out {root}`")
+    return load_embedder(str(embedder_dir), threads, backend=backend, precision=record.get("precision", ""))
+
+
 class IndexRetriever:
     """Loaded once (at start-up), then `search` is called per query. Thread-safe for concurrent reads."""
 
@@ -87,7 +102,7 @@ class IndexRetriever:
             raise IndexCorruptError(f"{root}: {dense.ntotal} vectors for {len(passages)} passages; rebuild with "
                                     f"`medcite index --out {root}`")
         bm25 = bm25s.BM25.load(str(root / fmt.BM25_DIR))
-        embedder = load_embedder(str(embedder_dir), threads)
+        embedder = _query_embedder(root, manifest["embedder"], threads, verify_embedder)
         if embedder.get_embedding_dimension() != manifest["embedder"]["dim"] or dense.d != manifest["embedder"]["dim"]:
             raise IndexCorruptError(f"{root}: embedder dimension does not match the index; rebuild with "
                                     f"`medcite index --out {root}`")

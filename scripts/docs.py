@@ -154,6 +154,31 @@ def retrieval() -> str:
               f"throughput {r['throughput']['ratio']}x a plain `encode` loop.\n\n" + source("retrieval"))
 
 
+def embedding() -> str:
+    e = load("embedding")
+    t, q = e["throughput"], e["retrieval"]
+    rate = {a: sorted(v)[len(v) // 2] for a, v in t["passages_per_s"].items()}
+    names = {"plain_loop": "sentence-transformers fp32, one `encode` per batch in corpus order (the plain loop)",
+             "st_encode": "sentence-transformers fp32, one `encode` over all (it sorts by length)",
+             "torch_job": "the build's stage, `embed_backend: torch` (token-length-sorted shards)",
+             "openvino_job": f"the build's stage, `embed_backend: openvino` ({t['precision']}), the default"}
+    ratio = {"plain_loop": "1", **{a: f"{t['ratios'][f'{a}_over_plain_loop']}x" for a in names if a != "plain_loop"}}
+    speed = table(["arm", "passages/s (median)", "vs the plain loop (median of paired reps)"],
+                  [[names[a], round(rate[a], 1), ratio[a]] for a in names])
+    rows = [[RULER_NAMES[ruler], arm, f3(v["fp32"]), f3(v["served_backend"]),
+             f"{v['difference']['mean']:+.3f} [{v['difference']['ci95'][0]:+.3f}, {v['difference']['ci95'][1]:+.3f}]",
+             v["difference"]["questions_changed"]]
+            for ruler in RULER_NAMES if ruler in q for arm, v in q[ruler].items()]
+    cos = t["cosine_to_fp32"]
+    return (f"{t['passages']} passages of the index (a seeded sample, corpus order), batch {t['batch_size']}, "
+            f"{t['threads']} threads, {t['reps']} reps interleaved A B C D / D C B A:\n\n" + speed
+            + f"\n\nThe served vectors against sentence-transformers' fp32 ones: cosine mean {cos['mean']}, min "
+              f"{cos['min']}. Recall@5 of the index built with each (same corpus, same settings otherwise):\n\n"
+            + table(["ruler", "retrieval", "fp32 index", "served backend's index", "difference (95% CI)",
+                     "questions changed"], rows)
+            + "\n\n" + source("embedding"))
+
+
 def serving() -> str:
     s = load("serving")
     p = s["penalty_scope_quality"]
@@ -366,7 +391,7 @@ def openapi() -> str:
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
-    "summary": summary, "retrieval": retrieval, "serving": serving, "load": load_, "judges": judges,
+    "summary": summary, "retrieval": retrieval, "embedding": embedding, "serving": serving, "load": load_, "judges": judges,
     "answers": answers, "answers-tuned": answers_tuned, "verification": verification, "triage": triage, "followup": followup,
     "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
     "config-tables": config_tables, "openapi": openapi}

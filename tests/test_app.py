@@ -37,6 +37,7 @@ def test_health_ready_and_schema(client, retriever):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["index"] == retriever.fingerprint
+    assert ready["embedder"]["backend"] == retriever.manifest["embedder"]["backend"] == "openvino"
     t = ready["triage"]  # triage's layers: the rules always, the learned layer or the command that adds it
     assert t["rules"] >= 10 and (t["learned"] is None) == ("make models" in t.get("missing", ""))
     schema = client.get("/schema/openapi.json").json()

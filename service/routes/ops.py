@@ -30,7 +30,10 @@ async def readyz(components: NamedDependency[Components]) -> Response:
         await anyio.to_thread.run_sync(components.generator.health)
     except MedciteError as e:
         return error_response(503, "not_ready", str(e))
+    embedder = (getattr(components.retriever, "manifest", None) or {}).get("embedder", {})
     return Response({"status": "ready", "index": components.retriever.fingerprint,
+                     # how queries are embedded: the index's own backend and precision (retriever/search.py)
+                     "embedder": {"backend": embedder.get("backend", "torch"), "precision": embedder.get("precision")},
                      "model": components.generator.name, "judge": components.judge_info(),
                      "triage": await anyio.to_thread.run_sync(describe_triage),
                      "calibration": calibration_in_force(components.cfg.verify, components.retriever,
