@@ -14,7 +14,8 @@ index each gives, measured on both rulers.
      precision the CPU computes natively: bf16 on AMX / AVX512-BF16, else fp32).
    Ratios are medians of per-rep ratios. Target: openvino_job >= 4x plain_loop.
 2. Fidelity: cosine of the served backend's vectors to sentence-transformers' fp32 vectors (mean, min).
-3. Retrieval: recall@5 (with bootstrap intervals) of dense, hybrid and the served retrieval (evaluation.rulers: 200
+3. Retrieval: recall@5 (with bootstrap intervals) of dense, hybrid and the served retrieval (the answer pipeline's
+   retrieve with the conditional question-type prior, as benchmarks/retrieval.py's `served`; evaluation.rulers: 200
    MedQuAD dev questions, 49 linked consumer dev questions, the 7 linked messages) on `--index` against
    `--fp32-index`, built from the same corpus with `embed_backend: torch`; paired differences with intervals.
    Target: served and hybrid recall@5 within 0.005 of fp32 on both rulers.
@@ -111,6 +112,7 @@ def retrieval(index: IndexRetriever, fp32: IndexRetriever, sets: dict[str, list[
         out[ruler] = {}
         for arm, mode, pipeline in (("dense", "dense", False), ("hybrid", "hybrid", False),
                                     ("served", "hybrid", True)):
+            fp32.qtype_prior = index.qtype_prior = pipeline  # served: with the conditional question-type prior
             a = gold_ranks(fp32, rows, mode, pipeline=pipeline)
             b = gold_ranks(index, rows, mode, pipeline=pipeline)
             out[ruler][arm] = {"fp32": recall_summary(a)["recall@5"], "served_backend": recall_summary(b)["recall@5"],
@@ -134,8 +136,12 @@ def main() -> None:
     index = IndexRetriever.load(args.index)
     out_file = RESULTS / "embedding.json"
     res = json.loads(out_file.read_text()) if out_file.is_file() else {}
-    res.update({"command": "python benchmarks/embedding.py " + " ".join(sys.argv[1:]),
-                "date": time.strftime("%Y-%m-%d"), "index": index.fingerprint[:12], "embedder": index.manifest["embedder"]["name"],
+    runs = res.get("runs", {})  # which command measured which part (a later run may redo one part only)
+    for part in parts:
+        runs[part] = {"command": " ".join(["python benchmarks/embedding.py", *sys.argv[1:]]),
+                      "date": time.strftime("%Y-%m-%d")}
+    res.update({"runs": runs, "command": " and ".join(sorted({r["command"] for r in runs.values()})),
+                "date": max(r["date"] for r in runs.values()), "index": index.fingerprint[:12], "embedder": index.manifest["embedder"]["name"],
                 "cpu_flags_bf16": _bf16_flags()})
     if "throughput" in parts:
         rng = random.Random(0)

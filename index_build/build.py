@@ -65,6 +65,8 @@ def fingerprint(cfg: IndexConfig, reads: list[CorpusRead], embedder_key: str) ->
     if cfg.faiss_index != "factory":  # the factory's settings only count for a factory index (old fingerprints hold)
         for k in _FACTORY_ONLY:
             settings.pop(k, None)
+    if cfg.embed_backend == "torch":  # what every index was embedded with before backends (old fingerprints hold)
+        settings.pop("embed_backend")
     blob = json.dumps({"format": fmt.FORMAT_VERSION, "corpora": [(r.spec, r.sha256) for r in reads],
                        "embedder": embedder_key, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
