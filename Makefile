@@ -1,5 +1,5 @@
-# medcite: `make demo` sets up .venv, builds the full index from ../shared/data, searches it and answers a
-# question with citations; `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
+# medcite: `make demo` sets up .venv, builds the full index from ../shared/data, trains triage's learned layer
+# (a no-op once trained), searches the index and answers a question with citations; `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -29,6 +29,7 @@ lock: setup
 
 demo: setup
 	$(BIN)/medcite index --config configs/index.yaml
+	$(BIN)/medcite train-triage
 	$(BIN)/medcite search "$(QUESTION)" -k 3
 	$(BIN)/medcite ask "$(QUESTION)" --config configs/serve.yaml
 
@@ -59,8 +60,9 @@ retriever: setup
 	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
 
 # The trained judges of the verification stage (README "Trust"): faithfulness, then answerhood; resumable; ~40 min
-# here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (~10 min,
-# resumable): serve / ask pick artifacts/triage up the same way.
+# here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (what
+# `make demo` trains: a no-op when it is up to date; ~6 min in bf16 where the CPU has it, resumable): serve / ask
+# pick artifacts/triage up the same way.
 models: setup
 	$(BIN)/medcite train-judges all --config configs/judges.yaml
 	$(BIN)/medcite train-triage

@@ -21,6 +21,8 @@ then the layer) on patient-worded messages, and how often triage fires on ordina
    each: identical weights and thresholds?); and whether the served layer (artifacts/triage, seed 0 by `make
    models`) and seed 0 here chose the same thresholds.
    -> benchmarks/results/triage-stability.json
+5. `--speed`: training steps in fp32 against bf16 mixed precision (interleaved), then one whole bf16 training and
+   its served quality beside the fp32 seeds' (-> benchmarks/results/triage-speed.json).
 """
 
 from __future__ import annotations
@@ -169,7 +171,58 @@ def stability(seeds: list[int]) -> dict:
     return out
 
 
+def train_speed(steps: int = 40, reps: int = 2) -> dict:
+    """Issue 37's training budget: the learned layer's training steps in fp32 and in bf16 mixed precision, `steps`
+    each on the real data and model, interleaved (fp32 bf16 / bf16 fp32 ...); then one whole bf16 training (seed 0,
+    artifacts/triage-stability/seed-0-bf16, resumable) and its served quality on the held-out set and the blind
+    probe, beside the fp32 seeds' spread (--stability). -> benchmarks/results/triage-speed.json"""
+    import tempfile
+
+    from pipeline.triage import SPEC_FILE, Classifier
+    from train.triage import native_bf16, train_triage
+
+    rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for rep in range(reps):
+        for precision in ("fp32", "bf16") if rep % 2 == 0 else ("bf16", "fp32"):
+            with tempfile.TemporaryDirectory() as tmp:
+                done = train_triage(default_data_dir(), f"{tmp}/m", 0, max_steps=steps, log=lambda _: None,
+                                    precision=precision)
+                loop = json.loads((done / SPEC_FILE).read_text())["card"]["train_loop_seconds"]
+                rates[precision].append(steps / loop)  # the Trainer's own clock: the steps, not data or calibration
+        print(rep, {k: round(v[-1], 3) for k, v in rates.items()}, flush=True)
+    out: dict = {"command": "python benchmarks/triage.py --speed", "date": str(__import__("datetime").date.today()),
+                 "native_bf16": native_bf16(), "steps": steps, "reps": reps,
+                 "steps_per_s": {k: [round(x, 3) for x in v] for k, v in rates.items()},
+                 "bf16_over_fp32": round(sorted(b / f for b, f in zip(rates["bf16"], rates["fp32"], strict=True))
+                                         [reps // 2], 3),
+                 "note": "steps/s by the Trainer's train_runtime: the training loop alone"}
+    path = ROOT / "artifacts" / "triage-stability" / "seed-0-bf16"
+    if not (path / SPEC_FILE).is_file():
+        train_triage(default_data_dir(), str(path), 0, precision="bf16")
+    spec = json.loads((path / SPEC_FILE).read_text())
+    model = Classifier.load(path)
+    row = {"thresholds": spec["thresholds"], "train_seconds": spec["card"]["train_seconds"],
+           "train_precision": spec["card"].get("train_precision")}
+    for name in ("heldout", "probe_blind"):
+        m = layers(read_set(name), model)
+        row[name] = {k: m["served"][k] for k in ("recall", "recall_ci95", "false_alarms", "false_alarms_ci95")}
+    out["bf16_seed_0"] = row
+    fp32 = ROOT / "benchmarks" / "results" / "triage-stability.json"
+    if fp32.is_file():
+        st = json.loads(fp32.read_text())
+        out["fp32_seeds"] = {seed: {"train_seconds": r["train_seconds"], "heldout": r["heldout"],
+                                    "probe_blind": r["probe_blind"]} for seed, r in st["seeds"].items()}
+        out["inside_fp32_spread"] = {
+            name: {k: st[f"{name}_spread"][k][0] <= row[name][k] <= st[f"{name}_spread"][k][1]
+                   for k in ("recall", "false_alarms")} for name in ("heldout", "probe_blind")}
+    atomic_write_json(ROOT / "benchmarks" / "results" / "triage-speed.json", out)
+    return out
+
+
 def main() -> None:
+    if "--speed" in sys.argv:
+        print(json.dumps(train_speed(), indent=1))
+        return
     if "--stability" in sys.argv:
         seeds = sys.argv[sys.argv.index("--stability") + 1] if len(sys.argv) > sys.argv.index("--stability") + 1 \
             else "0,1,2"

@@ -151,7 +151,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = classifier()  # the triage layer too, when one is trained
     store = FeedbackStore(cfg.feedback_db, cfg.log_text, cfg.feedback_retention_days) if cfg.feedback_db else None
     print("medcite: triage by the reviewed rules" + (f" and the learned layer ({layer.precision})" if layer else
-          " alone (`make models` trains the learned layer that catches how patients word emergencies)"),
+          " alone (`make demo` or `medcite train-triage` trains the learned layer that catches how patients word "
+          "emergencies)"),
           file=sys.stderr)
 
     print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "

@@ -153,7 +153,7 @@ def describe() -> dict:
     return {"rules": len(rules),
             "learned": {"path": model_dir(), "precision": layer.precision, "threshold": layer.threshold}
             if layer else None,
-            **({} if layer else {"missing": "the learned layer: `make models` (or `medcite train-triage`) adds it"})}
+            **({} if layer else {"missing": "the learned layer: `make demo` (or `medcite train-triage`) adds it"})}
 
 
 def rule_for(text: str) -> str | None:

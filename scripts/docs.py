@@ -121,7 +121,7 @@ def summary() -> str:
     if stability.is_file():
         st = json.loads(stability.read_text())
         pb = st["probe_blind_spread"]
-        rows.append([f"with triage's learned layer (`make models`), blind probe, over {len(st['seeds'])} trainings: "
+        rows.append([f"with triage's learned layer (`make demo` trains it), blind probe, over {len(st['seeds'])} trainings: "
                      "recall / false alarms", f"{f3(pb['recall'][0])}-{f3(pb['recall'][1])} / "
                                               f"{f3(pb['false_alarms'][0])}-{f3(pb['false_alarms'][1])}"])
         names.append("triage-stability")

@@ -39,7 +39,7 @@ def test_health_ready_and_schema(client, retriever):
     assert ready["status"] == "ready" and ready["index"] == retriever.fingerprint
     assert ready["embedder"]["backend"] == retriever.manifest["embedder"]["backend"] == "openvino"
     t = ready["triage"]  # triage's layers: the rules always, the learned layer or the command that adds it
-    assert t["rules"] >= 10 and (t["learned"] is None) == ("make models" in t.get("missing", ""))
+    assert t["rules"] >= 10 and (t["learned"] is None) == ("make demo" in t.get("missing", ""))
     schema = client.get("/schema/openapi.json").json()
     assert {"/v1/answer", "/v1/retrieve", "/v1/chat/completions"} <= set(schema["paths"])
     assert "x-request-id" in client.get("/healthz").headers

@@ -192,9 +192,11 @@ def test_the_measuring_sets_are_never_trained_on_and_the_rows_come_in_one_order(
     assert training_rows(default_data_dir(), seed=1, log=lambda _: None) != rows
 
 
-def test_the_layers_training_is_deterministic(tmp_path):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_layers_training_is_deterministic(tmp_path, bf16):
     """The same inputs give the same weights (train.triage.training_args: seeded, data_seed, full_determinism):
-    a tiny classifier trained twice from the same start."""
+    a tiny classifier trained twice from the same start, in fp32 and in bf16 mixed precision (what `auto` picks
+    where the CPU multiplies bf16 natively)."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, Trainer
@@ -215,7 +217,7 @@ def test_the_layers_training_is_deterministic(tmp_path):
 
     def train(run: str) -> dict:
         model = start()
-        args = training_args(tmp_path / run, seed=3, epochs=1, batch_size=8, save_steps=100)
+        args = training_args(tmp_path / run, seed=3, epochs=1, batch_size=8, save_steps=100, bf16=bf16)
         Trainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
         return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -233,3 +235,24 @@ def test_the_layers_training_is_deterministic(tmp_path):
         torch.rand(7)  # another draw before each: the head must not depend on it
         heads.append(new_classifier(resolve_embedder(""), ["none", "stroke_signs"], seed=5).classifier.weight)
     assert torch.equal(*heads)
+
+
+def test_a_finished_layer_with_the_same_inputs_is_not_trained_again(tmp_path, monkeypatch, fixture_data):
+    """`make demo` runs train-triage every time: a rerun with unchanged inputs does nothing (the card's
+    inputs_sha256), and the card says which precision trained it."""
+    import json
+
+    import train.triage as tt
+    from pipeline.triage import SPEC_FILE
+
+    rows = [{"text": f"message {i}: {'sudden crushing chest pain' if i % 2 else 'a mild rash last year'}",
+             "label": "chest_pain" if i % 2 else "none"} for i in range(16)]
+    monkeypatch.setattr(tt, "training_rows", lambda data_dir, seed, log: rows)
+    logs: list[str] = []
+    out = tt.train_triage(str(fixture_data), str(tmp_path / "layer"), 0, max_steps=2, log=logs.append)
+    spec = json.loads((out / SPEC_FILE).read_text())
+    assert spec["card"]["train_precision"] == ("bf16 mixed" if tt.native_bf16() else "fp32")
+    assert len(spec["card"]["inputs_sha256"]) == 64 and spec["card"]["train_loop_seconds"] is not None
+    stamp = (out / SPEC_FILE).stat().st_mtime_ns
+    assert tt.train_triage(str(fixture_data), str(out), 0, max_steps=2, log=logs.append) == out
+    assert "up to date" in logs[-1] and (out / SPEC_FILE).stat().st_mtime_ns == stamp
