@@ -308,7 +308,37 @@ def stability() -> str:
               "alarms move within their intervals; the same seed twice "
             + (f"({rep['steps']} steps) gives identical weights and thresholds."
                if rep["identical_weights"] and rep["identical_thresholds"] else "did NOT repeat: see the file.")
-            + "\n\n" + source("triage-stability"))
+            + "\n\n" + source("triage-stability") + training_speed())
+
+
+def training_speed() -> str:
+    """The learned layer's training in fp32 against bf16 mixed precision (benchmarks/triage.py --speed)."""
+    path = RESULTS / "triage-speed.json"
+    if not path.is_file():
+        return ""
+    sp = json.loads(path.read_text())
+    b = sp["bf16_seed_0"]
+
+    def rc(v: dict, k: str) -> str:
+        return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
+
+    rows = [[f"fp32, seed {seed}", f"{v['train_seconds']:.0f}", rc(v["heldout"], "recall"),
+             rc(v["heldout"], "false_alarms"), rc(v["probe_blind"], "recall"), rc(v["probe_blind"], "false_alarms")]
+            for seed, v in sp.get("fp32_seeds", {}).items()]
+    rows.append([f"{b['train_precision']}, seed 0 (what `make demo` trains here)", f"{b['train_seconds']:.0f}",
+                 rc(b["heldout"], "recall"), rc(b["heldout"], "false_alarms"), rc(b["probe_blind"], "recall"),
+                 rc(b["probe_blind"], "false_alarms")])
+    inside = all(all(v.values()) for v in sp.get("inside_fp32_spread", {}).values())
+    return ("\n\nTraining time before (fp32) and after (bf16 mixed precision, where the CPU multiplies bf16 "
+            f"natively), served quality beside it. Steps per second, {sp['steps']} steps an arm, interleaved: "
+            f"fp32 {sp['steps_per_s']['fp32']}, bf16 {sp['steps_per_s']['bf16']} ({sp['bf16_over_fp32']}x); "
+            "the fp32 seeds' whole-training seconds were measured on a busier machine, so only the steps ratio is "
+            "side by side:\n\n"
+            + table(["training", "seconds", "held-out recall", "held-out false alarms", "blind probe recall",
+                     "blind probe false alarms"], rows)
+            + "\n\nThe bf16 layer's recall and false alarms are "
+            + ("inside" if inside else "NOT inside") + " the fp32 trainings' spread on both sets.\n\n"
+            + source("triage-speed"))
 
 
 def followup() -> str:
