@@ -286,15 +286,17 @@ def triage() -> str:
             + "\n\n" + source("triage") + stability())
 
 
+def rc(v: dict, k: str) -> str:
+    """A rate with its interval: `0.960 [0.889, 0.986]`."""
+    return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
+
+
 def stability() -> str:
     """Triage's learned layer over several trainings (benchmarks/triage.py --stability), where the file exists."""
     path = RESULTS / "triage-stability.json"
     if not path.is_file():
         return ""
     st = json.loads(path.read_text())
-
-    def rc(v: dict, k: str) -> str:
-        return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
 
     rows = [[seed, f"{v['thresholds']['fp32']} / {v['thresholds']['int8']}", rc(v["probe_blind"], "recall"),
              rc(v["probe_blind"], "false_alarms"), rc(v["heldout"], "recall"), rc(v["heldout"], "false_alarms")]
@@ -318,9 +320,6 @@ def training_speed() -> str:
         return ""
     sp = json.loads(path.read_text())
     b = sp["bf16_seed_0"]
-
-    def rc(v: dict, k: str) -> str:
-        return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
 
     rows = [[f"fp32, seed {seed}", f"{v['train_seconds']:.0f}", rc(v["heldout"], "recall"),
              rc(v["heldout"], "false_alarms"), rc(v["probe_blind"], "recall"), rc(v["probe_blind"], "false_alarms")]
