@@ -155,8 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           "emergencies)"),
           file=sys.stderr)
 
-    print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} at "
-          f"http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
+    embedder = (getattr(retriever, "manifest", None) or {}).get("embedder", {})
+    backend = " ".join(x for x in (embedder.get("backend", "torch"), embedder.get("precision")) if x)
+    print(f"medcite: serving {generator.name} over index {retriever.fingerprint[:12]} (queries embedded on "
+          f"{backend}) at http://{cfg.host}:{cfg.port} (OpenAPI: /schema)", file=sys.stderr)
     uvicorn.run(create_app(retriever, generator, cfg, judges, store), host=cfg.host, port=cfg.port, log_level="warning",
                 access_log=False)
     return 0
