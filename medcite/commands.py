@@ -34,6 +34,9 @@ def _quiet_libraries() -> None:
 
     for name in ("sentence_transformers", "transformers", "bitsandbytes", "bm25s", "faiss", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars at every load and checkpoint
 
 
 def cmd_index(args: argparse.Namespace) -> int:

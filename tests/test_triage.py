@@ -253,6 +253,7 @@ def test_a_finished_layer_with_the_same_inputs_is_not_trained_again(tmp_path, mo
     spec = json.loads((out / SPEC_FILE).read_text())
     assert spec["card"]["train_precision"] == ("bf16 mixed" if tt.native_bf16() else "fp32")
     assert len(spec["card"]["inputs_sha256"]) == 64 and spec["card"]["train_loop_seconds"] is not None
+    assert not (tmp_path / "layer-run").exists()  # the run's checkpoints are gone once the layer is published
     stamp = (out / SPEC_FILE).stat().st_mtime_ns
     assert tt.train_triage(str(fixture_data), str(out), 0, max_steps=2, log=logs.append) == out
     assert "up to date" in logs[-1] and (out / SPEC_FILE).stat().st_mtime_ns == stamp

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
     """`precision`: auto (bf16 mixed precision where the CPU multiplies bf16 natively, else fp32), bf16 or fp32."""
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, Trainer
+    from transformers import AutoTokenizer, PrinterCallback, Trainer
 
     from core.files import staging_dir
     from retriever.embedder import dir_checksum, resolve_embedder
@@ -143,6 +144,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
     args = training_args(work / "checkpoints", seed, epochs, batch_size, learning_rate,
                          save_steps=max(1, int(len(data) * epochs / batch_size) // 10), max_steps=max_steps, bf16=bf16)
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[_progress(log)])
+    trainer.remove_callback(PrinterCallback)  # its raw dicts repeat what _progress logs as one line a step
     _fit(trainer, work, log)
     # without the autocast wrapper accelerate puts on forward for bf16 training: calibration (and the int8 copy it
     # quantizes) must run the model as it is served
@@ -167,6 +169,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         atomic_write_json(tmp / SPEC_FILE, spec)
+    shutil.rmtree(work, ignore_errors=True)  # the run's checkpoints: the published layer is what remains
     log(f"triage layer written to {out}: thresholds {thresholds}, calibration {calib_metrics} (rules alone: "
         f"{spec['card']['calibration_rules_only']})")
     return Path(out)
