@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,55 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+from docs_blocks import RESULTS, RULER_NAMES, ci, f3, load, optional, source, table  # noqa: E402
+
 BLOCK = re.compile(r"(<!-- gen:([a-z0-9-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S)
 PAGES = ("README.md", "docs/*.md")
-
-# The command that writes a results file which does not record its own (older benchmarks).
-COMMANDS = {"retrieval": "python benchmarks/retrieval.py", "serving": "python benchmarks/serving.py",
-            "load": "python benchmarks/load.py", "finetune": "python benchmarks/training.py",
-            "verification": "python benchmarks/verification.py",
-            "verification-llamacpp": "python benchmarks/verification.py --backend llamacpp"}
-
-
-def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
-        raise SystemExit(f"docs: {path.relative_to(ROOT)} is missing (run its benchmark)")
-    return json.loads(path.read_text())
-
-
-def _git_date(path: Path) -> str:
-    try:
-        out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    return out or "date not recorded"
-
-
-def source(*names: str) -> str:
-    """The provenance line under every measured table."""
-    parts = []
-    for n in names:
-        d = load(n)
-        cmd = d.get("command") or COMMANDS.get(n, f"python benchmarks/{n}.py")
-        date = d.get("date") or _git_date(RESULTS / f"{n}.json")
-        parts.append(f"`benchmarks/results/{n}.json` (`{cmd}`, {date})")
-    return "_Rendered from " + "; ".join(parts) + " by `scripts/docs.py`._"
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def f3(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-# --- renderers: one per block name -------------------------------------------------------------------------------
 
 def served_arm(a: dict) -> str:
     """The verification arm the answers file's served default used: the trained judges where the run had them,
@@ -126,16 +80,6 @@ def summary() -> str:
                                               f"{f3(pb['false_alarms'][0])}-{f3(pb['false_alarms'][1])}"])
         names.append("triage-stability")
     return table(["what", "measured"], rows) + "\n\n" + source(*names)
-
-
-def ci(v: dict, metric: str) -> str:
-    """A figure with its bootstrap interval: 0.918 [0.837, 0.980]."""
-    lo, hi = v.get(f"{metric}_ci95", (None, None))
-    return f3(v[metric]) + (f" [{f3(lo)}, {f3(hi)}]" if lo is not None else "")
-
-
-RULER_NAMES = {"medquad_dev": "MedQuAD dev", "consumer": "consumer dev (linked)",
-               "consumer_messages": "consumer messages"}
 
 
 def retrieval() -> str:
@@ -281,25 +225,18 @@ def triage() -> str:
     return (table(["set", "emergencies / non-urgent", "layer", "recall", "false alarms"], rows)
             + f"\n\nOn the {dev['n']} dev reference questions the served triage fires on {dev['rate']:.1%}. "
             + (f"Learned layer: `{t['layer']}` ({t['precision']}, threshold {t['threshold']})" if t.get("layer") else
-               "No learned layer was loaded (`make models` trains it): served is the rules alone")
+               "No learned layer was loaded (`make demo` trains it): served is the rules alone")
             + f", p50 {t['latency_p50_ms']} ms."
             + "\n\n" + source("triage") + stability())
 
 
-def rc(v: dict, k: str) -> str:
-    """A rate with its interval: `0.960 [0.889, 0.986]`."""
-    return f"{f3(v[k])} [{f3(v[k + '_ci95'][0])}, {f3(v[k + '_ci95'][1])}]"
-
-
 def stability() -> str:
     """Triage's learned layer over several trainings (benchmarks/triage.py --stability), where the file exists."""
-    path = RESULTS / "triage-stability.json"
-    if not path.is_file():
+    st = optional("triage-stability")
+    if st is None:
         return ""
-    st = json.loads(path.read_text())
-
-    rows = [[seed, f"{v['thresholds']['fp32']} / {v['thresholds']['int8']}", rc(v["probe_blind"], "recall"),
-             rc(v["probe_blind"], "false_alarms"), rc(v["heldout"], "recall"), rc(v["heldout"], "false_alarms")]
+    rows = [[seed, f"{v['thresholds']['fp32']} / {v['thresholds']['int8']}", ci(v["probe_blind"], "recall"),
+             ci(v["probe_blind"], "false_alarms"), ci(v["heldout"], "recall"), ci(v["heldout"], "false_alarms")]
             for seed, v in st["seeds"].items()]
     rep = st["repeat"]
     return ("\n\nRules plus the learned layer (int8, as served) over three trainings from the same rows, one per seed "
@@ -315,18 +252,17 @@ def stability() -> str:
 
 def training_speed() -> str:
     """The learned layer's training in fp32 against bf16 mixed precision (benchmarks/triage.py --speed)."""
-    path = RESULTS / "triage-speed.json"
-    if not path.is_file():
+    sp = optional("triage-speed")
+    if sp is None:
         return ""
-    sp = json.loads(path.read_text())
     b = sp["bf16_seed_0"]
 
-    rows = [[f"fp32, seed {seed}", f"{v['train_seconds']:.0f}", rc(v["heldout"], "recall"),
-             rc(v["heldout"], "false_alarms"), rc(v["probe_blind"], "recall"), rc(v["probe_blind"], "false_alarms")]
+    rows = [[f"fp32, seed {seed}", f"{v['train_seconds']:.0f}", ci(v["heldout"], "recall"),
+             ci(v["heldout"], "false_alarms"), ci(v["probe_blind"], "recall"), ci(v["probe_blind"], "false_alarms")]
             for seed, v in sp.get("fp32_seeds", {}).items()]
     rows.append([f"{b['train_precision']}, seed 0 (what `make demo` trains here)", f"{b['train_seconds']:.0f}",
-                 rc(b["heldout"], "recall"), rc(b["heldout"], "false_alarms"), rc(b["probe_blind"], "recall"),
-                 rc(b["probe_blind"], "false_alarms")])
+                 ci(b["heldout"], "recall"), ci(b["heldout"], "false_alarms"), ci(b["probe_blind"], "recall"),
+                 ci(b["probe_blind"], "false_alarms")])
     inside = all(all(v.values()) for v in sp.get("inside_fp32_spread", {}).values())
     return ("\n\nTraining time before (fp32) and after (bf16 mixed precision, where the CPU multiplies bf16 "
             f"natively), served quality beside it. Steps per second, {sp['steps']} steps an arm, interleaved: "

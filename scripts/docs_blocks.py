@@ -1,0 +1,72 @@
+"""The pieces every generated block of scripts/docs.py is made of: a results file read, its provenance line, a Markdown
+table, a figure with its interval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# The command that writes a results file which does not record its own (older benchmarks).
+COMMANDS = {"retrieval": "python benchmarks/retrieval.py", "serving": "python benchmarks/serving.py",
+            "load": "python benchmarks/load.py", "finetune": "python benchmarks/training.py",
+            "verification": "python benchmarks/verification.py",
+            "verification-llamacpp": "python benchmarks/verification.py --backend llamacpp"}
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"docs: {path.relative_to(ROOT)} is missing (run its benchmark)")
+    return json.loads(path.read_text())
+
+
+def optional(name: str) -> dict | None:
+    """A results file that only some runs write (None when it is missing)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _git_date(path: Path) -> str:
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "date not recorded"
+
+
+def source(*names: str) -> str:
+    """The provenance line under every measured table."""
+    parts = []
+    for n in names:
+        d = load(n)
+        cmd = d.get("command") or COMMANDS.get(n, f"python benchmarks/{n}.py")
+        date = d.get("date") or _git_date(RESULTS / f"{n}.json")
+        parts.append(f"`benchmarks/results/{n}.json` (`{cmd}`, {date})")
+    return "_Rendered from " + "; ".join(parts) + " by `scripts/docs.py`._"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def f3(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+# --- renderers: one per block name -------------------------------------------------------------------------------
+
+def ci(v: dict, metric: str) -> str:
+    """A figure with its bootstrap interval: 0.918 [0.837, 0.980]."""
+    lo, hi = v.get(f"{metric}_ci95", (None, None))
+    return f3(v[metric]) + (f" [{f3(lo)}, {f3(hi)}]" if lo is not None else "")
+
+
+RULER_NAMES = {"medquad_dev": "MedQuAD dev", "consumer": "consumer dev (linked)",
+               "consumer_messages": "consumer messages"}
