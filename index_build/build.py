@@ -218,6 +218,8 @@ def build_index(cfg: IndexConfig, log=print) -> BuildResult:
         atomic_write_json(work / fmt.MANIFEST, manifest)
 
     manifest = json.loads((work / fmt.MANIFEST).read_text())
+    for stale in work.rglob(".*.tmp"):  # an atomic write's temporary file, left by a kill before it was renamed
+        stale.unlink()
     publish_dir(work, out)  # one atomic exchange: `out` always names a complete index
     log(f"index written to {out}: {manifest['counts']['passages']} passages, fingerprint {fp[:12]}, "
         f"{time.time() - started:.0f}s")

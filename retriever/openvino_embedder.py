@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import threading
 import warnings
@@ -62,8 +63,21 @@ def check_convertible(model_dir: str | Path) -> int:
     if kinds[:2] != ["Transformer", "Pooling"] or not mean or set(kinds[2:]) - {"Normalize"}:
         raise ModelLoadError(f"the openvino embed backend reproduces Transformer -> mean Pooling (-> Normalize) "
                              f"models; {root} is {' -> '.join(kinds)}: use embed_backend torch")
-    st_cfg = root / "sentence_bert_config.json"
-    return int(json.loads(st_cfg.read_text()).get("max_seq_length", 512)) if st_cfg.is_file() else 512
+    return max_seq_length(root)
+
+
+def max_seq_length(root: Path) -> int:
+    """Where sentence-transformers truncates: sentence_bert_config.json's max_seq_length (older saves), else the
+    tokenizer's model_max_length (sentence-transformers 6 saves it there), never past the model's position
+    embeddings (a longer input would fail inside the converted model)."""
+    def read(name: str) -> dict:
+        path = root / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    limit = int(read("config.json").get("max_position_embeddings", 512))
+    length = read("sentence_bert_config.json").get("max_seq_length") or read("tokenizer_config.json").get(
+        "model_max_length") or limit
+    return min(int(length), limit)
 
 
 def openvino():
@@ -111,6 +125,8 @@ def convert(model_dir: str | Path) -> Path:
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"could not convert {root} for OpenVINO: {str(e).splitlines()[0]}") from None
     xml.parent.mkdir(exist_ok=True)
+    for stale in xml.parent.glob(".convert-*"):  # a conversion killed before its files were renamed into place
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".convert-") as tmp:
         part = Path(tmp) / EXPORT_XML
         ov.save_model(converted, str(part), compress_to_fp16=False)  # fp16 weights would cost fidelity for nothing
@@ -165,7 +181,10 @@ class OpenVinoEmbedder:
         except RuntimeError as e:
             raise ModelLoadError(f"could not load {xml}: {str(e).splitlines()[0]}") from None
         requests = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS") if throughput else 1
-        self._queue = ov.AsyncInferQueue(self._compiled, max(1, int(requests)))
+        # one synchronous request per stream, each driven by its own thread (infer releases the GIL).
+        # AsyncInferQueue was tried first and failed a batch longer than the one before it on the same request
+        # ("Eltwise shape infer ... mismatch" in the embeddings' Add; tests/test_fuzz.py found it)
+        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, int(requests)))]
         self._dim = int(self._compiled.outputs[0].get_partial_shape()[-1].get_length())
         self._lock = threading.Lock()
 
@@ -188,23 +207,30 @@ class OpenVinoEmbedder:
         out = np.zeros((len(items), self._dim), dtype=np.float32)
         order = sorted(range(len(items)), key=lambda i: -len(items[i]))
 
-        def done(request, userdata) -> None:
-            idx, mask = userdata
-            hidden = request.get_output_tensor(0).data
-            vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
-            if normalize_embeddings:
-                vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-            out[idx] = vec
-            if on_batch is not None:
-                on_batch(len(idx))
+        batches = [order[b:b + batch_size] for b in range(0, len(order), max(1, batch_size))]
 
-        with self._lock:
-            self._queue.set_callback(done)
-            for b in range(0, len(order), max(1, batch_size)):
-                idx = order[b:b + batch_size]
+        def run(request, mine: list[list[int]]) -> None:
+            for idx in mine:
                 enc = self.tokenizer([items[i].strip() for i in idx], padding=True, truncation="longest_first",
                                      max_length=self.max_seq_length, return_tensors="np")
-                self._queue.start_async({k: enc[k].astype(np.int64) for k in _INPUTS},
-                                        (idx, enc["attention_mask"][..., None].astype(np.float32)))
-            self._queue.wait_all()
+                request.infer({k: enc[k].astype(np.int64) for k in _INPUTS})
+                hidden = request.get_output_tensor(0).data
+                mask = enc["attention_mask"][..., None].astype(np.float32)
+                vec = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+                if normalize_embeddings:
+                    vec /= np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+                out[idx] = vec
+                if on_batch is not None:
+                    on_batch(len(idx))
+
+        with self._lock:
+            n = min(len(self._requests), len(batches))
+            if n <= 1:
+                run(self._requests[0], batches)
+            else:  # batch j goes to request j mod n: each request's batches in order, the requests side by side
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(n) as pool:
+                    for f in [pool.submit(run, self._requests[w], batches[w::n]) for w in range(n)]:
+                        f.result()
         return out[0] if single else out

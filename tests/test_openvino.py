@@ -15,7 +15,8 @@ from retriever.index_dir import embed_text
 from retriever.openvino_embedder import OpenVinoEmbedder, convert, cpu_precision, export_path
 from retriever.search import IndexRetriever
 
-TEXTS = ["Gout is treated with anti-inflammatory drugs such as colchicine and NSAIDs.",
+TEXTS = ["word " * 400,  # past the model's 128 tokens: truncated as sentence-transformers does
+         "Gout is treated with anti-inflammatory drugs such as colchicine and NSAIDs.",
          "What are the symptoms of Ewing sarcoma?",
          "short",
          "Hypertension, or high blood pressure, rarely causes symptoms until it damages the heart, brain or kidneys. "
@@ -37,7 +38,7 @@ def test_vectors_match_pytorch_in_order_whatever_the_batch(model_dir):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert (vectors * reference).sum(1).min() > 0.99999  # row i is text i's vector: the batches were re-ordered
     # padding beside longer texts changes nothing: each text alone gives its row; one string gives one vector
-    alone = np.stack([f32.encode(t, normalize_embeddings=True) for t in TEXTS])
+    alone = np.stack([f32.encode(t, normalize_embeddings=True) for t in reversed(TEXTS)])[::-1]  # short, then long
     assert np.allclose(alone, vectors, atol=1e-5)
     # the throughput mode (requests in flight) returns the same rows
     pipelined = OpenVinoEmbedder(model_dir, threads=2, throughput=True, precision="f32")
