@@ -74,7 +74,7 @@ def main() -> int:
     from pipeline.verify.judges import Judges
     from pipeline.verify.support import SupportJudge, overlap, stems
     from retriever.embedder import load_embedder, resolve_embedder
-    from train.judges import answerhood_rows, faithfulness_rows, passages, read_records
+    from train.judge_data import answerhood_rows, faithfulness_rows, passages, read_records
 
     cfg = JudgeTrainConfig()
     docs = dev_documents(cfg)

@@ -179,7 +179,8 @@ def train_speed(steps: int = 40, reps: int = 2) -> dict:
     import tempfile
 
     from pipeline.triage import SPEC_FILE, Classifier
-    from train.triage import native_bf16, train_triage
+    from train.precision import native_bf16
+    from train.triage import train_triage
 
     rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for rep in range(reps):

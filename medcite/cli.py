@@ -43,6 +43,7 @@ from medcite.commands import (
 from retriever.config import DEFAULT_INDEX
 from service.config import ServeConfig
 from train.config import JudgeTrainConfig, RetrieverTrainConfig
+from train.precision import PRECISIONS
 
 # --- verbs ----------------------------------------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ def config_flags(p: argparse.ArgumentParser, cls: type, names: tuple[str, ...],
 
 
 CHOICES: dict[str, tuple[str, ...]] = {"mode": SEARCH_MODES, "faiss_index": FAISS_KINDS, "engine": INDEX_ENGINES,
-                                        "embed_backend": EMBED_BACKENDS}
+                                        "embed_backend": EMBED_BACKENDS, "precision": PRECISIONS}
 _SERVE_FLAGS = ("index", "generator.model", "generator.adapter", "generator.threads")
 _SERVE_ALIASES = {"generator.model": "--model", "generator.adapter": "--adapter", "generator.threads": "--threads"}
 
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "eval use artifacts/judges by themselves (verify.judges).")
     p.add_argument("action", nargs="?", choices=("faithfulness", "answerhood", "all"), default="all")
     p.add_argument("--config", help="YAML config (configs/judges.yaml); flags override it")
-    config_flags(p, JudgeTrainConfig, ("data_dir", "out", "seed"))
+    config_flags(p, JudgeTrainConfig, ("data_dir", "out", "seed", "precision"))
     p.set_defaults(func=cmd_train_judges)
 
     p = sub.add_parser("feedback", help="export people's feedback on answers as JSONL for review",
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="root of the data sets (default $MEDCITE_DATA_DIR or ../shared/data)")
     p.add_argument("--out", help="where to write the layer (default artifacts/triage)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 mixed precision where the CPU multiplies bf16 natively, else fp32")
     p.set_defaults(func=cmd_train_triage)
     return parser
 

@@ -157,6 +157,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
           " alone (`make demo` or `medcite train-triage` trains the learned layer that catches how patients word "
           "emergencies)"),
           file=sys.stderr)
+    faith = judges.faithfulness if judges else None
+    print("medcite: " + (f"sentences verified by the trained faithfulness judge ({faith.precision}, threshold "
+                         f"{faith.threshold:g})" + (" and answerhood scorer" if judges.answerhood else "") if faith else
+                         "sentences verified by the lexical judge alone, which keeps negated and swapped facts "
+                         "(`make demo` or `medcite train-judges all` trains the judges)"), file=sys.stderr)
 
     embedder = (getattr(retriever, "manifest", None) or {}).get("embedder", {})
     backend = " ".join(x for x in (embedder.get("backend", "torch"), embedder.get("precision")) if x)
@@ -278,7 +283,7 @@ def cmd_train_triage(args: argparse.Namespace) -> int:
     from train.triage import DEFAULT_OUT, train_triage
 
     print(train_triage(args.data_dir or default_data_dir(), args.out or DEFAULT_OUT, args.seed,
-                       log=lambda m: print(m, file=sys.stderr, flush=True)))
+                       log=lambda m: print(m, file=sys.stderr, flush=True), precision=args.precision))
     return 0
 
 

@@ -88,3 +88,26 @@ def test_search_single_and_batch(capsys, index_config, tmp_path):
     queries.write_text('{"id": "a", "question": 5}\n')
     assert main(["search", "--queries", str(queries), "--index", cfg.out]) == 2
     assert "q.jsonl:1" in _error_line(capsys)
+
+
+def test_serve_says_which_judge_verifies_and_how_to_train_the_missing_one(capsys, monkeypatch):
+    """`medcite serve` names each part it runs: the lexical judge alone is said with the command that trains the
+    judges; trained ones with their precision and threshold."""
+    from types import SimpleNamespace
+
+    import pipeline.loader
+    import uvicorn
+
+    from fakes import FakeGenerator, FakeRetriever
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr("pipeline.triage.classifier", lambda: None)
+    for judges, said in ((None, "lexical judge alone"),
+                         (SimpleNamespace(faithfulness=SimpleNamespace(precision="int8", threshold=0.562),
+                                          answerhood=object()), "trained faithfulness judge (int8, threshold 0.562)")):
+        loaded = SimpleNamespace(retriever=FakeRetriever(), generator=FakeGenerator(), judges=judges)
+        monkeypatch.setattr(pipeline.loader, "load_pipeline", lambda cfg, loaded=loaded: loaded)
+        assert main(["serve", "--port", "8765"]) == 0
+        err = capsys.readouterr().err
+        assert said in err and ("train-judges" in err) == (judges is None)
+        assert "learned layer" in err and "fake-llm" in err

@@ -167,15 +167,16 @@ def _reserved_data(fixture_data, tmp_path):
 
 
 def test_rows_never_use_reserved_documents_and_hold_both_labels(fixture_data, tmp_path):
+    from train import judge_data as D
     from train import judges as J
 
     cfg = _reserved_data(fixture_data, tmp_path)
-    records = J.read_records(cfg)
+    records = D.read_records(cfg)
     assert records and not any(r.meta.get("document") == "1:0000002_1" for r in records)
-    rows = J.faithfulness_rows(records, J.passages(records, size=32, overlap=8), 20, 0)
+    rows = D.faithfulness_rows(records, D.passages(records, size=32, overlap=8), 20, 0)
     assert {r["label"] for r in rows} == {0.0, 1.0}
     assert not any("aspirin" in r["passage"].lower() for r in rows)
-    arows = J.answerhood_rows(records, 20, 0)
+    arows = D.answerhood_rows(records, 20, 0)
     assert {r["family"] for r in arows} >= {"own", "other_section"}
     assert J.threshold_for([0.9, 0.8, 0.2, 0.7], [1, 1, 0, 0], 0.95)["threshold"] <= 0.8
 
@@ -183,13 +184,14 @@ def test_rows_never_use_reserved_documents_and_hold_both_labels(fixture_data, tm
 @pytest.mark.slow
 def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, tmp_path, tiny_embedder,
                                                                  monkeypatch):
+    from train import judge_data as D
     from train import judges as J
 
     cfg = _reserved_data(fixture_data, tmp_path)
     cfg = JudgeTrainConfig(**{**cfg.__dict__, "base": str(tiny_embedder)})
     monkeypatch.setattr(J, "build_rows", lambda c, judge, log: (
-        J.faithfulness_rows(J.read_records(c), J.passages(J.read_records(c), 32, 8), 8, 0),) * 2
-        if judge == "faithfulness" else (J.answerhood_rows(J.read_records(c), 8, 0),) * 2)
+        D.faithfulness_rows(D.read_records(c), D.passages(D.read_records(c), 32, 8), 8, 0),) * 2
+        if judge == "faithfulness" else (D.answerhood_rows(D.read_records(c), 8, 0),) * 2)
     for judge in J.JUDGES:
         out = J.train_judge(cfg, judge, log=lambda _: None)
         cal = json.loads((out / "calibration.json").read_text())
@@ -213,8 +215,18 @@ def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, t
     assert judges.describe()["faithfulness"]["positives_kept"] == cal["precisions"]["int8"]["positives_kept"] >= 0.95
     with pytest.raises(Exception, match="make models"):
         CrossEncoderJudge.load(tmp_path / "judges" / "faithfulness-run")  # not a published judge
-    # a rerun resumes (nothing left to train) and refuses other settings
-    J.train_judge(cfg, "faithfulness", log=lambda _: None)
+    # the card says how it was trained; the run's checkpoints are gone once the judge is published
+    from train.precision import native_bf16
+
+    card = json.loads((tmp_path / "judges" / "faithfulness" / "training_run.json").read_text())
+    assert card["train_precision"] == ("bf16 mixed" if native_bf16() else "fp32") and len(card["inputs_sha256"]) == 64
+    assert card["train_loop_seconds"] is not None and not (tmp_path / "judges" / "faithfulness-run" / "checkpoints").exists()
+    # a rerun with the same inputs does nothing (make demo runs it every time) and other settings are refused
+    published = (tmp_path / "judges" / "faithfulness" / "model.safetensors").stat().st_mtime_ns
+    logs: list[str] = []
+    J.train_judge(cfg, "faithfulness", log=logs.append)
+    assert any("up to date" in m for m in logs)
+    assert (tmp_path / "judges" / "faithfulness" / "model.safetensors").stat().st_mtime_ns == published
     with pytest.raises(Exception, match="learning_rate"):
         J.train_judge(JudgeTrainConfig(**{**cfg.__dict__, "learning_rate": 1e-3}), "faithfulness", lambda _: None)
 
@@ -348,3 +360,25 @@ def test_cut_ends_and_link_lines_are_not_quoted():
             "Most people with MELAS have a buildup of lactic acid in")
     assert candidates("What is MELAS?", _shown([("MELAS: overview", text)])) == [
         (1, "MELAS affects the brain and the muscles of the body.")]
+
+
+def test_length_grouped_batches_cover_every_pair_once_pad_less_and_repeat_by_seed():
+    from datasets import Dataset
+
+    from train.batching import LengthGroupedBatches
+
+    rng = random.Random(0)
+    texts = ["w " * rng.randint(1, 200) for _ in range(640)]
+    data = Dataset.from_dict({"a": texts, "b": ["s"] * len(texts), "label": [1.0] * len(texts)})
+    sampler = LengthGroupedBatches(data, batch_size=16, drop_last=False, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 40 and sorted(i for b in batches for i in b) == list(range(640))
+
+    def padded(bs):  # tokens a batch pads to (its longest) over the real ones
+        return sum(max(len(texts[i]) for i in b) * len(b) for b in bs) / sum(len(t) for t in texts)
+
+    shuffled = [list(range(640))[k:k + 16] for k in range(0, 640, 16)]
+    assert padded(batches) < 1.1 < 1.5 < padded(shuffled)
+    assert list(LengthGroupedBatches(data, 16, False, seed=3)) == batches  # the same seed, the same batches
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # reshuffled each epoch

@@ -244,6 +244,7 @@ def test_a_finished_layer_with_the_same_inputs_is_not_trained_again(tmp_path, mo
 
     import train.triage as tt
     from pipeline.triage import SPEC_FILE
+    from train.precision import native_bf16
 
     rows = [{"text": f"message {i}: {'sudden crushing chest pain' if i % 2 else 'a mild rash last year'}",
              "label": "chest_pain" if i % 2 else "none"} for i in range(16)]
@@ -251,7 +252,7 @@ def test_a_finished_layer_with_the_same_inputs_is_not_trained_again(tmp_path, mo
     logs: list[str] = []
     out = tt.train_triage(str(fixture_data), str(tmp_path / "layer"), 0, max_steps=2, log=logs.append)
     spec = json.loads((out / SPEC_FILE).read_text())
-    assert spec["card"]["train_precision"] == ("bf16 mixed" if tt.native_bf16() else "fp32")
+    assert spec["card"]["train_precision"] == ("bf16 mixed" if native_bf16() else "fp32")
     assert len(spec["card"]["inputs_sha256"]) == 64 and spec["card"]["train_loop_seconds"] is not None
     assert not (tmp_path / "layer-run").exists()  # the run's checkpoints are gone once the layer is published
     stamp = (out / SPEC_FILE).stat().st_mtime_ns

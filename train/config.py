@@ -10,6 +10,7 @@ from core.config import default_data_dir
 from core.errors import ConfigError
 from pipeline.verify.config import DEFAULT_JUDGES
 from retriever.config import DEFAULT_INDEX
+from train.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,16 @@ class JudgeTrainConfig:
     """Seeds the rows and training."""
     threads: int = 0
     """torch threads; 0 = all cores."""
+    precision: str = "auto"
+    """auto: bf16 mixed precision where the CPU multiplies bf16 natively (train.precision), else fp32; bf16; fp32.
+    Flag: --precision."""
+    length_grouped: bool = True
+    """Batches of pairs of similar length (transformers' group_by_length: shuffled mega-batches of 50 batches,
+    each sorted by length), so a batch pads little; off: random batches."""
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if min(self.faithfulness_passages, self.answerhood_questions, self.validation_items) < 4:
             raise ConfigError("faithfulness_passages, answerhood_questions and validation_items must be >= 4")
         if self.batch_size < 2 or self.epochs < 1 or self.eval_steps < 1:

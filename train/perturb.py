@@ -11,7 +11,7 @@ Every function returns the new sentence, or None when the rule does not apply to
 change, no direction word to reverse). Meaning-changing families: negation, number, direction, quantifier,
 condition (who, where, which kind: men/women, dominant/recessive, upper/lower...), term (a medical term swapped
 for another of the corpus: `swap_term`), and the ones that need another record (`entity_swap`, `merge`: see
-train.judges). Standard library only.
+train.judge_data). Standard library only.
 """
 
 from __future__ import annotations
@@ -297,4 +297,4 @@ ALTERATIONS: dict[str, Callable[[str, random.Random], str | None]] = {
     "condition": condition,
 }
 """The families that rewrite one sentence alone; `term`, `entity_swap`, `merge` and `other_record` need the
-corpus (train.judges builds them)."""
+corpus (train.judge_data builds them)."""

@@ -35,6 +35,7 @@ from pathlib import Path
 from core.files import atomic_write_json
 from pipeline.triage import DEFAULT_MODEL_DIR as DEFAULT_OUT
 from pipeline.triage import SPEC_FILE, Classifier, quantized
+from train.precision import train_bf16
 
 ALARM_WORDS = ("chest", "breath", "faint", "blood", "overdose", "suicid", "seizure", "unconscious", "swallow",
                "fever", "numb", "stroke", "swelling", "bleed", "vomit", "head")
@@ -126,7 +127,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
     calib = _jsonl(DEV_SET)
     classes = sorted({r["label"] for r in rows} | {"none"})
     base = resolve_embedder("")
-    bf16 = native_bf16() if precision == "auto" else precision == "bf16"
+    bf16 = train_bf16(precision)
     inputs = hashlib.sha256(json.dumps(
         [rows, calib, dir_checksum(base), seed, min_recall, epochs, batch_size, learning_rate, max_length, max_steps,
          bf16], sort_keys=True).encode()).hexdigest()
@@ -184,15 +185,6 @@ def new_classifier(base: str, classes: list[str], seed: int):
     set_seed(seed)
     return AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)})
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16). There, bf16 matrix products run
-    3-9x the fp32 rate (measured here: 0.40-1.2 TFLOP/s against 0.14); elsewhere bf16 is emulated and slower."""
-    import torch
-
-    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return any(bool(check()) for check in checks if check is not None)
 
 
 def training_args(out: Path, seed: int, epochs: float = 3.0, batch_size: int = 32, learning_rate: float = 5e-5,
