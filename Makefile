@@ -1,5 +1,6 @@
-# medcite: `make demo` sets up .venv, builds the full index from ../shared/data, trains triage's learned layer
-# (a no-op once trained), searches the index and answers a question with citations; `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
+# medcite: `make demo` sets up .venv, builds the full index from ../shared/data, trains triage's learned layer and
+# the judges of the verification stage (each a no-op once done), searches the index and answers a question with
+# citations, verified by the trained judges; `make test` sets up .venv and runs the test suite (what CI runs, via .ci/run).
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -27,11 +28,15 @@ setup: $(STAMP)
 lock: setup
 	$(BIN)/python scripts/lock.py $(BIN)/pip
 
+# Each stage is resumable and a no-op once done; every progress line names its stage and the run's time so far
+# (core/progress.py: MEDCITE_STAGE, MEDCITE_RUN_START).
+demo: export MEDCITE_RUN_START := $(shell date +%s)
 demo: setup
-	$(BIN)/medcite index --config configs/index.yaml
-	$(BIN)/medcite train-triage
-	$(BIN)/medcite search "$(QUESTION)" -k 3
-	$(BIN)/medcite ask "$(QUESTION)" --config configs/serve.yaml
+	MEDCITE_STAGE="1/5 index" $(BIN)/medcite index --config configs/index.yaml
+	MEDCITE_STAGE="2/5 triage" $(BIN)/medcite train-triage
+	MEDCITE_STAGE="3/5 judges" $(BIN)/medcite train-judges all --config configs/judges.yaml
+	MEDCITE_STAGE="4/5 search" $(BIN)/medcite search "$(QUESTION)" -k 3
+	MEDCITE_STAGE="5/5 answer" $(BIN)/medcite ask "$(QUESTION)" --config configs/serve.yaml
 
 test: setup
 	@bash scripts/browser.sh >/dev/null

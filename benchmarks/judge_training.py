@@ -76,18 +76,26 @@ def speed(reps: int = 2) -> dict:
     finally:
         shutil.rmtree(rows_dir, ignore_errors=True)
 
-    def ratio(judge: str, a: str, b: str) -> float:
-        pairs = sorted(x / y for x, y in zip(rates[judge][a], rates[judge][b], strict=True))
-        return round(pairs[len(pairs) // 2], 3)
-
-    names = list(ARMS)
     return {"command": "python benchmarks/judge_training.py --speed", "date": str(date.today()),
             "native_bf16": native_bf16(), "reps": reps, "arms": ARMS,
             "pairs_per_s": {j: {a: [round(x, 2) for x in v] for a, v in r.items()} for j, r in rates.items()},
-            "ratios": {j: {f"{names[1]} / {names[0]}": ratio(j, names[1], names[0]),
-                           f"{names[2]} / {names[1]}": ratio(j, names[2], names[1]),
-                           f"{names[2]} / {names[0]}": ratio(j, names[2], names[0])} for j in JUDGES},
+            "ratios": ratios(rates),
             "note": "one epoch of ~580 rows per judge and arm; pairs/s by the Trainer's train_runtime"}
+
+
+def ratios(rates: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Per judge, each arm over the one before it and the last over the first: the median over rounds of the
+    ratio within a round (arms of one round ran side by side)."""
+    from statistics import median
+
+    names = list(ARMS)
+
+    def ratio(judge: str, a: str, b: str) -> float:
+        return round(median(x / y for x, y in zip(rates[judge][a], rates[judge][b], strict=True)), 3)
+
+    return {j: {f"{names[1]} / {names[0]}": ratio(j, names[1], names[0]),
+                f"{names[2]} / {names[1]}": ratio(j, names[2], names[1]),
+                f"{names[2]} / {names[0]}": ratio(j, names[2], names[0])} for j in rates}
 
 
 def _balanced_terms(correct: list[bool], labels: list[float]) -> list[float]:

@@ -92,8 +92,57 @@ def render_answers() -> str:
     return "\n".join(out) + "\n"
 
 
+def render_judge_training() -> str:
+    """Before / after of the judges' training (benchmarks/judge_training.py): time and quality in one table."""
+    path = ROOT / "benchmarks/results/judge-training.json"
+    r = json.loads(path.read_text()) if path.is_file() else {}
+    out = []
+    if "speed" in r:
+        sp = r["speed"]
+        out += [f"Training loop speed (`{sp['command']}`, {sp['date']}): each judge trained one epoch on a slice of "
+                "its real rows in three arms, interleaved, {0} rounds; pairs per second (median ratio within a "
+                "round):".format(sp["reps"]), "",
+                "| judge | " + " | ".join(f"{a} (pairs/s per round)" for a in sp["arms"])
+                + " | bf16 / fp32 | length-grouped / random (bf16) | after / before |",
+                "|---|" + "---|" * (len(sp["arms"]) + 3)]
+        for judge, rates in sp["pairs_per_s"].items():
+            out.append(f"| {judge} | " + " | ".join(", ".join(f"{x:.1f}" for x in v) for v in rates.values())
+                       + " | " + " | ".join(f"{x:.2f}x" for x in sp["ratios"][judge].values()) + " |")
+        out.append("")
+    if "quality" in r:
+        q = r["quality"]
+
+        def seconds(side: str) -> list[str]:
+            t = q[side]["training"]
+            total = sum(v["train_seconds"] for v in t.values())
+            return [f"{t[j]['train_seconds']:.0f} ({t[j]['train_loop_seconds']:.0f})" for j in t] + [f"{total:.0f}"]
+
+        def diff(key: str) -> str:
+            d = q["difference"][key]
+            return f"{d['mean_diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+        rows = []
+        for side, label in (("before", "before: fp32, random batches"),
+                            ("after", "after: bf16 mixed, length-grouped batches (what `make demo` trains)")):
+            s = q[side]
+            rows.append([label, *seconds(side), f"{s['faithfulness_int8']['balanced_accuracy']:.3f}",
+                         f"{s['faithfulness_fp32']['balanced_accuracy']:.3f}", f"{s['answerhood_auc']:.3f}"])
+        rows.append(["after - before (paired 95% CI)", "", "", "", diff("faithfulness_int8_balanced_accuracy"),
+                     diff("faithfulness_fp32_balanced_accuracy"), diff("answerhood_auc")])
+        out += [f"Whole trainings of `configs/judges.yaml` and their quality on the probe sets of `benchmarks/judges.py` "
+                f"({q['probe']['pairs']} faithfulness pairs, {q['probe']['answerhood_pairs']} answerhood pairs from "
+                f"reserved documents; `{q['command']}`, {q['date']}). Seconds: the whole command (the training loop "
+                "in brackets); the two trainings ran at different times on this shared machine, so the loop ratio "
+                "above is the side-by-side measure:", "",
+                "| training | faithfulness s | answerhood s | total s | faithfulness balanced accuracy, served "
+                "int8 | same, fp32 | answerhood ROC AUC |", "|---|---|---|---|---|---|---|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out) + "\n" if out else "No judge-training results yet (`benchmarks/judge_training.py`).\n"
+
+
 def main() -> int:
-    print(render_judges() + "\n" + render_answers(), end="")
+    print(render_judges() + "\n" + render_answers() + "\n" + render_judge_training(), end="")
     return 0
 
 

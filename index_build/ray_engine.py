@@ -26,6 +26,7 @@ from typing import Any
 
 from core.corpus import CLEANING_RULES, clean_text, drop_duplicates
 from core.errors import ConfigError
+from core.progress import stage_prefix
 from core.types import Passage, Record
 from index_build.config import IndexConfig
 
@@ -244,7 +245,7 @@ def embed(session: dict[str, Any], texts: list[str], lengths: list[int], work: P
     gpus = session["gpus"] > 0
     actors = actor_count(cfg, session)
     log(f"embedding {len(missing)} shard(s) with {actors} Ray actor(s) on {'GPU' if gpus else 'CPU'}")
-    bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0, file=sys.stderr,
+    bar = tqdm(total=len(texts), initial=done, unit="passages", desc=stage_prefix() + "embedding", mininterval=2.0, file=sys.stderr,
                disable=not progress)
     if missing:
         ds = ray.data.from_items([{"shard": i, "texts": [texts[j] for j in shards[i]]} for i in missing],

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.errors import IndexCorruptError
 from core.files import atomic_path
+from core.progress import stage_prefix
 from index_build.config import IndexConfig
 
 
@@ -73,7 +74,7 @@ def embed_in_shards(model, texts: list[str], work: Path, cfg: IndexConfig, log, 
     done = sum(len(ids) for i, ids in enumerate(shards) if (shard_dir / f"{i:05d}.npy").is_file())
     if done:
         log(f"resuming: {done}/{len(texts)} passages already embedded")
-    bar = tqdm(total=len(texts), initial=done, unit="passages", desc="embedding", mininterval=2.0,
+    bar = tqdm(total=len(texts), initial=done, unit="passages", desc=stage_prefix() + "embedding", mininterval=2.0,
                file=sys.stderr, disable=not progress)
     for i, ids in enumerate(shards):
         path = shard_dir / f"{i:05d}.npy"

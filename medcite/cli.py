@@ -22,6 +22,7 @@ from typing import Any
 
 from core.config import field_docs
 from core.errors import MedciteError
+from core.progress import run_elapsed, stage_prefix
 from core.types import SEARCH_MODES
 from evaluation.config import EvalConfig
 from finetune.config import FinetuneConfig
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if stage_prefix():  # under `make demo`: each stage opens with its name and the run's time so far
+        print(f"{stage_prefix()}medcite {' '.join(argv if argv is not None else sys.argv[1:])}{run_elapsed()}",
+              file=sys.stderr, flush=True)
     try:
         return args.func(args)
     except MedciteError as e:

@@ -276,6 +276,12 @@ def training_speed() -> str:
             + source("triage-speed"))
 
 
+def judge_training() -> str:
+    from benchmarks.report_judges import render_judge_training
+
+    return render_judge_training() + "\n" + source("judge-training")
+
+
 def followup() -> str:
     f = load("followup")
     rows = [[arm, f3(v.get("gold_shown")), f3(v.get("cites_gold")), f3(v.get("query_overlap_with_written_out")),
@@ -359,7 +365,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "summary": summary, "retrieval": retrieval, "embedding": embedding, "serving": serving, "load": load_, "judges": judges,
     "answers": answers, "answers-tuned": answers_tuned, "verification": verification, "triage": triage, "followup": followup,
     "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
-    "config-tables": config_tables, "openapi": openapi}
+    "config-tables": config_tables, "openapi": openapi, "judge-training": judge_training}
 
 
 def files() -> list[Path]:

@@ -95,10 +95,10 @@ def test_serve_says_which_judge_verifies_and_how_to_train_the_missing_one(capsys
     judges; trained ones with their precision and threshold."""
     from types import SimpleNamespace
 
-    import pipeline.loader
     import uvicorn
-
     from fakes import FakeGenerator, FakeRetriever
+
+    import pipeline.loader
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     monkeypatch.setattr("pipeline.triage.classifier", lambda: None)
@@ -111,3 +111,26 @@ def test_serve_says_which_judge_verifies_and_how_to_train_the_missing_one(capsys
         err = capsys.readouterr().err
         assert said in err and ("train-judges" in err) == (judges is None)
         assert "learned layer" in err and "fake-llm" in err
+
+
+def test_one_progress_display_names_the_stage_the_rate_and_the_time_left(monkeypatch, capsys):
+    """`make demo`'s stages share one display: the stage the Makefile names, items/s, the stage's time left and
+    the run's time so far; outside a demo run the lines carry no stage."""
+    from types import SimpleNamespace
+
+    from core import progress
+
+    clock = iter([100.0, 110.0, 130.0])
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: next(clock), time=lambda: 10_581.0))
+    monkeypatch.delenv("MEDCITE_STAGE", raising=False)
+    meter = progress.Meter(581, "steps", "faithfulness")
+    assert meter.line(40) == "faithfulness: 40/581 steps"  # a resumed run: the rate counts from here
+    assert meter.line(60) == "faithfulness: 60/581 steps, 2.00 steps/s, ~4:20 left"
+    monkeypatch.setenv("MEDCITE_STAGE", "3/5 judges")
+    monkeypatch.setenv("MEDCITE_RUN_START", "10000")
+    assert meter.line(100, "loss 0.3") == ("[3/5 judges] faithfulness: 100/581 steps, 2.00 steps/s, ~4:00 left "
+                                           "(9:41 into the run); loss 0.3")
+    assert main(["search", "gout", "--index", "/nonexistent/index"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "[3/5 judges] medcite search gout --index /nonexistent/index (9:41 into the run)"
+    assert err[1].startswith("medcite: error:") and len(err) == 2

@@ -378,7 +378,11 @@ def test_length_grouped_batches_cover_every_pair_once_pad_less_and_repeat_by_see
         return sum(max(len(texts[i]) for i in b) * len(b) for b in bs) / sum(len(t) for t in texts)
 
     shuffled = [list(range(640))[k:k + 16] for k in range(0, 640, 16)]
-    assert padded(batches) < 1.1 < 1.5 < padded(shuffled)
+    assert padded(batches) < 1.25 < 1.5 < padded(shuffled)
     assert list(LengthGroupedBatches(data, 16, False, seed=3)) == batches  # the same seed, the same batches
+    # ... in random order, not longest first through each mega-batch (the judge stalled on that order)
+    longest = [max(len(texts[i]) for i in b) for b in batches]
+    descents = sum(x > y for x, y in zip(longest[:-1], longest[1:], strict=True))
+    assert 0.25 < descents / (len(longest) - 1) < 0.75
     sampler.set_epoch(1)
     assert list(sampler) != batches  # reshuffled each epoch

@@ -118,8 +118,8 @@ def train_judge(cfg: JudgeTrainConfig, judge: str, log: Callable[[str], None] = 
                                               else {}))
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor((len(train_rows) - pos) / max(pos, 1.0)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, evaluator=evaluator,
-                                  callbacks=[_progress(log)])
-    trainer.remove_callback(PrinterCallback)  # its raw dicts repeat what _progress logs as one line a step
+                                  callbacks=[progress_callback(log, judge)])
+    trainer.remove_callback(PrinterCallback)  # its raw dicts repeat what progress_callback logs as one line a step
     _fit(trainer, work, log)
     # without the autocast wrapper accelerate puts on forward for bf16 training: the thresholds are chosen on the
     # model as it is served
@@ -174,15 +174,24 @@ def calibrate_precisions(path: Path, judge: str, val_rows: list[dict], min_kept:
     return calibration
 
 
-def _progress(log: Callable[[str], None]):
-    """One line per logging step (step, loss, validation metric): progress without a progress bar in job logs."""
+def progress_callback(log: Callable[[str], None], what: str):
+    """One line per logging step, in the run's progress display (core.progress: the stage, steps/s, time left) with
+    the loss and the validation metric: progress without a progress bar in job logs."""
     from transformers import TrainerCallback
 
+    from core.progress import Meter
+
     class Progress(TrainerCallback):
+        meter: Meter | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.meter = Meter(state.max_steps, "steps", what)
+            self.meter.line(state.global_step)  # the clock starts here (after a resume, at the resumed step)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             shown = {k: round(v, 4) for k, v in (logs or {}).items() if k in ("loss", "eval_val_average_precision")}
-            if shown:
-                log(f"  step {state.global_step}/{state.max_steps}: {shown}")
+            if shown and self.meter:
+                log("  " + self.meter.line(state.global_step, ", ".join(f"{k} {v}" for k, v in shown.items())))
 
     return Progress()
 

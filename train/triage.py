@@ -119,7 +119,7 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
 
     from core.files import staging_dir
     from retriever.embedder import dir_checksum, resolve_embedder
-    from train.judges import _progress
+    from train.judges import progress_callback
     from train.retriever import _fit
 
     started = time.time()
@@ -144,8 +144,8 @@ def train_triage(data_dir: str, out: str = DEFAULT_OUT, seed: int = 0, min_recal
                     remove_columns=["text"])
     args = training_args(work / "checkpoints", seed, epochs, batch_size, learning_rate,
                          save_steps=max(1, int(len(data) * epochs / batch_size) // 10), max_steps=max_steps, bf16=bf16)
-    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[_progress(log)])
-    trainer.remove_callback(PrinterCallback)  # its raw dicts repeat what _progress logs as one line a step
+    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[progress_callback(log, "triage layer")])
+    trainer.remove_callback(PrinterCallback)  # its raw dicts repeat what progress_callback logs as one line a step
     _fit(trainer, work, log)
     # without the autocast wrapper accelerate puts on forward for bf16 training: calibration (and the int8 copy it
     # quantizes) must run the model as it is served
