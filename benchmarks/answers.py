@@ -17,7 +17,7 @@ Question sets, the two rulers first (evaluation.rulers):
 repository (artifacts/answers-review/, for a blind review): their text is not ours to commit.
 Every question is retrieved and generated once with the served default (llama.cpp q4_0, hybrid, k=3; drafts cached
 in benchmarks/results/answers_drafts-<index fingerprint>.jsonl, reused by a rerun), then verified twice: the lexical judge (overlap +
-cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make models`).
+cosine, extractive quotes by cosine) and the trained judges (faithfulness + answerhood, `make demo`).
 Per set and arm: the answer cites the gold record, the gold record is shown, no_answer, answer modes, token F1
 against the gold answer; dev also without retrieval (paired bootstrap of RAG - none); verification time over
 generation time. The first --sample answers of each arm and set go to benchmarks/results/answers_sample.jsonl for reading

@@ -11,7 +11,7 @@ same document, turn 2 the dev record's own question with the condition replaced 
 - focus / model / both: pipeline.followup.standalone with that setting.
 Per arm: the gold record among the k=3 passages shown (hybrid, the served retriever), and the standalone query's
 word overlap with the written-out question; with --answers, the served pipeline's turn-2 answer (llama.cpp,
-verification with the trained judges where `make models` wrote them) cites the gold record, for written_out and
+verification with the trained judges where `make demo` wrote them) cites the gold record, for written_out and
 every arm. Turn 1 is checked unchanged: standalone() leaves a question without history as it is.
 """
 

@@ -115,7 +115,9 @@ def render_judge_training() -> str:
         def seconds(side: str) -> list[str]:
             t = q[side]["training"]
             total = sum(v["train_seconds"] for v in t.values())
-            return [f"{t[j]['train_seconds']:.0f} ({t[j]['train_loop_seconds']:.0f})" for j in t] + [f"{total:.0f}"]
+            return [f"{t[j]['train_seconds']:.0f}" + (f" ({t[j]['train_loop_seconds']:.0f})"
+                                                       if t[j].get("train_loop_seconds") else "") for j in t] \
+                + [f"{total:.0f}"]
 
         def diff(key: str) -> str:
             d = q["difference"][key]

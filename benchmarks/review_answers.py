@@ -53,7 +53,14 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def prepare(answers: Path, arm: str, mix_in: Path | None = None, mix_verdicts: Path | None = None,
             mix_n: int = 30) -> None:
-    rows = [r for r in read_jsonl(answers) if r["arm"] == arm]
+    """`arm`: one arm, or several comma-separated (reviewed together, blind to the arm; an answer two arms gave
+    word for word is shown once and its verdict counts for both)."""
+    arms = arm.split(",")
+    merged: dict[tuple[str, str], dict] = {}
+    for r in read_jsonl(answers):
+        if r["arm"] in arms:
+            merged.setdefault((r["id"], r["answer"]), {**r, "arms": []})["arms"].append(r["arm"])
+    rows = list(merged.values())
     if mix_in and mix_verdicts:  # earlier answers with their earlier verdicts, for the reviewer's consistency
         old_key = {r["id"]: r for r in read_jsonl(mix_verdicts.with_name(mix_verdicts.name.replace("verdicts",
                                                                                                      "key")))}
@@ -67,15 +74,18 @@ def prepare(answers: Path, arm: str, mix_in: Path | None = None, mix_verdicts: P
     random.Random(0).shuffle(rows)
     blind = [{"rid": f"r{i:03d}", "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
     key = [{"rid": b["rid"], "id": r["id"], "mode": r["mode"], "cites_relevant": r["cites_relevant"],
-            **({"mixed_in": r["mixed_in"]} if "mixed_in" in r else {})} for b, r in zip(blind, rows, strict=True)]
+            **({"mixed_in": r["mixed_in"]} if "mixed_in" in r else {"arms": r["arms"]})}
+           for b, r in zip(blind, rows, strict=True)]
     atomic_write_jsonl(REVIEW / "blind.jsonl", blind)
     atomic_write_jsonl(REVIEW / "key.jsonl", key)
     (REVIEW / "RUBRIC.txt").write_text(RUBRIC + "\n")
     print(f"{len(blind)} answers ({arm}) -> {REVIEW / 'blind.jsonl'}; rubric in {REVIEW / 'RUBRIC.txt'}")
 
 
-def score(verdicts: Path, reviewer: str, out_path: Path = ROOT / "benchmarks" / "results" / "review-consumer.json"
-          ) -> dict:
+def score(verdicts: Path, reviewer: str, out_path: Path = ROOT / "benchmarks" / "results" / "review-consumer.json",
+          served: str = "judges") -> dict:
+    """Shares with Wilson intervals; with several arms in the round, each arm's and the paired difference, the flat
+    shares being the `served` arm's (what `make demo` serves)."""
     key = {r["rid"]: r for r in (json.loads(x) for x in (REVIEW / "key.jsonl").read_text().splitlines() if x)}
     got = {r["rid"]: r for r in (json.loads(x) for x in verdicts.read_text().splitlines() if x.strip())}
     missing = sorted(set(key) - set(got))
@@ -91,24 +101,42 @@ def score(verdicts: Path, reviewer: str, out_path: Path = ROOT / "benchmarks" / 
 
     out: dict = {"command": "python benchmarks/review_answers.py score", "date": str(date.today()),
                  "reviewer": reviewer, "rubric": RUBRIC}
-    for name, subset in (("all", rows), ("alexa", [r for r in rows if r["id"].startswith("alexa")]),
-                         ("messages", [r for r in rows if r["id"].startswith("validation")]),
-                         ("linked", [r for r in rows if r["cites_relevant"] is not None])):
-        out[name] = {"answers": share(subset, lambda r: r["verdict"] == "answers"),
-                     "answers_or_partial": share(subset, lambda r: r["verdict"] in ("answers", "partial")),
-                     "distorted": share(subset, lambda r: r["distorted"]),
-                     "no_answer": share(subset, lambda r: r["mode"] == "no_answer")}
+
+    def shares(rows: list[dict]) -> dict:
+        got = {}
+        for name, subset in (("all", rows), ("alexa", [r for r in rows if r["id"].startswith("alexa")]),
+                             ("messages", [r for r in rows if r["id"].startswith("validation")]),
+                             ("linked", [r for r in rows if r["cites_relevant"] is not None])):
+            got[name] = {"answers": share(subset, lambda r: r["verdict"] == "answers"),
+                         "answers_or_partial": share(subset, lambda r: r["verdict"] in ("answers", "partial")),
+                         "distorted": share(subset, lambda r: r["distorted"]),
+                         "no_answer": share(subset, lambda r: r["mode"] == "no_answer")}
+        return got
+
+    arms = sorted({a for r in rows for a in r.get("arms", [])})
+    if len(arms) > 1:  # several arms reviewed together: each arm's shares, and the paired difference per question
+        from evaluation.stats import mcnemar
+
+        per = {a: {r["id"]: r for r in rows if a in r["arms"]} for a in arms}
+        out["by_arm"] = {a: shares(list(per[a].values())) for a in arms}
+        first, second = arms
+        ids = sorted(set(per[first]) & set(per[second]))
+        out["paired"] = {"arms": [first, second], "questions": len(ids), "answers": mcnemar(
+            [per[first][i]["verdict"] == "answers" for i in ids], [per[second][i]["verdict"] == "answers" for i in ids])}
+        out["served_arm"] = served if served in per else arms[0]
+        rows = list(per[out["served_arm"]].values())  # the flat shares below: the served arm's
+    out.update(shares(rows))
     if mixed:  # the same reviewer rubric on earlier answers: does this reviewer agree with the earlier verdicts?
         agree = sum(1 for r in mixed if r["verdict"] == r["mixed_in"]["verdict"])
         out["consistency"] = {"mixed_in": len(mixed), "same_verdict": agree, "ci95": wilson(agree, len(mixed)),
                               "earlier_answers_share": round(sum(r["mixed_in"]["verdict"] == "answers"
                                                                  for r in mixed) / len(mixed), 4),
                               "now_answers_share": round(sum(r["verdict"] == "answers" for r in mixed) / len(mixed), 4)}
-    out["verdicts"] = sorted(({k: r[k] for k in ("id", "mode", "cites_relevant", "verdict", "distorted")}
-                              for r in rows), key=lambda r: r["id"])
+    out["verdicts"] = sorted(({k: r[k] for k in ("id", "mode", "cites_relevant", "verdict", "distorted", "arms")
+                               if k in r} for r in both if "mixed_in" not in r), key=lambda r: r["id"])
     atomic_write_json(out_path, out)
-    print(json.dumps({k: v for k, v in out.items() if k in ("all", "alexa", "messages", "linked", "consistency")},
-                     indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k in ("all", "alexa", "messages", "linked", "consistency",
+                                                            "paired")}, indent=1))
     return out
 
 
@@ -117,7 +145,8 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--answers", default=str(REVIEW / "answers-consumer.jsonl"))
-    p.add_argument("--arm", default="lexical", help="which verification arm's answers (lexical: what make demo serves)")
+    p.add_argument("--arm", default="judges", help="which verification arm's answers (judges: what make demo serves; "
+                                                  "several comma-separated are reviewed together, blind to the arm)")
     p.add_argument("--mix-in", type=Path, help="an earlier run's answers file, some of whose answers are mixed in")
     p.add_argument("--mix-verdicts", type=Path, help="the earlier review's verdicts (its key file beside it, "
                                                       "named with key for verdicts)")
@@ -125,11 +154,12 @@ def main() -> int:
     p = sub.add_parser("score")
     p.add_argument("verdicts")
     p.add_argument("--reviewer", default="a blind reviewer (a helper agent given RUBRIC, the question and the answer)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "review-consumer.json")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(Path(a.answers), a.arm, a.mix_in, a.mix_verdicts, a.mix_n)
     else:
-        score(Path(a.verdicts), a.reviewer)
+        score(Path(a.verdicts), a.reviewer, a.out)
     return 0
 
 

@@ -200,7 +200,7 @@ def run_eval(cfg: EvalConfig, load_retriever: Callable[[str], Any], load_generat
         from pipeline.verify.judges import load_judges
 
         retriever = load_retriever(cfg.index)
-        judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # as serving verifies: the trained judges when `make models` ran
+        judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # as serving verifies: the trained judges when `make demo` trained them
     bar = _progress(len(todo), "eval")
     for model in ("base", "tuned"):
         mine = [(arm, i) for arm, i in todo if arm.startswith(model + ":")]

@@ -362,7 +362,7 @@ def prepare(cfg: FinetuneDataConfig, retriever, count_tokens: Callable[[str], in
         raise DataError(f"reserved MedQuAD documents in the training data: {', '.join(leaked[:5])}")
     rng = random.Random(f"{cfg.seed}:format")
     log(f"formatting {len(train)} train + {len(held)} eval examples with {cfg.mode} retrieval (k={cfg.k})")
-    judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # the trained faithfulness judge when `make models` built it
+    judges = load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # the trained faithfulness judge when `make demo` built it
     rows = {name: [to_example(c, retriever, cfg, rng, count_tokens, judges) for c in part]
             for name, part in (("train", train), ("eval", held))}
     report.split = {name: len(r) for name, r in rows.items()}

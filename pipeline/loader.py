@@ -1,5 +1,5 @@
 """Build the served `Pipeline` once from an `AnswerConfig`: the retriever (`retriever.loader`), the generator
-(`generator.loader`) and the trained judges when `make models` made them. `medcite ask`, `medcite serve` and the
+(`generator.loader`) and the trained judges when `make demo` (or `make models`) made them. `medcite ask`, `medcite serve` and the
 benchmarks that measure the served default load it the same way.
 
     p = load_pipeline(load_config(AnswerConfig, "configs/serve.yaml"))

@@ -1,7 +1,7 @@
 """Red-flag triage: an urgent-care notice for questions that describe an emergency, independent of the model.
 Two layers: the reviewed rules (pipeline/triage_rules.yaml: precise, explainable), then a learned layer that
 generalises to how patients word emergencies (artifacts/triage: the packaged MiniLM fine-tuned as a classifier of
-emergency kinds by `medcite train-triage` / `make models`, threshold chosen for recall on development messages;
+emergency kinds by `medcite train-triage` (`make demo`, `make models`), threshold chosen for recall on development messages;
 used by itself once trained, as the trained judges are; see MODEL_ENV). Without it, the rules alone.
 
     from pipeline.triage import triage
@@ -26,7 +26,7 @@ RULES_FILE = Path(__file__).with_name("triage_rules.yaml")
 DEFAULT_MODEL_DIR = "artifacts/triage"
 SPEC_FILE = "triage.json"
 MODEL_ENV = "MEDCITE_TRIAGE_MODEL"
-"""`off`: the rules alone; a directory: that learned layer; unset: artifacts/triage when `make models` wrote it."""
+"""`off`: the rules alone; a directory: that learned layer; unset: artifacts/triage when `make demo` wrote it."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ _loaded: dict[str, Classifier | None] = {}
 
 def model_dir() -> str:
     """The learned layer's directory in force ("" = the rules alone): MEDCITE_TRIAGE_MODEL=off for none, a
-    directory as given; unset, the one `make models` writes, when it exists (as the trained judges are picked up)."""
+    directory as given; unset, the one `make demo` writes, when it exists (as the trained judges are picked up)."""
     setting = os.environ.get(MODEL_ENV, "")
     if setting == "off":
         return ""

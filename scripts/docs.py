@@ -28,8 +28,8 @@ BLOCK = re.compile(r"(<!-- gen:([a-z0-9-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S
 PAGES = ("README.md", "docs/*.md")
 
 def served_arm(a: dict) -> str:
-    """The verification arm the answers file's served default used: the trained judges where the run had them,
-    else the lexical judge (what `make demo` serves)."""
+    """The verification arm the answers file's served default used: the trained judges where the run had them (what
+    `make demo` serves), else the lexical judge."""
     return "judges" if "judges" in a["sets"]["dev"] else "lexical"
 
 
@@ -39,9 +39,9 @@ def summary() -> str:
     sets = a["sets"]
     dev, cons, oos = sets["dev"][arm], sets["consumer"][arm], sets["out_of_scope"][arm]
     d = a["dev_no_retrieval"][f"{arm}_minus_none"]
-    fj = j["faithfulness"]["judge"]
+    fj = j["faithfulness"].get("judge_int8") or j["faithfulness"]["judge"]  # as served: int8 where measured
     rq = r["quality"]
-    judge = "the trained judges" if arm == "judges" else "the lexical judge, as `make demo` serves"
+    judge = "the trained judges, as `make demo` serves" if arm == "judges" else "the lexical judge"
     rows = [["retrieval: a relevant record in the top 5 (served; MedQuAD dev / consumer dev, 95% CI)",
              f"{ci(rq['medquad_dev']['served'], 'recall@5')} / {ci(rq['consumer']['served'], 'recall@5')}"],
             [f"answers citing a relevant record (MedQuAD dev / consumer dev, linked; verified by {judge})",
@@ -55,14 +55,22 @@ def summary() -> str:
         rv = json.loads(review.read_text())
         v, before = rv["all"], RESULTS / "review-consumer-before.json"
         was = (f"{f3(json.loads(before.read_text())['all']['answers']['share'])} before quoting by default -> "
-               if before.is_file() else "")
+               if before.is_file() and "by_arm" not in rv else "")
+        if "by_arm" in rv:  # the served arm beside the others of the same blind round
+            others = "; ".join(f"{arm}: {f3(x['all']['answers']['share'])}" for arm, x in rv["by_arm"].items()
+                               if arm != rv["served_arm"])
+            was = f"{rv['served_arm']} (served): "
+            agreed_arms = f" (same round, {others}; paired McNemar p {rv['paired']['answers']['p_value']:.3f})"
+        else:
+            agreed_arms = ""
         agreed = (f"; a second reviewer agreed on {rv['consistency']['same_verdict']} of {rv['consistency']['mixed_in']}"
                   " earlier answers mixed in" if "consistency" in rv else "")
         rows.append([f"blind review: the answer gives the person what they asked (consumer dev, all 127, 95% CI{agreed})",
-                     f"{was}{f3(v['answers']['share'])} [{f3(v['answers']['ci95'][0])}, {f3(v['answers']['ci95'][1])}]"])
+                     f"{was}{f3(v['answers']['share'])} [{f3(v['answers']['ci95'][0])}, {f3(v['answers']['ci95'][1])}]"
+                     f"{agreed_arms}"])
         rows.append(["blind review: distorted (misleading for the person), same answers",
                      f"{f3(v['distorted']['share'])} [{f3(v['distorted']['ci95'][0])}, {f3(v['distorted']['ci95'][1])}]"])
-    rows += [["faithfulness judge: balanced accuracy on altered / faithful sentences (`make models`)",
+    rows += [["faithfulness judge, served int8: balanced accuracy on altered / faithful sentences (`make demo` trains it)",
               f3(fj["balanced_accuracy"])],
              ["emergency triage recall / false alarms, blind probe (served: "
               + ("rules + learned layer" if t.get("layer") else "the rules alone, as `make demo` serves") + ")",

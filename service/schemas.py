@@ -126,7 +126,7 @@ class AnswerResponse(msgspec.Struct):
     index: str | None
     prompt_version: str
     judge: str = ""
-    """Which faithfulness judge verified the answer: faithfulness-judge (trained, `make models`), lexical (content
+    """Which faithfulness judge verified the answer: faithfulness-judge (trained, `make demo`), lexical (content
     words + embedder cosine), or none (not verified)."""
     retrieval_query: str = ""
     """What retrieval searched for: the question, or for a follow-up the standalone question built from

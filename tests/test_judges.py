@@ -92,15 +92,47 @@ def test_trained_judge_removes_a_negated_sentence_the_lexical_judge_keeps():
     assert lexical.judge == "lexical" and len(lexical.sentences) == 2  # shares every word: kept (why, by
     # default, the lexical judge alone serves quotes)
     judges = Judges(faithfulness=ScriptedJudge())
-    v = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0), judges)
+    v = verify("How is gout treated?", draft, _shown(GOUT), r,
+               VerifyConfig(min_relevance=0.0, generated_with_trained_judge=True), judges)
     assert v.judge == "faithfulness-judge"
     assert [s.text for s in v.sentences] == ["Gout is treated with colchicine [1]."]
     assert any("no shown passage supports" in w for w in v.warnings)
     assert judges.faithfulness.seen[0][0].startswith("Gout: treatment\n")  # the judge reads the title too
 
 
+def test_with_the_trained_judges_answers_quote_the_passages_unless_the_operator_asks_for_generated_ones():
+    """The served default: the model's checked sentences gave consumers what they asked less often than quotes
+    (verify.generated_with_trained_judge), so the trained judges choose and gate quotes."""
+    r, judges = FakeRetriever(docs=GOUT), Judges(faithfulness=ScriptedJudge(bad=()))
+    draft = "Gout is treated with colchicine [1]."
+    v = verify("How is gout treated?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0), judges)
+    assert v.mode == "extractive" and v.judge == "faithfulness-judge"
+    assert any("generated_with_trained_judge is off" in w for w in v.warnings)
+    v = verify("How is gout treated?", draft, _shown(GOUT), r,
+               VerifyConfig(min_relevance=0.0, generated_with_trained_judge=True), judges)
+    assert v.mode == "generated" and v.text == draft
+
+
+def test_a_sentence_sourced_only_from_a_look_alike_condition_is_not_an_answer():
+    """Supported by its passage, but that passage is about another condition than the one asked, while a shown
+    passage is about the one asked: removed (the answer falls back to quoting the asked condition's passage)."""
+    docs = [("Adult Non-Hodgkin Lymphoma: symptoms", "Signs of adult non-Hodgkin lymphoma include swollen lymph nodes."),
+            ("Adult Hodgkin Lymphoma: symptoms", "Signs of adult Hodgkin lymphoma include fever and night sweats.")]
+    r, judges = FakeRetriever(docs=docs), Judges(faithfulness=ScriptedJudge(bad=()))
+    question = "What are the symptoms of Adult Non-Hodgkin Lymphoma?"
+    draft = "Symptoms include fever and night sweats [2]. Symptoms include swollen lymph nodes [1]."
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True)
+    v = verify(question, draft, _shown(docs), r, cfg, judges)
+    assert "[2]" not in v.text and "swollen lymph nodes [1]" in v.text
+    assert any("about another condition than the one asked" in w for w in v.warnings)
+    # a question that names no shown passage's subject keeps the sentence its source supports
+    v = verify("what are the signs of lymphoma?", draft, _shown(docs), r, cfg, judges)
+    assert "night sweats [2]" in v.text and not any("another condition" in w for w in v.warnings)
+
+
 def test_answerhood_orders_removes_non_answers_and_gates_no_answer():
-    r, cfg = FakeRetriever(docs=GOUT), VerifyConfig(min_relevance=0.0, min_kept_share=0.3)
+    r = FakeRetriever(docs=GOUT)
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True)
     draft = "Researchers are studying new drugs for gout [2]. Gout is treated with colchicine [1]."
     judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(bad=("researchers",)))
     v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, judges)
@@ -341,7 +373,7 @@ def test_each_part_is_retrieved_and_answered():
     assert [h.passage.id for h in retrieve("How is gout treated?", r, 2, "hybrid")] == [
         h.passage.id for h in r.search("How is gout treated?", k=2, mode="hybrid")]  # one part: the search as is
     shown = _shown(docs[:2])
-    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3)
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True)
     answerhood = ScriptedJudge(bad=(), good=())
     answerhood.score = lambda pairs: [0.9 if ("treat" in q) == ("colchicine" in t) else 0.1 for q, t in pairs]
     judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=answerhood)

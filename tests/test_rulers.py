@@ -119,3 +119,24 @@ def test_a_blind_review_round_scores_mixed_in_earlier_answers_apart(tmp_path, mo
     out = ra.score(tmp_path / "v.jsonl", "test", tmp_path / "review.json")
     assert out["all"]["answers"]["n"] == 4 and out["all"]["answers"]["share"] == 1.0  # the mixed-in ones apart
     assert out["consistency"]["mixed_in"] == 2 and out["consistency"]["same_verdict"] == 2
+
+
+def test_two_arms_are_reviewed_together_blind_and_scored_apart_and_paired(tmp_path, monkeypatch):
+    """The trained judges' answers against the lexical judge's on the same questions, in one blind round: an
+    answer both arms gave word for word is shown once and counts for both."""
+    from benchmarks import review_answers as ra
+
+    monkeypatch.setattr(ra, "REVIEW", tmp_path)
+    rows = [{"arm": arm, "id": f"alexa-{i}", "question": f"q{i}", "mode": "extractive", "cites_relevant": None,
+             "answer": "same quote" if i < 2 else f"{arm} answer {i}"} for i in range(5) for arm in ("judges", "lexical")]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ra.prepare(tmp_path / "a.jsonl", "judges,lexical")
+    blind = [json.loads(x) for x in (tmp_path / "blind.jsonl").open()]
+    key = {k["rid"]: k for k in map(json.loads, (tmp_path / "key.jsonl").open())}
+    assert len(blind) == 2 + 3 * 2 and all(set(b) == {"rid", "question", "answer"} for b in blind)
+    verdict = {b["rid"]: "answers" if b["answer"].startswith(("judges", "same")) else "no" for b in blind}
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps({"rid": r, "verdict": v}) + "\n" for r, v in verdict.items()))
+    out = ra.score(tmp_path / "v.jsonl", "test", tmp_path / "review.json")
+    assert out["by_arm"]["judges"]["all"]["answers"]["k"] == 5 and out["by_arm"]["lexical"]["all"]["answers"]["k"] == 2
+    assert out["paired"]["questions"] == 5 and out["paired"]["answers"]["b"] == 3 and out["paired"]["answers"]["c"] == 0
+    assert sorted(len(k["arms"]) for k in key.values()) == [1] * 6 + [2, 2]

@@ -46,7 +46,7 @@ def test_demo_failure_header_invented_and_misspelled_drugs_uncited():
 
 def test_wrong_marker_is_moved_and_out_of_range_marker_dropped():
     a = _answer("Pseudogout is caused by calcium pyrophosphate crystals [1]. Gout flares are treated with "
-                "colchicine [4].")
+                "colchicine [4].", question="What are the treatments for gout and pseudogout?")  # both named
     assert a.text == ("Pseudogout is caused by calcium pyrophosphate crystals [2]. Gout flares are treated with "
                       "colchicine [1].")
     assert a.invalid_markers == [] and any("[4]" in w for w in a.warnings)

@@ -44,9 +44,16 @@ class VerifyConfig:
     generated_with_lexical_judge: bool = False
     """Serve the model's own sentences when only the lexical judge checks them. Off (default): with the lexical
     judge, which cannot read meaning (it keeps negated and swapped facts), every answer quotes the passages
-    (extractive); the trained faithfulness judge (`make models`) lets checked generated sentences through. A blind
+    (extractive); the trained faithfulness judge (`make demo`) lets checked generated sentences through. A blind
     review of the served answers to the 127 consumer dev questions: generated answers gave the person what they
     asked 8 of 44 times (11 distorted), extractive ones 39 of 81 (benchmarks/review_answers.py)."""
+    generated_with_trained_judge: bool = False
+    """Serve the model's own sentences when the trained faithfulness judge has checked them. Off (default): answers
+    quote the passages with the trained judges too, chosen and gated by the answerhood scorer. A blind review of
+    the 127 consumer dev questions, both arms in one round (benchmarks/review_answers.py): with it on, 20 answers
+    were the model's checked sentences and 1 of them gave the person what they asked, where quotes did for 11 of
+    those 20 questions; over all 127, 0.433 against 0.543 with quotes (paired: 7 better, 21 worse, McNemar p
+    0.013); on MedQuAD dev the 3 generated answers of 30 all lost the relevant record."""
     min_relevance: float = -1.0
     """Below this cosine between the question and its best passage, the sources do not answer the question
     (answer_mode no_answer). -1 (default): the gate calibrated for the index in use (its manifest's
@@ -63,7 +70,7 @@ class VerifyConfig:
     """Added the same way when its passage is about the condition the question names (the title's focus as a
     phrase): the asked condition's own passage before a similar condition's."""
     judges: str = ""
-    """Directory of the trained judges (`make models`: faithfulness/ and answerhood/, each with calibration.json).
+    """Directory of the trained judges (`make demo`, `make models`: faithfulness/ and answerhood/, each with calibration.json).
     Empty: artifacts/judges when it exists, else the lexical judge (overlap + embedder cosine) and the embedder's
     cosine for choosing quotes; `off`: never. /readyz and every answer say which judge ran."""
     judge_precision: str = "int8"

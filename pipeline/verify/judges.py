@@ -46,7 +46,7 @@ class CrossEncoderJudge:
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / CALIBRATION).is_file():
             raise ModelLoadError(f"judge {path} is not a trained judge directory (model + {CALIBRATION}); train it "
-                                 "with `make models` (medcite train-judges), or set verify.judges: off")
+                                 "with `make demo` or `make models` (medcite train-judges), or set verify.judges: off")
         from sentence_transformers import CrossEncoder
         from transformers.utils import logging as hf_logging
 
@@ -106,7 +106,7 @@ class Judges:
                if (root / name).exists()}
         if not got:
             raise ModelLoadError(f"{root} holds no trained judge (faithfulness/ or answerhood/); train them with "
-                                 "`make models`, or set verify.judges: off")
+                                 "`make demo` or `make models`, or set verify.judges: off")
         return cls(**got)
 
     def describe(self) -> dict:
@@ -116,7 +116,7 @@ class Judges:
 
 def resolve_judges(setting: str) -> str:
     """The judge directory to load ("" = none): `off` for none, a directory as configured; unset, the one
-    `make models` writes, when it exists (as the tuned index is picked up)."""
+    `make demo` writes, when it exists (as the tuned index is picked up)."""
     if setting == "off":
         return ""
     if setting:

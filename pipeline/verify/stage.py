@@ -9,7 +9,7 @@ passages it saw support it. Independent of the model (135M on a CPU, a tuned 3B,
 
 Steps: (1) abstain when no passage is relevant to the question (embedder cosine below `min_relevance`):
 no_answer; (2) attribute every sentence to the shown passages (pipeline.verify.support: the definition training and
-evaluation use too; the trained faithfulness judge when `make models` built it, else the lexical judge); copied
+evaluation use too; the trained faithfulness judge when `make demo` built it, else the lexical judge); copied
 passage headers, fragments and sentences that only restate the question go; (3) the term guard (pipeline.verify.terms)
 removes sentences with invented words, drug names or doses the evidence does not hold; (4) unsupported sentences
 are removed (or marked); with the answerhood scorer, supported sentences that do not answer the question go too,
@@ -38,6 +38,8 @@ from generator.prompt import PromptPassage
 from pipeline.parts import sub_questions
 from pipeline.verify.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
 from pipeline.verify.judges import support_judge
+from pipeline.verify.subject import focus as _focus
+from pipeline.verify.subject import names_subject, off_subject
 from pipeline.verify.support import (
     MAX_QUOTE_WORDS,
     attribute,
@@ -104,22 +106,6 @@ class _Embed:
 
 def _cut(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _focus(title: str) -> str:
-    return title.split(":")[0].strip()
-
-
-def names_subject(question: str, title: str) -> bool:
-    """Whether the question names the passage's subject (its title's focus, "Gout" of "Gout: research"), so a
-    quote from it needs no introduction."""
-    def norm(text: str) -> str:
-        return f" {' '.join(re.sub(r'[^a-z0-9]+', ' ', text.lower()).split())} "
-
-    focus = norm(_focus(title))
-    # the focus as a phrase, not as a bag of words: "Adult Hodgkin Lymphoma" is not named by "adult non-Hodgkin
-    # lymphoma" although every word of it occurs there (found reading the benchmark's answers)
-    return not focus.strip() or focus in norm(question)
 
 
 # a list's lead-in without a colon: quoted without its items it ends mid-sentence ("Certain foods and drinks may cause
@@ -389,6 +375,10 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
             v.text = f"{v.text} [not in the sources]"
         kept.append(v)
     body = [c.verdict for c in checked if not c.verdict.not_answer]
+    for v in off_subject(question, shown, kept):
+        warnings.append(f"removed a sentence whose only source is about another condition than the one asked: "
+                        f"{_cut(v.text)}")
+        kept = [k for k in kept if k is not v]
     gate = answer_gate(cfg, judges)
     supported = [v for v in kept if v.supported]
     parts = parts or sub_questions(question)
@@ -415,11 +405,13 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     meaning_blind = name == "lexical" and not cfg.generated_with_lexical_judge
-    if meaning_blind or kept_share < cfg.min_kept_share or not supported:
+    quotes_only = name != "lexical" and not cfg.generated_with_trained_judge
+    if meaning_blind or quotes_only or kept_share < cfg.min_kept_share or not supported:
         quoted = answer_parts(parts, shown, embed, cfg, judges, gate, warnings)
         if quoted:
             warnings.append("the lexical judge cannot check what a generated sentence means: quoting the passages"
-                            if meaning_blind else f"too little of the generated answer was supported "
+                            if meaning_blind else "quoting the passages (verify.generated_with_trained_judge is off)"
+                            if quotes_only else f"too little of the generated answer was supported "
                             f"({len(supported)} of {len(body)} sentences): quoting the passages instead")
             kept, mode = quoted, "extractive"
         elif gate is not None or meaning_blind:  # nothing to quote: the model's text does not stand in unchecked

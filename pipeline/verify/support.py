@@ -10,7 +10,7 @@ is the share of the sentence's content words (lower-cased, light suffix stemming
 passage, and cosine the embedder's similarity of sentence and passage (0 where no embedder is given). A citation
 stays only where its passage scores at or above the threshold; an uncited or wrongly cited sentence that a shown
 passage supports gets that passage's marker (post-hoc attribution). Copied passage headers are not sentences.
-A trained faithfulness judge (pipeline.verify.judges, `make models`) sits behind the same `scores` method. Standard library only; numpy only with an embedder.
+A trained faithfulness judge (pipeline.verify.judges, `make demo`) sits behind the same `scores` method. Standard library only; numpy only with an embedder.
 """
 
 from __future__ import annotations
