@@ -65,7 +65,7 @@ class ScriptedJudge:
 
     def __init__(self, bad=("not",), threshold=0.5, gate=0.5, good=()):
         self.bad, self.good, self.calibration = bad, good, {"threshold": threshold, "gate": {"threshold": gate}}
-        self.threshold, self.path, self.seen = threshold, "scripted", []
+        self.threshold, self.gate, self.path, self.seen = threshold, gate, "scripted", []
 
     def score(self, pairs):
         self.seen += pairs
@@ -228,9 +228,12 @@ def test_tiny_judge_trains_publishes_with_calibration_and_serves(fixture_data, t
         out = J.train_judge(cfg, judge, log=lambda _: None)
         cal = json.loads((out / "calibration.json").read_text())
         assert 0 <= cal["threshold"] <= 1 and cal["positives_kept"] >= 0.95 and "by_family" in cal
-    assert "gate" in json.loads((tmp_path / "judges" / "answerhood" / "calibration.json").read_text())
+    acal = json.loads((tmp_path / "judges" / "answerhood" / "calibration.json").read_text())
+    assert "gate" in acal
     judges = load_judges(str(tmp_path / "judges"))
     assert isinstance(judges.faithfulness, CrossEncoderJudge) and judges.answerhood is not None
+    # the no-answer gate is fp32's at every precision (a gate on int8's own scores refused consumers more)
+    assert judges.answerhood.gate == load_judges(str(tmp_path / "judges"), "fp32").answerhood.gate == acal["gate"]["threshold"]
     pair = [("Gout: treatment\nColchicine treats gout.", "Colchicine treats gout.")]
     p = judges.faithfulness.score(pair)
     assert 0 <= p[0] <= 1

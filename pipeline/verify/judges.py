@@ -41,6 +41,15 @@ class CrossEncoderJudge:
         at = self.calibration.get("precisions", {}).get(self.precision, {})
         return float(at.get("threshold", self.calibration["threshold"]))
 
+    @property
+    def gate(self) -> float:
+        """The answerhood scorer's no-answer gate: fp32's at every precision. The int8 scorer's answerhood scores
+        sit higher than fp32's; a gate chosen on its own scores by the same rule (0.392 against 0.277) refused 13%
+        of the consumer dev questions and 42% of the messages, against 6% and 25% at fp32's gate (both rules keep
+        97% of MedQuAD validation questions, and consumer questions score lower): a gate for consumer questions
+        needs calibrating on them (issue 35), not on templates."""
+        return float(self.calibration.get("gate", {}).get("threshold", 0.0))
+
     @classmethod
     def load(cls, path: str | Path, precision: str = "fp32") -> CrossEncoderJudge:
         path = Path(path)

@@ -243,7 +243,7 @@ def answer_gate(cfg: VerifyConfig, judges: Judges | None) -> float | None:
     """The answerhood a shown sentence must reach for the sources to answer the question (None: no scorer)."""
     if judges is None or judges.answerhood is None:
         return None
-    return cfg.answer_threshold or float(judges.answerhood.calibration.get("gate", {}).get("threshold", 0.0))
+    return cfg.answer_threshold or judges.answerhood.gate
 
 
 def verify_passages(passages) -> list[PromptPassage]:
