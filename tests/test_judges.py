@@ -2,6 +2,7 @@
 code end to end, and the pipeline behaviour they drive (support by meaning, answerhood, no_answer, quotes that
 name their subject, lists quoted as lists, /v1/verify, `medcite verify`)."""
 
+import dataclasses
 import json
 import random
 
@@ -111,6 +112,15 @@ def test_with_the_trained_judges_answers_quote_the_passages_unless_the_operator_
     v = verify("How is gout treated?", draft, _shown(GOUT), r,
                VerifyConfig(min_relevance=0.0, generated_with_trained_judge=True), judges)
     assert v.mode == "generated" and v.text == draft
+    # the quotes are chosen by the embedder's cosine, as without trained judges, unless the operator asks for the
+    # answerhood scorer's choice (measured worse on consumer questions)
+    judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(bad=(), good=("researchers",)))
+    cfg = VerifyConfig(min_relevance=0.0, extractive_sentences=1, section_prior=0.0, subject_prior=0.0)
+    plain = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, None)
+    assert verify("How is gout treated?", draft, _shown(GOUT), r, cfg, judges).text == plain.text
+    by_scorer = verify("How is gout treated?", draft, _shown(GOUT), r,
+                       dataclasses.replace(cfg, quotes_by_answerhood=True), judges)
+    assert "Researchers" in by_scorer.text and "Researchers" not in plain.text
 
 
 def test_a_sentence_sourced_only_from_a_look_alike_condition_is_not_an_answer():
@@ -132,7 +142,7 @@ def test_a_sentence_sourced_only_from_a_look_alike_condition_is_not_an_answer():
 
 def test_answerhood_orders_removes_non_answers_and_gates_no_answer():
     r = FakeRetriever(docs=GOUT)
-    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True)
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True, answerhood_gate=True)
     draft = "Researchers are studying new drugs for gout [2]. Gout is treated with colchicine [1]."
     judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(bad=("researchers",)))
     v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, judges)
@@ -141,6 +151,10 @@ def test_answerhood_orders_removes_non_answers_and_gates_no_answer():
     nothing = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=ScriptedJudge(gate=0.95))
     v = verify("What causes gout?", draft, _shown(GOUT), r, cfg, nothing)
     assert v.mode == "no_answer" and "no sentence of the shown passages answers" in v.warnings[-1]
+    # served default: the gate is off (calibrated on templates, it refused consumer questions the corpus answers);
+    # the relevance gate alone refuses
+    v = verify("What causes gout?", draft, _shown(GOUT), r, VerifyConfig(min_relevance=0.0), nothing)
+    assert v.mode == "extractive"
     # the record filed under the question asked ("Gout: treatment") answers it whatever the scorer says
     v = verify("How is gout treated?", draft, _shown(GOUT), r, cfg, nothing)
     assert v.mode == "extractive" and {c for s in v.sentences for c in s.citations} == {1}
@@ -376,7 +390,7 @@ def test_each_part_is_retrieved_and_answered():
     assert [h.passage.id for h in retrieve("How is gout treated?", r, 2, "hybrid")] == [
         h.passage.id for h in r.search("How is gout treated?", k=2, mode="hybrid")]  # one part: the search as is
     shown = _shown(docs[:2])
-    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True)
+    cfg = VerifyConfig(min_relevance=0.0, min_kept_share=0.3, generated_with_trained_judge=True, answerhood_gate=True)
     answerhood = ScriptedJudge(bad=(), good=())
     answerhood.score = lambda pairs: [0.9 if ("treat" in q) == ("colchicine" in t) else 0.1 for q, t in pairs]
     judges = Judges(faithfulness=ScriptedJudge(bad=()), answerhood=answerhood)

@@ -228,6 +228,8 @@ def answer_parts(parts: list[str], shown: list[PromptPassage], embed: _Embed, cf
     part's best first, a passage sentence quoted once; a part nothing shown answers is said in `warnings`.
     n: quotes per part (default verify.extractive_sentences for one part, two or more a part for several)."""
     n = n or (cfg.extractive_sentences if len(parts) == 1 else max(2, -(-cfg.extractive_sentences // len(parts))))
+    if not cfg.quotes_by_answerhood and not cfg.answerhood_gate and not cfg.answer_threshold:
+        judges, floor = None, None  # quotes by the embedder's cosine, as without trained judges (measured better)
     out: list[SentenceVerdict] = []
     body = lambda v: v.text[v.text.find('"'):]  # noqa: E731  (the quote without its "About X:", which is per part)
     for part in parts:
@@ -243,7 +245,9 @@ def answer_gate(cfg: VerifyConfig, judges: Judges | None) -> float | None:
     """The answerhood a shown sentence must reach for the sources to answer the question (None: no scorer)."""
     if judges is None or judges.answerhood is None:
         return None
-    return cfg.answer_threshold or judges.answerhood.gate
+    if cfg.answer_threshold:
+        return cfg.answer_threshold
+    return judges.answerhood.gate if cfg.answerhood_gate else 0.0  # 0: the scorer orders, nothing is gated
 
 
 def verify_passages(passages) -> list[PromptPassage]:
@@ -338,7 +342,8 @@ def calibration_in_force(cfg: VerifyConfig, retriever: Retriever | None, judges:
         out["support"] = {"threshold": cfg.support_threshold, "source": "config"}
     answer = answer_gate(cfg, judges)
     if answer is not None:
-        out["answerhood"] = {"threshold": answer, "source": "config" if cfg.answer_threshold else "judge"}
+        out["answerhood"] = {"threshold": answer, "source": "config" if cfg.answer_threshold else
+                             "judge" if cfg.answerhood_gate else "off (verify.answerhood_gate)"}
     return out
 
 
