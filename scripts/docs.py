@@ -268,7 +268,7 @@ def training_speed() -> str:
     rows = [[f"fp32, seed {seed}", f"{v['train_seconds']:.0f}", ci(v["heldout"], "recall"),
              ci(v["heldout"], "false_alarms"), ci(v["probe_blind"], "recall"), ci(v["probe_blind"], "false_alarms")]
             for seed, v in sp.get("fp32_seeds", {}).items()]
-    rows.append([f"{b['train_precision']}, seed 0 (what `make demo` trains here)", f"{b['train_seconds']:.0f}",
+    rows.append([f"{b['train_precision']}, seed 0 (benchmarks/triage.py --speed, on an earlier machine)", f"{b['train_seconds']:.0f}",
                  ci(b["heldout"], "recall"), ci(b["heldout"], "false_alarms"), ci(b["probe_blind"], "recall"),
                  ci(b["probe_blind"], "false_alarms")])
     inside = all(all(v.values()) for v in sp.get("inside_fp32_spread", {}).values())
