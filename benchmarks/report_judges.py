@@ -46,8 +46,9 @@ def render_answers() -> str:
     arms = [arm for arm in ("lexical", "judges") if arm in a["sets"]["dev"]]
     out = [f"Served answers (`{a['command']}`, {a['date']}, `benchmarks/results/answers.json`): the same llama.cpp "
            "q4_0 drafts (the served retrieval: hybrid k=3, the conditional question-type prior, a message's subject "
-           "line and asks) verified by " + (" and by ".join({"lexical": "the lexical judge (what `make demo` serves)",
-                                                            "judges": "the trained judges"}[x] for x in arms))
+           "line and asks) verified by " + (" and by ".join({"lexical": "the lexical judge",
+                                                            "judges": "the trained judges (what `make demo` serves)"}[x]
+                                                           for x in arms))
            + ". The two rulers first: MedQuAD dev (templates) and the real consumer dev questions (a relevant record "
              "cited over the linked ones, no_answer over all; the messages alone as their own row):", "",
            "| set | n (linked) | arm | cites a relevant record (95% CI) | relevant shown | no_answer (95% CI) | "
