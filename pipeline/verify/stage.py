@@ -388,7 +388,8 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     supported = [v for v in kept if v.supported]
     parts = parts or sub_questions(question)
     covered = set(range(len(parts)))
-    if gate is not None and supported:  # supported is not enough: it must answer what was asked
+    quotes_only = name != "lexical" and not cfg.generated_with_trained_judge  # the draft's sentences are not served
+    if gate is not None and supported and not quotes_only:  # supported is not enough: it must answer what was asked
         units = [(v.citations[0], v.text) for v in supported]
         per_part = [answer_scores(part, units, shown, embed, judges) for part in parts]
         answering = {id(v): max((scores[i], -j) for j, scores in enumerate(per_part))
@@ -410,7 +411,6 @@ def verify(question: str, draft: str, shown: list[PromptPassage], retriever: Ret
     kept_share = round(len(supported) / len(body), 4) if body else 0.0
     mode = "generated"
     meaning_blind = name == "lexical" and not cfg.generated_with_lexical_judge
-    quotes_only = name != "lexical" and not cfg.generated_with_trained_judge
     if meaning_blind or quotes_only or kept_share < cfg.min_kept_share or not supported:
         quoted = answer_parts(parts, shown, embed, cfg, judges, gate, warnings)
         if quoted:
