@@ -51,6 +51,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         from train.calibrate import calibrate_index
 
         calibrate_index(result.out, cfg.data_dir, log)
+    from train.sentence_kinds import fit_index
+
+    fit_index(result.out, log)  # what kind of answer each quotable sentence gives (a no-op when up to date)
     return 0
 
 

@@ -13,7 +13,8 @@ from core.types import Hit, Passage
 from generator.prompt import PromptPassage
 from pipeline.verify.config import VerifyConfig
 from pipeline.verify.judges import CrossEncoderJudge, Judges, load_judges
-from pipeline.verify.stage import candidates, extractive, verify
+from pipeline.verify.quotable import candidates
+from pipeline.verify.stage import extractive, verify
 from service.config import ServeConfig
 from tests.conftest import FIXTURE_CORPORA
 from tests.fakes import FakeGenerator, FakeRetriever

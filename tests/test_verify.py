@@ -176,7 +176,7 @@ def test_a_quote_whose_subject_is_in_the_sentence_before_brings_it():
     all (its antecedent is a list's lead-in, or there is none)."""
     from core.types import Hit, Passage
     from generator.prompt import PromptPassage
-    from pipeline.verify.stage import candidates
+    from pipeline.verify.quotable import candidates
 
     text = ("Doctors diagnose gout from a joint fluid test showing urate crystals. Other conditions with similar "
             "signs, such as septic arthritis, must be ruled out. These tests include a blood culture and an X-ray.")
@@ -222,7 +222,7 @@ def test_an_open_lead_in_is_quoted_with_its_list_and_a_leaning_sentence_never_wi
     # and "This may cause ... This summary is about ..." (a pair whose first sentence has no subject of its own)
     from core.types import Hit, Passage
     from generator.prompt import PromptPassage
-    from pipeline.verify.stage import candidates
+    from pipeline.verify.quotable import candidates
 
     text = ("Certain foods and drinks may cause IBS symptoms in some children, such as\n- milk products\n- fruit "
             "juice\nCLL grows slowly in most people. This may cause infection and easy bleeding. This summary is "

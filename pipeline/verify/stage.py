@@ -25,10 +25,10 @@ and a part the generated answer leaves unanswered gets its own quotes.
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.markers import strip_markers
@@ -38,18 +38,14 @@ from generator.prompt import PromptPassage
 from pipeline.parts import sub_questions
 from pipeline.verify.config import DEFAULT_MIN_RELEVANCE, VerifyConfig
 from pipeline.verify.judges import support_judge
+from pipeline.verify.kinds import FILENAME as KINDS_FILE
+from pipeline.verify.kinds import SentenceKinds, load_kinds
+from pipeline.verify.quotable import candidates
 from pipeline.verify.subject import focus as _focus
 from pipeline.verify.subject import names_subject, off_subject
 from pipeline.verify.support import (
-    MAX_QUOTE_WORDS,
     attribute,
-    is_fragment,
-    is_header,
-    leans_on_previous,
-    points_at_list,
-    restates_question,
 )
-from pipeline.verify.tables import HPO_TABLE, listed, table_items
 from pipeline.verify.terms import evidence_words, term_problems
 
 if TYPE_CHECKING:
@@ -86,6 +82,17 @@ class Verified:
     """Which faithfulness judge ran: faithfulness-judge (trained, pipeline.verify.judges) or lexical."""
 
 
+def index_kinds(root: str, fingerprint: str) -> SentenceKinds | None:
+    """The sentence-kind classifier `medcite index` fitted for this index (loaded once per index and file)."""
+    path = Path(root) / KINDS_FILE
+    return _load_kinds(root, fingerprint, path.stat().st_mtime_ns if path.is_file() else 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_kinds(root: str, fingerprint: str, mtime_ns: int) -> SentenceKinds | None:
+    return load_kinds(Path(root)) if mtime_ns else None
+
+
 class _Embed:
     """The retriever's embedder with a per-answer cache: passages are embedded once for relevance, support and
     the extractive fallback."""
@@ -93,6 +100,8 @@ class _Embed:
     def __init__(self, retriever: Retriever):
         # the scale the index's calibration was made on: its own embedder, or the reference one (verify_embed)
         self.retriever, self.cache, self.encode = retriever, {}, verify_embed(retriever, retriever.embed)
+        root = getattr(retriever, "root", None)
+        self.kinds = index_kinds(str(root), retriever.fingerprint) if root else None
 
     def __call__(self, texts: list[str]):
         import numpy as np
@@ -106,55 +115,6 @@ class _Embed:
 
 def _cut(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-# a list's lead-in without a colon: quoted without its items it ends mid-sentence ("Certain foods and drinks may cause
-# IBS symptoms in some children, such as" was quoted to a consumer message)
-_OPEN_LEAD = re.compile(r"\b(?:such as|include|includes|including|like|the following)\s*$", re.I)
-# the corpus's link lines, quoted as if they were answers ("More on: Alveolar Echinococcosis (AE) FAQs")
-_NAVIGATION = re.compile(r"\s*(more on|learn more|see also|read more|for more information)\b", re.I)
-
-
-def candidates(question: str, shown: list[PromptPassage]) -> list[tuple[int, str]]:
-    """Quotable units of the shown passages, (marker, text): whole sentences, and lists quoted as lists (a lead-in
-    ending in ':' with its '- item' lines; GARD's flattened symptom tables as their rows)."""
-    titles = [p.hit.passage.title for p in shown]
-    out, seen = [], set()
-    for p in shown:
-        rows = table_items(p.text)
-        if len(rows) >= 2:
-            out.append((p.marker, listed(f"Signs and symptoms of {_focus(p.hit.passage.title)}", rows)))
-        lines = [s for s in split_sentences(HPO_TABLE.sub(" ", p.text)) if not points_at_list(s)
-                 and not _NAVIGATION.match(s)]
-        last = lines[-1].strip() if lines else ""
-        if last and not last.startswith(("-", "*", "\u2022")) and not re.search(r"[.!?:;)\]\"']$", last):
-            lines = lines[:-1]  # cut by the chunk's end: "Most people with MELAS have a buildup of lactic acid in"
-        i = 0
-        while i < len(lines):
-            s = lines[i]
-            i += 1
-            if s.rstrip().endswith(":") or _OPEN_LEAD.search(s):
-                items = []
-                while i < len(lines) and lines[i].lstrip().startswith(("-", "*", "\u2022")):
-                    items.append(lines[i].lstrip("-*\u2022 ").strip())
-                    i += 1
-                if len(items) >= 2:  # the list with its lead-in, capped to stay readable
-                    out.append((p.marker, listed(s, items)))
-                continue
-            if leans_on_previous(s):  # its subject is in the sentence before: quoted with it, or not at all
-                prev = lines[i - 2].strip() if i >= 2 else ""
-                if (not prev or prev.endswith(":") or prev.startswith(("-", "*", "\u2022")) or is_header(prev, titles)
-                        or leans_on_previous(prev) or len(prev.split()) + len(s.split()) > MAX_QUOTE_WORDS):
-                    continue
-                s = f"{prev} {s.strip()}"
-            key = " ".join(s.lower().split())
-            if (len(s.split()) >= 5 and not is_header(s, titles) and not is_fragment(s) and key not in seen
-                    and not restates_question(s, question)  # "This summary is about adult leukemia."
-                    and not s.rstrip().endswith(("...", "?"))):  # cut ends and the passage's own question ("What
-                # are the treatments for gout?" opens MedQuAD answers) say nothing alone
-                seen.add(key)  # a sentence a source repeats is quoted once
-                out.append((p.marker, s))
-    return out
 
 
 def answer_scores(question: str, units: list[tuple[int, str]], shown: list[PromptPassage], embed: _Embed,
@@ -186,26 +146,40 @@ def asks_for_section(question: str, title: str) -> bool:
 
 
 def extractive(question: str, shown: list[PromptPassage], embed: _Embed, n: int, judges: Judges | None = None,
-               floor: float | None = None, section_prior: float = 0.0, subject_prior: float = 0.0
-               ) -> list[SentenceVerdict]:
+               floor: float | None = None, section_prior: float = 0.0, subject_prior: float = 0.0,
+               type_prior: float = 0.0) -> list[SentenceVerdict]:
     """The passage sentences (or lists) that best answer the question, quoted, best first, each with its marker.
     With `floor`, only those scoring at least that; for the order only, `section_prior` is added to units of a
     passage whose section the question asks for, `subject_prior` to those of a passage about the condition the
-    question names."""
+    question names, and `type_prior` times the probability that the unit gives the kind of answer the question
+    asks for (pipeline.verify.kinds, where the index has its classifier)."""
     titles = {p.marker: p.hit.passage.title for p in shown}
     # the most specific condition named: "X-linked sideroblastic anemia" over "Sideroblastic anemia", "Salih
     # myopathy" over "Myopathy" (both named by the question; the consumer answers quoted the general one)
     named = {m: len(_focus(t)) for m, t in titles.items() if names_subject(question, t)}
     units = candidates(question, shown)
     if named:  # another condition's sentences, when the asked one's passages are shown, are noise beside them:
-        units = [u for u in units if u[0] in named]  # "About Desmoid tumor: Signs and symptoms of Desmoid tumor:
-        # ..." quoted for "what are the symptoms of Desmosterolosis?" (benchmarks/answers.py's patient answers)
+        # "About Desmoid tumor: Signs and symptoms of Desmoid tumor: ..." quoted for "what are the symptoms of
+        # Desmosterolosis?" (benchmarks/answers.py's patient answers); unless the asked one's passages hold nothing
+        # to quote ("ovarian cancer: treatment" is a list of links): then the others, each under its subject
+        units = [u for u in units if u[0] in named] or units
     if not units:
         return []
     sims = answer_scores(question, units, shown, embed, judges)
     bonus = {m: section_prior * asks_for_section(question, t)
              + subject_prior * (m in named and named[m] == max(named.values())) for m, t in titles.items()}
     rank = [sims[i] + bonus[units[i][0]] for i in range(len(units))]
+    kinds = getattr(embed, "kinds", None)
+    if type_prior and kinds is not None:
+        from retriever.search import question_types
+
+        # an overview is no kind of its own: MedQuAD files everything under it, and its prior quoted side facts for
+        # "What is X?" ("Hemoglobin is an iron-rich protein ..." for "What is anemia?") where the cosine quotes the
+        # definition
+        wanted = question_types(question) - {"overview"}
+        if wanted:
+            p = kinds.prob(embed([strip_markers(t) for _, t in units]), wanted)
+            rank = [r + type_prior * float(x) for r, x in zip(rank, p, strict=True)]
     # the record MedQuAD files under exactly this question (the condition named, the section asked: "Koolen de
     # Vries syndrome: diagnosis" for "how to diagnose Koolen de Vries syndrome") answers it by construction; its
     # text may name the condition otherwise ("17q21.31 microdeletion syndrome"), which the scorer read as
@@ -233,8 +207,8 @@ def answer_parts(parts: list[str], shown: list[PromptPassage], embed: _Embed, cf
     out: list[SentenceVerdict] = []
     body = lambda v: v.text[v.text.find('"'):]  # noqa: E731  (the quote without its "About X:", which is per part)
     for part in parts:
-        quoted = [q for q in extractive(part, shown, embed, n, judges, floor, cfg.section_prior, cfg.subject_prior)
-                  if body(q) not in {body(v) for v in out}]
+        quoted = [q for q in extractive(part, shown, embed, n, judges, floor, cfg.section_prior, cfg.subject_prior,
+                                        cfg.type_prior) if body(q) not in {body(v) for v in out}]
         if not quoted and len(parts) > 1:
             warnings.append(f"no shown passage answers this part of the question: {_cut(part)}")
         out += quoted
@@ -344,6 +318,11 @@ def calibration_in_force(cfg: VerifyConfig, retriever: Retriever | None, judges:
     if answer is not None:
         out["answerhood"] = {"threshold": answer, "source": "config" if cfg.answer_threshold else
                              "judge" if cfg.answerhood_gate else "off (verify.answerhood_gate)"}
+    root = getattr(retriever, "root", None)
+    kinds = index_kinds(str(root), retriever.fingerprint) if root and retriever is not None else None
+    out["sentence_kinds"] = {"prior": cfg.type_prior,
+                             "source": f"index {retriever.fingerprint[:12]}" if kinds is not None else
+                             "missing: quotes by cosine alone (python -m train.sentence_kinds <index>)"}
     return out
 
 
