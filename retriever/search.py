@@ -259,6 +259,11 @@ def question_types(query: str) -> set[str]:
     return {t for t, p in QUESTION_TYPES.items() if p.search(query)}
 
 
+QTYPE_NAMED_SHARE = True
+"""The prior's condition: most of the title's name in the question (False: one shared word, as before; measured
+both ways in benchmarks/retrieval.py --parts qtype)."""
+
+
 def fuse_question_type(query: str, ranked: list[tuple[int, float]], passages: list[Passage], rrf_k: int,
                        focus_terms: Callable[[str], set[str]] | None = None) -> list[tuple[int, float]]:
     """Reciprocal-rank fusion of the hybrid order with the order of the records whose title's question type is
@@ -283,7 +288,18 @@ def fuse_question_type(query: str, ranked: list[tuple[int, float]], passages: li
 
     def lifted(i: int) -> bool:
         subject, _, qtype = passages[i].title.rpartition(": ")
-        return qtype.lower() in wanted and (about is None or bool(focus_terms(subject) & about))
+        if qtype.lower() not in wanted:
+            return False
+        if about is None:
+            return True
+        named = focus_terms(subject)
+        # most of the title's name is in the question: one shared word lifted look-alikes of the asked type
+        # ("Ectopic Kidney: symptoms" for ectopic pregnancy, "Isolated anterior cervical hypertrichosis: symptoms"
+        # for cervical cancer, rare subtypes "Juvenile myoclonic epilepsy: causes" for epilepsy)
+        if not QTYPE_NAMED_SHARE:
+            return bool(named & about)
+        # "Non-small cell lung cancer" is not "small cell lung cancer", nor non-Hodgkin lymphoma Hodgkin's
+        return len(named & about) > len(named) / 2 and ("non" in named) == ("non" in about)
 
     matching = [i for i, _ in ranked if lifted(i)]
     if not matching:

@@ -82,6 +82,34 @@ def test_the_prior_lifts_only_records_about_what_the_question_names():
     assert fuse_question_type("What are the causes?", ranked, passages, 60, _focus) == ranked
 
 
+def test_the_prior_does_not_lift_look_alikes_that_share_one_word_of_the_name():
+    """A record is lifted when most of its title's name is in the question: one shared word lifted "Ectopic Kidney:
+    symptoms" for ectopic pregnancy and rare subtypes ("Juvenile myoclonic epilepsy: causes") for epilepsy, and
+    "non" tells non-small cell lung cancer from small cell lung cancer."""
+    from retriever import search
+
+    passages = _passages("Ectopic Pregnancy: overview", "Ectopic Kidney: symptoms", "Juvenile myoclonic epilepsy: "
+                         "symptoms", "Ectopic Pregnancy: symptoms", "Non-Small Cell Lung Cancer: symptoms",
+                         "Small Cell Lung Cancer: symptoms")
+    ranked = [(0, 0.06), (1, 0.05), (2, 0.04), (3, 0.03), (4, 0.02), (5, 0.01)]
+
+    def lifted(q: str) -> set[int]:
+        fused = [i for i, _ in search.fuse_question_type(q, ranked, passages, 60,
+                                                         lambda t: _focus(t.replace("-", " ")))]
+        return {i for i in fused if fused.index(i) < [i for i, _ in ranked].index(i)}
+
+    assert lifted("What are the symptoms of Ectopic Pregnancy?") == {3}
+    assert lifted("What are the symptoms of juvenile myoclonic epilepsy?") == {2}
+    assert lifted("What are the symptoms of epilepsy?") == set()  # a subtype is not the condition asked
+    assert lifted("What are the symptoms of small cell lung cancer?") == {5}
+    assert lifted("What are the symptoms of non small cell lung cancer?") == {4}
+    search.QTYPE_NAMED_SHARE = False  # the condition before: one shared word
+    try:
+        assert 1 in lifted("What are the symptoms of Ectopic Pregnancy?")
+    finally:
+        search.QTYPE_NAMED_SHARE = True
+
+
 def test_focus_terms_skip_words_every_disease_name_shares(tiny_index):
     from retriever.search import IndexRetriever
 
