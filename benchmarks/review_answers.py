@@ -155,11 +155,13 @@ def main() -> int:
     p.add_argument("verdicts")
     p.add_argument("--reviewer", default="a blind reviewer (a helper agent given RUBRIC, the question and the answer)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "review-consumer.json")
+    p.add_argument("--served", default="judges", help="with several arms in the round: the one make demo serves "
+                                                       "(its shares are the flat ones)")
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(Path(a.answers), a.arm, a.mix_in, a.mix_verdicts, a.mix_n)
     else:
-        score(Path(a.verdicts), a.reviewer, a.out)
+        score(Path(a.verdicts), a.reviewer, a.out, a.served)
     return 0
 
 

@@ -59,8 +59,11 @@ def summary() -> str:
         if "by_arm" in rv:  # the served arm beside the others of the same blind round
             others = "; ".join(f"{arm}: {f3(x['all']['answers']['share'])}" for arm, x in rv["by_arm"].items()
                                if arm != rv["served_arm"])
-            was = f"{rv['served_arm']} (served): "
-            agreed_arms = f" (same round, {others}; paired McNemar p {rv['paired']['answers']['p_value']:.3f})"
+            was = "served: " if rv["served_arm"] == "served" else f"{rv['served_arm']} (served): "
+            p = rv["paired"]["answers"]
+            better, worse = (p["c"], p["b"]) if rv["paired"]["arms"][1] == rv["served_arm"] else (p["b"], p["c"])
+            agreed_arms = (f" (same round, {others}; paired {better} better / {worse} worse, McNemar p "
+                           f"{'< 0.001' if p['p_value'] < 0.001 else format(p['p_value'], '.3f')})")
         else:
             agreed_arms = ""
         agreed = (f"; a second reviewer agreed on {rv['consistency']['same_verdict']} of {rv['consistency']['mixed_in']}"
