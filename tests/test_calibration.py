@@ -63,3 +63,17 @@ def test_answers_and_readyz_say_which_calibration_is_in_force(tiny_index, tiny_g
         a = c.post("/v1/answer", json={"question": "What is (are) Ewing Sarcoma ?"}).json()
     assert ready["calibration"]["relevance"]["source"] in ("default", f"index {r.fingerprint[:12]}")
     assert a["calibration"] == ready["calibration"] and "support" in a["calibration"]
+
+
+def test_real_consumer_questions_count_among_the_questions_the_gate_must_keep(tiny_index):
+    """Issue 35: the gate is calibrated on what people write too, not on MedQuAD's templates alone."""
+    from train.calibrate import calibrate_relevance
+
+    r = IndexRetriever.load(tiny_index)
+    without = calibrate_relevance(r, IN_SCOPE, PATIENT)
+    consumer = ["ewing sarcoma in my daughter's leg, what now", "migraine every morning why", "my allergy is worse"]
+    with_consumer = calibrate_relevance(r, IN_SCOPE, PATIENT, consumer=consumer)
+    assert "consumer" not in without and with_consumer["consumer"]["n"] == 3
+    assert 0.0 <= with_consumer["consumer"]["kept"] <= 1.0 and "consumer dev" in with_consumer["rule"]
+    # the same out-of-scope side of the rule; the in-scope side now holds the consumer questions too
+    assert with_consumer["out_of_scope"]["p95"] == without["out_of_scope"]["p95"]

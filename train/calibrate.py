@@ -6,11 +6,12 @@ enough to the question) chosen for the embedder that built the index, written in
 
 Why per index: the gate reads the index embedder's cosine, and a tuned embedder puts patient-worded questions lower
 on its scale (the tuned index refused 19% of consumer questions at the base MiniLM's 0.45). Questions: the dev
-split's reference questions, a patient-style rewrite of each (train.data.consumerize, seeded), and 40
-questions the corpus cannot answer (OUT_OF_SCOPE). Each is retrieved as served (hybrid, k=3, the question-type
+split's reference questions, a patient-style rewrite of each (train.data.consumerize, seeded), the 127 real
+consumer dev questions (../shared/data/consumer, as issue 35 asks: a gate set on templates alone refuses what
+people write), and 40 questions the corpus cannot answer (OUT_OF_SCOPE). Each is retrieved as served (hybrid, k=3, the question-type
 prior) and scored as verify scores it: the best cosine between the question and a shown passage. Rule: the
 midpoint of the out-of-scope questions' 95th percentile and the in-scope questions' 2nd percentile. The
-benchmarks' consumer set is built from other documents, so it stays held out.
+patient-style benchmark set is built from other documents, so it stays held out.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ OUT_OF_SCOPE = [
     "How do solar panels work?", "What is a haiku?", "How do I play poker?", "What causes the northern lights?",
     "How do I change a car tyre?", "What is blockchain?", "How far is the Moon from Earth?",
 ]
-RULE = "midpoint of the out-of-scope 95th percentile and the in-scope (dev + patient-style) 2nd percentile"
+RULE = ("midpoint of the out-of-scope 95th percentile and the in-scope (dev + patient-style + consumer dev) 2nd "
+        "percentile")
 
 
 def relevance(retriever, question: str, k: int = 3, mode: str = "hybrid", embed=None) -> float:
@@ -58,7 +60,7 @@ def _quantile(values: Sequence[float], q: float) -> float:
 
 def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[str],
                         out_of_scope: Sequence[str] = OUT_OF_SCOPE, k: int = 3, mode: str = "hybrid",
-                        embedder: str = "index") -> dict:
+                        embedder: str = "index", consumer: Sequence[str] = ()) -> dict:
     """The relevance gate for this retriever, scored by its own embedder or the reference one, with the numbers
     that chose it."""
     from pipeline.verify.stage import reference_embed
@@ -67,7 +69,8 @@ def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[st
     dev = [relevance(retriever, q, k, mode, embed) for q in in_scope]
     pat = [relevance(retriever, q, k, mode, embed) for q in patient]
     oos = [relevance(retriever, q, k, mode, embed) for q in out_of_scope]
-    inside = dev + pat
+    con = [relevance(retriever, q, k, mode, embed) for q in consumer]
+    inside = dev + pat + con
     threshold = round((_quantile(oos, 0.95) + _quantile(inside, 0.02)) / 2, 4)
 
     def kept(v):
@@ -76,6 +79,7 @@ def calibrate_relevance(retriever, in_scope: Sequence[str], patient: Sequence[st
     return {"threshold": threshold, "rule": RULE, "k": k, "mode": mode, "embedder": embedder,
             "dev": {"n": len(dev), "kept": kept(dev), "p1": round(_quantile(dev, 0.01), 4)},
             "patient_style": {"n": len(pat), "kept": kept(pat), "p2": round(_quantile(pat, 0.02), 4)},
+            **({"consumer": {"n": len(con), "kept": kept(con), "p2": round(_quantile(con, 0.02), 4)}} if con else {}),
             "out_of_scope": {"n": len(oos), "refused": round(1 - kept(oos), 4),
                              "p95": round(_quantile(oos, 0.95), 4), "max": round(max(oos), 4)}}
 
@@ -123,7 +127,10 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
     # MiniLM's scale: pipeline.verify.stage.gate_embed says why, with the numbers.
     reference_sha = dir_checksum(resolve_embedder(""))
     embedder = "index" if retriever.manifest["embedder"]["sha256"] == reference_sha else "reference"
-    cal = {"relevance": calibrate_relevance(retriever, *questions, embedder=embedder) |
+    from evaluation.rulers import consumer_questions
+
+    consumer = [q["question"] for q in consumer_questions(data_dir)] if data_dir else []
+    cal = {"relevance": calibrate_relevance(retriever, *questions, embedder=embedder, consumer=consumer) |
                         ({"reference_sha256": reference_sha} if embedder == "reference" else {}),
            "embedder_sha256": retriever.manifest["embedder"]["sha256"],
            "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -134,7 +141,8 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
     atomic_write_json(path, manifest)
     r = cal["relevance"]
     log(f"relevance gate for {index_dir}: {r['threshold']} (dev kept {r['dev']['kept']}, patient-style kept "
-        f"{r['patient_style']['kept']}, out of scope refused {r['out_of_scope']['refused']})")
+        f"{r['patient_style']['kept']}, " + (f"consumer kept {r['consumer']['kept']}, " if "consumer" in r else "")
+        + f"out of scope refused {r['out_of_scope']['refused']})")
     return cal
 
 
