@@ -226,7 +226,11 @@ def best_per_record(ranked: list[tuple[int, float]], passages: list[Passage]) ->
 # What a question asks, in words, -> the question type a MedQuAD title names ("Gout: treatment"; core.corpus titles
 # say "overview" for information and "diagnosis" for exams and tests).
 QUESTION_TYPES: dict[str, re.Pattern] = {t: re.compile(p, re.I) for t, p in {
-    "treatment": r"\b(treat\w*|therap\w*|cure[sd]?|manag\w*|medication|medicines?|surgery)\b",
+    # and the ways people ask for one: "How do I get rid of these little devils?" (body lice), "How to Stop
+    # Snoring", "how to remove my mouth ulcer" (consumer dev messages)
+    "treatment": r"\b(treat\w*|therap\w*|cure[sd]?|manag\w*|medication|medicines?|surgery|get rid of|"
+                 r"how (?:do|can|could|should) (?:i|we|you|one) (?:stop|remove|relieve|ease|heal|fix)|"
+                 r"how to (?:stop|remove|relieve|ease|heal|fix))\b",
     "symptoms": r"\b(symptoms?|signs?)\b",
     "causes": r"\b(caus\w*|why (do|does|did))\b",
     "inheritance": r"\b(inherit\w*|hereditary|run in (the )?famil\w*|passed (down|on))\b",

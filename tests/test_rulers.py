@@ -168,3 +168,13 @@ def test_two_arms_are_reviewed_together_blind_and_scored_apart_and_paired(tmp_pa
     assert out["by_arm"]["judges"]["all"]["answers"]["k"] == 5 and out["by_arm"]["lexical"]["all"]["answers"]["k"] == 2
     assert out["paired"]["questions"] == 5 and out["paired"]["answers"]["b"] == 3 and out["paired"]["answers"]["c"] == 0
     assert sorted(len(k["arms"]) for k in key.values()) == [1] * 6 + [2, 2]
+
+
+def test_the_ways_people_ask_for_a_treatment_ask_for_one():
+    from retriever.search import question_types
+
+    for q in ("How do I get rid of these little devils?", "How to Stop Snoring", "how to remove my mouth ulcer",
+              "What are the treatments for gout?", "how can I relieve the itching"):
+        assert "treatment" in question_types(q), q
+    for q in ("when does the pain stop", "What is gout?", "Can older infants get jaundice?"):
+        assert "treatment" not in question_types(q), q
