@@ -14,31 +14,18 @@ percentile bootstrap interval over questions (evaluation.stats.mean_ci): 49 ques
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-CONSUMER_DIR = "consumer"
-QUESTIONS = "mediqa2019_dev.questions.jsonl"
-QRELS = "mediqa2019_dev.qrels.jsonl"
+from core.consumer import consumer_questions
+from core.consumer import read_jsonl as _jsonl
 
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+__all__ = ["consumer_questions", "first_relevant_rank", "is_message", "medquad_dev", "recall_summary", "retrieval_table",
+           "rulers"]
 
 
 def medquad_dev(data_dir: str) -> list[dict]:
     return [{"id": r.get("id", str(i)), "question": r["question"], "relevant": [r["gold_medquad_id"]]}
             for i, r in enumerate(_jsonl(Path(data_dir) / "splits" / "medquad_dev.jsonl"))]
-
-
-def consumer_questions(data_dir: str) -> list[dict]:
-    """All 127 consumer dev questions, linked or not ("relevant" empty where no record was linked)."""
-    root = Path(data_dir) / CONSUMER_DIR
-    if not (root / QUESTIONS).is_file():
-        return []
-    links = {r["id"]: r["relevant"] for r in _jsonl(root / QRELS)} if (root / QRELS).is_file() else {}
-    return [{"id": q["id"], "question": q["question"], "relevant": links.get(q["id"], [])}
-            for q in _jsonl(root / QUESTIONS)]
 
 
 def is_message(row: dict) -> bool:

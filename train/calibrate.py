@@ -127,7 +127,7 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
     # MiniLM's scale: pipeline.verify.stage.gate_embed says why, with the numbers.
     reference_sha = dir_checksum(resolve_embedder(""))
     embedder = "index" if retriever.manifest["embedder"]["sha256"] == reference_sha else "reference"
-    from evaluation.rulers import consumer_questions
+    from core.consumer import consumer_questions
 
     consumer = [q["question"] for q in consumer_questions(data_dir)] if data_dir else []
     cal = {"relevance": calibrate_relevance(retriever, *questions, embedder=embedder, consumer=consumer) |
