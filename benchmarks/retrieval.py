@@ -205,11 +205,29 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
         arms["base+rerank"] = IndexRetriever.load(base.root, reranker=arms["tuned+rerank"].reranker)
         arms["tuned+rerank-fused"] = IndexRetriever.load(tuned_index, reranker=Reranker(
             arms["tuned+rerank"].reranker.model, top_n=top_n, fuse=True))
+    # as served: the conditional question-type prior on both, and on the tuned index the fused reranker that
+    # resolve_reranker serves with it (rerank.top_n, rerank.fuse): what `make retriever` changes for a user
+    from retriever.config import RerankConfig
+
+    served_cfg = RerankConfig()
+    arms["base served"] = IndexRetriever.load(base.root, qtype_prior=True)
+    arms["tuned served"] = IndexRetriever.load(tuned_index, qtype_prior=True, reranker=Reranker.load(
+        reranker_dir, top_n=served_cfg.top_n, fuse=served_cfg.fuse) if reranker_dir else None)
     out: dict = {"dev": {}, "consumer": {}}
+    hits: dict[str, dict[str, list[float]]] = {"dev": {}, "consumer": {}}
     for name, r in arms.items():
-        out["dev"][name] = recall(gold_ranks(r, dev, "hybrid"))
-        out["consumer"][name] = recall(gold_ranks(r, consumer, "hybrid"))
+        for split, rows in (("dev", dev), ("consumer", consumer)):
+            ranks = gold_ranks(r, rows, "hybrid")
+            out[split][name] = recall(ranks)
+            hits[split][name] = [1.0 if x and x <= 5 else 0.0 for x in ranks]
+            hits[split][name + "@1"] = [1.0 if x == 1 else 0.0 for x in ranks]
         print(name, json.dumps({"dev": out["dev"][name], "consumer": out["consumer"][name]}), flush=True)
+    from evaluation.stats import paired_bootstrap
+
+    out["served_tuned_minus_base"] = {
+        split: {f"recall@{k}": paired_bootstrap(hits[split]["tuned served" + suffix], hits[split]["base served" + suffix])
+                for k, suffix in ((1, "@1"), (5, ""))} for split in ("dev", "consumer")}
+    print("served, tuned - base:", json.dumps(out["served_tuned_minus_base"]), flush=True)
     times: dict[str, list[float]] = {n: [] for n in arms}
     for i, row in enumerate(dev[:100]):  # query by query, the order alternating
         for name in list(arms)[:: 1 if i % 2 == 0 else -1]:
@@ -219,6 +237,7 @@ def tuned_comparison(base: IndexRetriever, tuned_index: str, reranker_dir: str, 
     p50 = {n: round(statistics.median(v) * 1000, 2) for n, v in times.items()}
     out["latency_p50_ms"] = p50
     out["latency_ratio_tuned_over_base"] = round(p50["tuned"] / p50["base"], 3)
+    out["latency_ratio_served_tuned_over_base"] = round(p50["tuned served"] / p50["base served"], 3)
     if reranker_dir:
         out["reranker"] = reranker_summary(out, top_n)
     cards = {}
