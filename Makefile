@@ -58,7 +58,7 @@ finetune: setup
 	$(BIN)/medcite finetune --config configs/finetune-smollm2.yaml
 
 # The domain-tuned retriever (README "Retrieval training"): embedder, the index built with it, then the reranker.
-# serve / ask / search use artifacts/index-tuned by themselves once it exists.
+# serve / ask / search use it with --index artifacts/index-tuned (not by default: no better on consumer questions).
 retriever: setup
 	$(BIN)/medcite train-retriever embedder --config configs/retriever.yaml
 	$(BIN)/medcite index --config configs/index.yaml --embedder artifacts/retriever/embedder --out artifacts/index-tuned

@@ -50,8 +50,9 @@ class AnswerConfig:
     builds the `Pipeline` from it."""
 
     index: str = "artifacts/index"
-    """Index directory built by `medcite index`. When it is the default and `artifacts/index-tuned` (built by
-    `make retriever` with the domain-tuned embedder) exists, that one is used."""
+    """Index directory built by `medcite index`. `artifacts/index-tuned` (`make retriever`, the domain-tuned
+    embedder) is used only when named here or with `--index`, and brings its reranker: as served it did not beat
+    the base index on the consumer dev questions by more than noise (docs/retrieval.md)."""
     k: int = 3
     """Passages put into the prompt by default (3 fits SmolLM2's CPU budget; requests may ask up to 20)."""
     mode: str = "hybrid"

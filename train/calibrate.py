@@ -118,8 +118,7 @@ def calibrate_index(index_dir: str | Path, data_dir: str, log: Callable[[str], N
         log(f"no dev split under {data_dir}: the index carries no calibration (verify uses min_relevance)")
         return None
     started = time.time()
-    # as served (the question-type prior too), and exactly this index: the default path would give way to the tuned
-    # index when one exists (retriever.loader.resolve_index), and calibrate that instead
+    # as served (the question-type prior too, and the tuned reranker when this is the tuned index)
     retriever = load_retriever(str(Path(index_dir).resolve()))
     from retriever.embedder import dir_checksum, resolve_embedder
 
