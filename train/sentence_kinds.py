@@ -105,4 +105,11 @@ def fit_index(index_dir: str | Path, log: Callable[[str], None] = print, force: 
 if __name__ == "__main__":
     import sys
 
-    fit_index(sys.argv[1], force="--force" in sys.argv)
+    from core.errors import MedciteError
+
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m train.sentence_kinds INDEX_DIR [--force]")
+    try:
+        fit_index(sys.argv[1], force="--force" in sys.argv)
+    except MedciteError as e:
+        sys.exit(f"sentence_kinds: {e}")
