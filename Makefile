@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 QUESTION ?= What are the treatments for gout?
 
-.PHONY: setup lock demo test test-fast lint bench finetune retriever models eval-quick clean
+.PHONY: setup lock demo test test-fast lint bench finetune retriever entailment models eval-quick clean
 
 # Every dependency from requirements.lock: one version and one file each, checked against its sha256, nothing resolved
 # at install time (refresh with `make lock`; torch in it is the CPU build on this machine's disk). Then llama-cpp-python
@@ -63,6 +63,11 @@ retriever: setup
 	$(BIN)/medcite train-retriever embedder --config configs/retriever.yaml
 	$(BIN)/medcite index --config configs/index.yaml --embedder artifacts/retriever/embedder --out artifacts/index-tuned
 	$(BIN)/medcite train-retriever reranker --config configs/retriever.yaml
+
+# Question entailment (docs/retrieval.md): the entailment cross-encoder and the index's question list, ~17 min here.
+# Off by default (no better on consumer questions); serve with `rerank.entailment: artifacts/retriever/entailment`.
+entailment: setup
+	$(BIN)/medcite train-retriever entailment --config configs/retriever.yaml
 
 # The trained judges of the verification stage (README "Trust"): faithfulness, then answerhood; resumable; ~40 min
 # here. serve / ask / eval use artifacts/judges by themselves once it exists. Then triage's learned layer (what

@@ -3,6 +3,7 @@ drafts in one run.
 
     .venv/bin/python benchmarks/answers.py [--index artifacts/index] [--judges artifacts/judges|off] [--limit 100]
     .venv/bin/python benchmarks/answers.py --index artifacts/index-tuned --name answers-tuned   # the tuned index
+    .venv/bin/python benchmarks/answers.py --adapter artifacts/adapters/smollm2-medcite --name answers-finetuned
 
 Question sets, the two rulers first (evaluation.rulers):
 - dev: the dev split's reference questions (MedQuAD templates, reserved documents, never trained on);
@@ -114,6 +115,17 @@ def drafts(sets, pipeline, path: Path) -> dict[tuple[str, bool], dict]:
     return done
 
 
+def adapter_key(adapter: str) -> str:
+    """A short hash of an adapter's weights and stamp (a retrained adapter gets new drafts)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(adapter).glob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json"):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", default="artifacts/index")
@@ -123,6 +135,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=30, help="answers of each arm and set written for reading")
     ap.add_argument("--name", default="answers", help="results file stem: benchmarks/results/<name>.json (e.g. "
                                                        "answers-tuned for --index artifacts/index-tuned)")
+    ap.add_argument("--adapter", default="", help="a LoRA adapter from `medcite finetune` on the served generator "
+                                                  "(merged into its GGUF; its drafts are cached apart)")
     ap.add_argument("--verify", action="append", default=[], metavar="KEY=VALUE",
                     help="a VerifyConfig field for both arms, e.g. section_prior=0.3 (repeatable)")
     args = ap.parse_args()
@@ -136,6 +150,8 @@ def main() -> int:
     from retriever.loader import load_retriever
 
     cfg = AnswerConfig(index=args.index)
+    if args.adapter:
+        cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, adapter=args.adapter))
     verify_cfg = VerifyConfig(**{k: type(getattr(VerifyConfig(), k))(v)
                                  for k, _, v in (kv.partition("=") for kv in args.verify)})
     retriever = load_retriever(cfg.index, cfg.rerank)  # as served: the question-type prior (and a reranker, where configured)
@@ -144,9 +160,10 @@ def main() -> int:
               and Path(args.judges).is_dir() else None)
     generator = load_generator(cfg.generator, cfg.decoding)
     sets = question_sets(args.limit, tuple(args.sets.split(",")))
-    # drafts depend on the index: a cache per index fingerprint
+    # drafts depend on the index and the generator's weights: a cache per index fingerprint (and adapter)
     served = Pipeline(retriever, generator, None, cfg.pipeline())
-    cache = drafts(sets, served, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}.jsonl")
+    tag = f"-{adapter_key(args.adapter)}" if args.adapter else ""
+    cache = drafts(sets, served, RESULTS / f"answers_drafts-{retriever.fingerprint[:12]}{tag}.jsonl")
     by_id = {}
 
     def passage(pid: str):
@@ -163,7 +180,8 @@ def main() -> int:
 
     arms = {"lexical": None, **({"judges": judges} if judges else {})}
     results: dict = {"command": "python benchmarks/answers.py " + " ".join(sys.argv[1:]), "date": str(date.today()),
-                     "index": retriever.fingerprint, "model": generator.name, "judges": judges.describe() if judges else "off",
+                     "index": retriever.fingerprint, "model": generator.name, "adapter": args.adapter,
+                     "judges": judges.describe() if judges else "off",
                      "verify": {kv.partition("=")[0]: getattr(verify_cfg, kv.partition("=")[0]) for kv in args.verify},
                      "sets": {}}
     sample: list[dict] = []

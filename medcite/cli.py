@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="embedder: fine-tune the index's embedder on (question -> answer passage) pairs "
                                    "with mined hard negatives; reranker: train a cross-encoder on the same pairs. "
                                    "Then `medcite index --embedder <out>/embedder --out artifacts/index-tuned`.")
-    p.add_argument("action", nargs="?", choices=("embedder", "reranker", "all"), default="embedder")
+    p.add_argument("action", nargs="?", choices=("embedder", "reranker", "entailment", "all"), default="embedder",
+                   help="all: embedder and reranker; entailment: the question-entailment cross-encoder")
     p.add_argument("--config", help="YAML config (configs/retriever.yaml); flags override it")
     config_flags(p, RetrieverTrainConfig, ("index", "data_dir", "out", "max_pairs", "seed"))
     p.set_defaults(func=cmd_train_retriever)

@@ -15,8 +15,7 @@ from core.errors import DataError, InvalidRequestError, MedciteError
 from evaluation.config import EvalConfig
 from finetune.config import FinetuneConfig
 from index_build.config import IndexConfig
-from retriever.config import RerankConfig
-from retriever.loader import resolve_index, resolve_reranker
+from retriever.loader import load_retriever
 from service.config import ServeConfig
 from train.config import JudgeTrainConfig, RetrieverTrainConfig
 
@@ -73,16 +72,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise InvalidRequestError("give either a query or --queries FILE.jsonl")
     batch = _read_queries(args.queries) if args.queries else [("", args.query)]
     _quiet_libraries()
-    from retriever.search import IndexRetriever
-
-    rerank, reranker = RerankConfig(), None
-    model = resolve_reranker(args.index, rerank.model)  # as serve retrieves: the tuned reranker goes with its index
-    if model:
-        from retriever.rerank import Reranker
-
-        reranker = Reranker.load(model, rerank.top_n, threads=args.threads, fuse=rerank.fuse)
-    retriever = IndexRetriever.load(resolve_index(args.index), threads=args.threads, reranker=reranker,
-                                    qtype_prior=rerank.qtype_prior)
+    retriever = load_retriever(args.index, threads=args.threads)  # as serve retrieves, with the default settings
     for qid, question in batch:
         hits = retriever.search(question, k=args.k, mode=args.mode, source=args.source,
                                 per_record=not args.all_passages)
@@ -194,7 +184,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from pipeline.verify.judges import load_judges
     from pipeline.verify.stage import check, verify_passages
-    from retriever.loader import load_retriever
 
     retriever, judges = load_retriever(cfg.index, cfg.rerank), load_judges(cfg.verify.judges, cfg.verify.judge_precision)  # the corpus vocabulary guards invented terms
     for n, req in rows:
@@ -248,11 +237,13 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     _quiet_libraries()
     from retriever.search import IndexRetriever
+    from train.entailment import train_entailment
     from train.retriever import train_embedder, train_reranker
 
     retriever = IndexRetriever.load(cfg.index)
+    stages = {"embedder": train_embedder, "reranker": train_reranker, "entailment": train_entailment}
     for stage in ("embedder", "reranker") if args.action == "all" else (args.action,):
-        print((train_embedder if stage == "embedder" else train_reranker)(cfg, retriever, log))
+        print(stages[stage](cfg, retriever, log))
     return 0
 
 
@@ -295,13 +286,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from evaluation.run import run_eval
     from generator.loader import load_generator
-    from retriever.search import IndexRetriever
 
     def generator(gcfg, decoding):
         return load_generator(gcfg, decoding)
 
-    def retriever(index: str):  # retrieval as served (the question-type prior of RerankConfig)
-        return IndexRetriever.load(index, qtype_prior=RerankConfig().qtype_prior)
+    def retriever(index: str):  # retrieval as served (RerankConfig's defaults)
+        return load_retriever(index)
 
     out = run_eval(cfg, retriever, generator, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(out / "report.md")

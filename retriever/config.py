@@ -31,9 +31,22 @@ class RerankConfig:
     0.490 / 0.918 -> 0.571 / 0.898 (one question: "Overweight and Obesity" for obesity), patient-style
     0.665 / 0.945 -> 0.670 / 0.955; the consumer answers blind-reviewed in docs/trust.md."""
 
+    entailment: str = ""
+    """Question entailment (retriever/entailment.py): the directory of an entailment cross-encoder (`medcite
+    train-retriever entailment`) to fuse in the records of the MedQuAD questions a query entails; `cosine`: the
+    nearest questions without a model; empty: off (measured in benchmarks/results/entailment.json)."""
+    entailment_candidates: int = 10
+    """Nearest distinct answered questions the entailment model reads per query."""
+    entailment_threshold: float = 0.9
+    """P(entailed) at or above which a question's records are fused in. Of 0.5 / 0.7 / 0.9, 0.9 is the one that
+    lowers no consumer dev figure (chosen on that ruler, so its consumer figure is optimistic)."""
+
     def __post_init__(self) -> None:
         if not 1 <= self.top_n <= 100:
             raise ConfigError(f"rerank.top_n must be in [1, 100], got {self.top_n}")
+        if not 1 <= self.entailment_candidates <= 100 or not 0 <= self.entailment_threshold <= 1:
+            raise ConfigError("rerank.entailment_candidates must be in [1, 100] and rerank.entailment_threshold in "
+                              f"[0, 1], got {self.entailment_candidates} and {self.entailment_threshold}")
 
 
 DEFAULT_INDEX, TUNED_INDEX = "artifacts/index", "artifacts/index-tuned"

@@ -30,9 +30,10 @@ def resolve_reranker(index: str, model: str) -> str:
     return TUNED_RERANKER if tuned and (Path(TUNED_RERANKER) / "config.json").is_file() else ""
 
 
-def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = None) -> IndexRetriever:
+def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = None, threads: int = 0) -> IndexRetriever:
     """The retriever as served: `resolve_index(index)`, with the reranker `resolve_reranker` picks (a cross-encoder
-    over the top `rerank.top_n`) and the question-type prior of `rerank.qtype_prior`."""
+    over the top `rerank.top_n`), the question-type prior of `rerank.qtype_prior` and question entailment when
+    `rerank.entailment` names it."""
     from retriever.search import IndexRetriever  # noqa: F811 (faiss and torch load only here)
 
     rerank = rerank or RerankConfig()
@@ -41,5 +42,12 @@ def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = Non
     if model:
         from retriever.rerank import Reranker
 
-        reranker = Reranker.load(model, rerank.top_n, fuse=rerank.fuse)
-    return IndexRetriever.load(resolve_index(index), reranker=reranker, qtype_prior=rerank.qtype_prior)
+        reranker = Reranker.load(model, rerank.top_n, threads=threads, fuse=rerank.fuse)
+    entailment = None
+    if rerank.entailment:
+        from retriever.entailment import Entailment
+
+        entailment = Entailment.load(resolve_index(index), "" if rerank.entailment == "cosine" else rerank.entailment,
+                                     rerank.entailment_candidates, rerank.entailment_threshold, threads)
+    return IndexRetriever.load(resolve_index(index), threads=threads, reranker=reranker,
+                               qtype_prior=rerank.qtype_prior, entailment=entailment)

@@ -44,7 +44,7 @@ class IndexRetriever:
 
     def __init__(self, root: Path, manifest: dict, passages: list[Passage], dense, bm25, embedder,
                  duplicates: dict[str, str], rrf_k: int = 60, candidates: int = 100, reranker=None,
-                 qtype_prior: bool = False):
+                 qtype_prior: bool = False, entailment=None):
         import numpy as np
 
         self.root, self.manifest, self.passages = root, manifest, passages
@@ -56,14 +56,19 @@ class IndexRetriever:
         self.qtype_prior = qtype_prior
         """Fuse in the records whose title's question type (MedQuAD's "Gout: treatment") matches what the
         question asks (hybrid only; `question_types`)."""
+        self.entailment = entailment
+        """A retriever.entailment.Entailment fusing in the records of the answered questions the query entails
+        (hybrid only), or None."""
         self.fingerprint: str = manifest["fingerprint"]
         cal = manifest.get("calibration") or {}
         # a calibration is this index's only when it was made with this index's embedder (no silent reuse)
         self.calibration: dict = cal if cal.get("embedder_sha256") == manifest["embedder"]["sha256"] else {}
         self.sources = sorted({p.source for p in passages})
         self._by_record: dict[str, list[Passage]] = {}
-        for p in passages:
+        self._first_row: dict[str, int] = {}
+        for row, p in enumerate(passages):
             self._by_record.setdefault(p.record_id, []).append(p)
+            self._first_row.setdefault(p.record_id, row)
         src = np.array([p.source for p in passages])
         # Per-source masks for filtered search: BM25 takes a weight mask, FAISS an id selector.
         self._source_ids = {s: np.flatnonzero(src == s).astype("int64") for s in self.sources}
@@ -108,6 +113,12 @@ class IndexRetriever:
                                     f"`medcite index --out {root}`")
         duplicates = fmt.read_json(root, fmt.DUPLICATES)
         return cls(root, manifest, passages, dense, bm25, embedder, duplicates, **kwargs)
+
+    def stages(self) -> dict[str, object]:
+        """Which of hybrid search's optional stages run (reported by /readyz)."""
+        ent = self.entailment
+        return {"qtype_prior": self.qtype_prior, "reranker": self.reranker is not None,
+                "entailment": "off" if ent is None else ("model" if ent.model is not None else "cosine")}
 
     def passages_of(self, record_id: str) -> list[Passage]:
         """Every passage of a record, in text order (used to put a gold passage into training examples)."""
@@ -206,6 +217,8 @@ class IndexRetriever:
             ranked = rank(query, fetch, source)
         if self.qtype_prior and mode == "hybrid":
             ranked = fuse_question_type(query, ranked, self.passages, self.rrf_k, self.focus_terms)
+        if self.entailment is not None and mode == "hybrid" and source is None:
+            ranked = self.entailment.fuse(query, self.embed([query])[0], ranked, self.passages, self._first_row)
         if self.reranker is not None and mode == "hybrid":
             ranked = self.reranker.rerank(query, ranked, self.passages)
         return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]

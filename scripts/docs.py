@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from docs_blocks import RESULTS, RULER_NAMES, ci, f3, load, optional, source, table  # noqa: E402
+from docs_blocks import RESULTS, RULER_NAMES, ci, entailment, f3, load, optional, source, table  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- gen:([a-z0-9-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S)
 PAGES = ("README.md", "docs/*.md")
@@ -376,7 +376,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "summary": summary, "retrieval": retrieval, "embedding": embedding, "serving": serving, "load": load_, "judges": judges,
     "answers": answers, "answers-tuned": answers_tuned, "verification": verification, "triage": triage, "followup": followup,
     "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
-    "config-tables": config_tables, "openapi": openapi, "judge-training": judge_training}
+    "config-tables": config_tables, "openapi": openapi, "judge-training": judge_training, "entailment": entailment}
 
 
 def files() -> list[Path]:

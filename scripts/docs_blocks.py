@@ -70,3 +70,31 @@ def ci(v: dict, metric: str) -> str:
 
 RULER_NAMES = {"medquad_dev": "MedQuAD dev", "consumer": "consumer dev (linked)",
                "consumer_messages": "consumer messages"}
+
+
+def entailment() -> str:
+    e = load("entailment")
+    names = {**RULER_NAMES, "medquad_dev": "MedQuAD dev (verbatim in the list)",
+             "patient_style": "patient-style rewrites"}
+    arms = [a for a in e["rulers"]["consumer"] if "recall@1" in e["rulers"]["consumer"][a]
+            and isinstance(e["rulers"]["consumer"][a]["recall@1"], float)]
+    rows = []
+    for ruler in ("consumer", "consumer_messages", "patient_style", "medquad_dev"):
+        res = e["rulers"][ruler]
+        for arm in arms:
+            d = res.get(f"{arm} - served", {})
+            diff = (" / ".join(f"{x['mean_diff']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]"
+                               for x in (d["recall@1"], d["recall@5"])) if d else "")
+            rows.append([f"{names[ruler]} ({res[arm]['n']})", arm, f3(res[arm]["recall@1"]), f3(res[arm]["recall@3"]),
+                         ci(res[arm], "recall@5"), diff])
+    lat = e["latency"]
+    t = e.get("training", {})
+    trained = (f" The model: {t['rows']:,} training rows, held-out average precision "
+               f"{t['dev_after'].get('eval_dev_average_precision')}, accuracy {t['dev_after'].get('eval_dev_accuracy')}"
+               f" ({t['held_out']:,} held-out rows), {t['train_seconds'] / 60:.0f} min to train here." if t else "")
+    return (f"Retrieved as the answer pipeline retrieves, {e['questions_listed']:,} distinct MedQuAD questions listed, "
+            f"the nearest {e['candidates']} read by the entailment model (`+entailment@t`: fused when P >= t):\n\n"
+            + table(["ruler", "arm", "recall@1", "recall@3", "recall@5 (95% CI)", "paired - served: recall@1 / @5"],
+                    rows)
+            + f"\n\nRetrieve p50 (interleaved): {', '.join(f'{a} {v} ms' for a, v in lat['p50_ms'].items())}."
+            + trained + "\n\n" + source("entailment"))

@@ -38,6 +38,7 @@ def test_health_ready_and_schema(client, retriever):
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["index"] == retriever.fingerprint
     assert ready["embedder"]["backend"] == retriever.manifest["embedder"]["backend"] == "openvino"
+    assert ready["retrieval"] == {"qtype_prior": retriever.qtype_prior, "reranker": False, "entailment": "off"}
     t = ready["triage"]  # triage's layers: the rules always, the learned layer or the command that adds it
     assert t["rules"] >= 10 and (t["learned"] is None) == ("make demo" in t.get("missing", ""))
     schema = client.get("/schema/openapi.json").json()

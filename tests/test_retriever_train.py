@@ -234,3 +234,122 @@ def test_the_tuned_index_is_chosen_not_picked_up_and_its_reranker_goes_with_it(t
     assert resolve_reranker(TUNED_INDEX, "off") == ""  # turned off by config
     assert resolve_reranker("elsewhere/index", "") == "" and resolve_index("elsewhere/index") == "elsewhere/index"
     assert resolve_reranker("elsewhere/index", "my/ce") == "my/ce"
+
+
+def test_the_question_list_is_written_once_and_a_stale_one_is_refused(qa_data, qa_index, tmp_path):
+    import shutil
+
+    from core.errors import IndexCorruptError
+    from index_build.questions import index_questions
+    from retriever.entailment import QUESTIONS, Entailment, QuestionIndex
+
+    copy = tmp_path / "index"
+    shutil.copytree(qa_index, copy)
+    with pytest.raises(IndexCorruptError, match="python -m index_build.questions"):
+        Entailment.load(copy)
+    logs: list[str] = []
+    assert index_questions(copy, qa_data, logs.append) == 120 and len(logs) == 1  # 40 documents x 3 questions
+    stamp = (copy / QUESTIONS).stat().st_mtime_ns
+    assert index_questions(copy, qa_data, logs.append) == 120 and len(logs) == 1  # current: nothing written
+    assert (copy / QUESTIONS).stat().st_mtime_ns == stamp
+    e = Entailment.load(copy)
+    assert len(e.questions.questions) == 120 and e.model is None
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["fingerprint"] = "another build"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="no question list for this index"):
+        Entailment.load(copy)
+    # the same question from several sources (one in lower case) is one entry answered by each of their records
+    import numpy as np
+
+    rows = [{"record_id": "a", "question": "What are the treatments for Gout ?"},
+            {"record_id": "b", "question": "What are the treatments for gout?"},
+            {"record_id": "c", "question": "What causes Gout ?"}]
+    q = QuestionIndex.grouped(rows, np.eye(3, dtype=np.float32))
+    assert q.questions == ["What are the treatments for Gout ?", "What causes Gout ?"]
+    assert q.records == [["a", "b"], ["c"]] and q.vectors.shape == (2, 3)
+
+
+class _FixedProbabilities:
+    """Stands in for the entailment cross-encoder where the test is about what is done with its probabilities."""
+
+    def __init__(self, probs: dict[str, float]):
+        self.probs = probs
+
+    def predict(self, pairs, **_):
+        return [self.probs.get(answered, 0.0) for _, answered in pairs]
+
+
+def test_entailed_records_are_fused_in_and_a_missed_record_comes_with_its_first_passage(qa_data, qa_index, tmp_path):
+    import numpy as np
+
+    from retriever.entailment import Entailment, QuestionIndex
+    from retriever.search import IndexRetriever
+
+    r = IndexRetriever.load(qa_index)
+    rows = [{"record_id": "2:0000012:2", "question": "What are the symptoms of Zorbitis type 12 ?"},
+            {"record_id": "2:0000013:2", "question": "What are the symptoms of Zorbitis type 13 ?"},
+            {"record_id": "2:0000014:3", "question": "What are the treatments for Zorbitis type 14 ?"}]
+    questions = QuestionIndex.grouped(rows, np.eye(3, dtype=np.float32))
+    model = _FixedProbabilities({rows[0]["question"]: 0.9, rows[1]["question"]: 0.4, rows[2]["question"]: 0.7})
+    e = Entailment(questions, model, candidates=3, threshold=0.5)
+    entailed = e.entailed("zorbitis 12 symptoms", np.ones(3, dtype=np.float32))
+    assert [(x[0], x[2]) for x in entailed] == [(rows[0]["question"], ["2:0000012:2"]),
+                                              (rows[2]["question"], ["2:0000014:3"])]  # 0.4 is under the threshold
+    ranked = [(i, 1.0) for i, p in enumerate(r.passages) if p.record_id == "2:0000013:1"][:1] + \
+             [(i, 1.0) for i, p in enumerate(r.passages) if p.record_id == "2:0000014:3"][:1]
+    fused = e.fuse("zorbitis 12 symptoms", np.ones(3, dtype=np.float32), ranked, r.passages, r._first_row)
+    order = [r.passages[i].record_id for i, _ in fused]
+    # 14:3 was ranked 2nd and entailed 2nd: 1/62 + 1/62; 12:2 was not retrieved, entailed 1st: 1/61; 13:1 1/61 alone
+    assert order[0] == "2:0000014:3" and set(order[1:]) == {"2:0000012:2", "2:0000013:1"}
+    assert dict((r.passages[i].record_id, s) for i, s in fused)["2:0000012:2"] == pytest.approx(1 / 61)
+    assert r.passages[r._first_row["2:0000012:2"]].record_id == "2:0000012:2"
+    # on the retriever: hybrid fuses it in, dense and BM25 stay plain
+    on = IndexRetriever.load(qa_index, entailment=Entailment.load(_with_questions(qa_index, qa_data, tmp_path)))
+    q = "What are the symptoms of Zorbitis type 12 ?"
+    assert on.search(q, k=1)[0].passage.record_id == "2:0000012:2"
+    assert on.search(q, k=5, mode="dense") == r.search(q, k=5, mode="dense")
+
+
+def _with_questions(qa_index: Path, qa_data: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    from index_build.questions import index_questions
+
+    copy = tmp_path / "index-with-questions"
+    shutil.copytree(qa_index, copy)
+    index_questions(copy, qa_data, lambda _: None)
+    return copy
+
+
+def test_the_entailment_model_trains_without_reserved_questions_and_reads_entailment(qa_data, qa_index, tmp_path):
+    from retriever.entailment import Entailment
+    from retriever.search import IndexRetriever
+    from train.entailment import short_form, train_entailment
+
+    assert short_form("What is (are) Zorbitis type 3 ?") == "what is Zorbitis type 3?"
+    pairs = tmp_path / "rqe.jsonl"
+    pairs.write_text("".join(json.dumps({"id": str(n), "chq": f"my son has quuxitis {n}, what treats it?",
+                                         "faq": f"What are the treatments for quuxitis {n} ?" if n % 2 else
+                                         f"What is (are) quuxitis {n + 1} ?", "label": n % 2}) + "\n"
+                         for n in range(20)))
+    cfg = _cfg(qa_data, qa_index, tmp_path / "out", entailment_pairs=str(pairs), entailment_rewrites=24,
+               entailment_batch_size=4, entailment_eval_steps=8, entailment_max_length=48)
+    index = _with_questions(qa_index, qa_data, tmp_path)
+    out = train_entailment(cfg, IndexRetriever.load(index), log=lambda _: None)
+    rows = json.loads((tmp_path / "out" / "entailment-run" / "rows.json").read_text())
+    assert rows["rqe"] == 20 and rows["rewrites"] == 24 and rows["held_out"]
+    texts = " ".join(f"{x['question']} {x['answered']}" for x in rows["train"] + rows["held_out"])
+    assert any(f"Zorbitis type {d} " in texts for d in range(8, 40))  # rewrites of the corpus questions
+    assert not any(f"type {d} " in texts or f"type {d}?" in texts for d in range(8))  # reserved documents 0-7
+    labels = {x["label"] for x in rows["train"]}
+    assert labels == {0.0, 1.0}
+    card = json.loads((out / "training_run.json").read_text())
+    assert card["stage"] == "entailment" and "eval_dev_average_precision" in card["dev_after"]
+    e = Entailment.load(index, str(out), candidates=3, threshold=0.0)
+    found = e.entailed("zorbitis 12 symptoms", IndexRetriever.load(index).embed(["zorbitis 12 symptoms"])[0])
+    assert len(found) == 3 and all(0.0 <= p <= 1.0 for _, p, _ in found)
+    with pytest.raises(ModelLoadError, match="train-retriever entailment"):
+        Entailment.load(index, str(tmp_path))
+    with pytest.raises(ConfigError, match="entailment_threshold"):
+        RerankConfig(entailment_threshold=1.5)

@@ -63,6 +63,20 @@ class RetrieverTrainConfig:
     """Cross-encoder tokens per (query, passage) pair."""
     reranker_eval_steps: int = 125
     """Cross-encoder steps between dev evaluations (each scores 200 x 20 pairs: about 2 min here)."""
+    entailment_pairs: str = "consumer/rqe_amia2016_train.jsonl"
+    """Question-entailment pairs ({chq, faq, label}) under data_dir, for the entailment model (train/entailment.py)."""
+    entailment_rewrites: int = 3000
+    """MedQuAD questions rewritten as people ask them, each with one entailed and two non-entailed questions."""
+    entailment_base: str = ""
+    """Starting weights of the entailment cross-encoder; empty: the index's embedder."""
+    entailment_batch_size: int = 32
+    """(question, answered question) rows per step of the entailment cross-encoder."""
+    entailment_learning_rate: float = 5e-5
+    """The entailment cross-encoder's learning rate (1 epoch, warm-up 10%)."""
+    entailment_max_length: int = 128
+    """Tokens per (question, answered question) pair: both are short (RQE pairs: 20 and 11 words on average)."""
+    entailment_eval_steps: int = 100
+    """Steps between held-out evaluations (average precision; the best checkpoint is kept)."""
     seed: int = 0
     """Seeds the draw of pairs, the consumer rewrites and training."""
     threads: int = 0
@@ -75,6 +89,8 @@ class RetrieverTrainConfig:
             raise ConfigError(f"consumer_share must be in [0, 1], got {self.consumer_share}")
         if self.mini_batch_size < 1 or self.batch_size < 2 or self.epochs < 1 or self.reranker_batch_size < 2:
             raise ConfigError("batch sizes must be >= 2 (mini_batch_size >= 1) and epochs >= 1")
+        if self.entailment_rewrites < 0 or self.entailment_batch_size < 2 or self.entailment_eval_steps < 1:
+            raise ConfigError("entailment_rewrites must be >= 0, entailment_batch_size >= 2, entailment_eval_steps >= 1")
         if self.eval_steps < 1 or self.reranker_eval_steps < 1 or self.reranker_negatives < 1:
             raise ConfigError("eval_steps and reranker_negatives must be >= 1")
 

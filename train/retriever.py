@@ -83,7 +83,12 @@ def _identity(cfg: RetrieverTrainConfig, retriever: IndexRetriever, stage: str) 
     for k in ("out", "threads"):  # where and how fast: not what is trained
         c.pop(k, None)
     if stage == "embedder":
-        c = {k: v for k, v in c.items() if not k.startswith("reranker_")}
+        c = {k: v for k, v in c.items() if not k.startswith(("reranker_", "entailment_"))}
+    elif stage == "reranker":
+        c = {k: v for k, v in c.items() if not k.startswith("entailment_")}
+    else:  # entailment: its own rows, not the mined pairs
+        c = {k: v for k, v in c.items() if k.startswith("entailment_") or k in ("data_dir", "reserved", "dev",
+                                                                                  "seed", "epochs")}
     return {"stage": stage, "index": retriever.fingerprint, **c}
 
 

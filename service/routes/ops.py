@@ -34,6 +34,8 @@ async def readyz(components: NamedDependency[Components]) -> Response:
     return Response({"status": "ready", "index": components.retriever.fingerprint,
                      # how queries are embedded: the index's own backend and precision (retriever/search.py)
                      "embedder": {"backend": embedder.get("backend", "torch"), "precision": embedder.get("precision")},
+                     # hybrid search's optional stages: question-type prior, reranker, question entailment
+                     "retrieval": stages() if callable(stages := getattr(components.retriever, "stages", None)) else {},
                      "model": components.generator.name, "judge": components.judge_info(),
                      "triage": await anyio.to_thread.run_sync(describe_triage),
                      "calibration": calibration_in_force(components.cfg.verify, components.retriever,
