@@ -22,7 +22,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from docs_blocks import RESULTS, RULER_NAMES, ci, entailment, f3, load, optional, source, table  # noqa: E402
+from docs_blocks import (  # noqa: E402
+    RESULTS,
+    RULER_NAMES,
+    ci,
+    entailment,
+    f3,
+    generator_finetune,
+    load,
+    optional,
+    source,
+    table,
+)
 
 BLOCK = re.compile(r"(<!-- gen:([a-z0-9-]+) -->\n)(.*?)(<!-- /gen:\2 -->)", re.S)
 PAGES = ("README.md", "docs/*.md")
@@ -376,7 +387,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "summary": summary, "retrieval": retrieval, "embedding": embedding, "serving": serving, "load": load_, "judges": judges,
     "answers": answers, "answers-tuned": answers_tuned, "verification": verification, "triage": triage, "followup": followup,
     "overhead": overhead, "page": page, "gate": gate, "faiss": faiss, "ray-index": ray_index, "finetune-speed": finetune_speed,
-    "config-tables": config_tables, "openapi": openapi, "judge-training": judge_training, "entailment": entailment}
+    "config-tables": config_tables, "openapi": openapi, "judge-training": judge_training, "entailment": entailment,
+    "generator-finetune": generator_finetune}
 
 
 def files() -> list[Path]:

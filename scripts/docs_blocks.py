@@ -98,3 +98,25 @@ def entailment() -> str:
                     rows)
             + f"\n\nRetrieve p50 (interleaved): {', '.join(f'{a} {v} ms' for a, v in lat['p50_ms'].items())}."
             + trained + "\n\n" + source("entailment"))
+
+
+def generator_finetune() -> str:
+    """The fine-tuned generator against the base (issue 37 item 5): benchmarks/answers.py with and without
+    --adapter, served verification and with the model's checked sentences allowed."""
+    arms = [("quotes (served default)", "base", "answers-generator-base"),
+            ("quotes (served default)", "fine-tuned", "answers-generator-tuned"),
+            ("checked generated sentences allowed", "base", "answers-generator-base-generated"),
+            ("checked generated sentences allowed", "fine-tuned", "answers-generator-tuned-generated")]
+    rows = []
+    for verify, model, name in arms:
+        row = [verify, model]
+        for s in ("dev", "consumer"):
+            v = load(name)["sets"][s]
+            j = v["judges"]
+            f1 = j["token_f1"]
+            row += [f"{j['modes'].get('generated', 0)} / {v['n']}", f3(j["cites_gold"]),
+                    f"{f3(f1['mean'])} [{f3(f1['ci_low'])}, {f3(f1['ci_high'])}]"]
+        rows.append(row)
+    return (table(["verification", "generator", "dev: generated kept", "dev: cites gold", "dev: token F1",
+                   "consumer: generated kept", "consumer: cites relevant (49)", "consumer: token F1 (49)"], rows)
+            + "\n\n" + source(*(n for _, _, n in arms)))

@@ -95,7 +95,7 @@ def _identity(cfg: RetrieverTrainConfig, retriever: IndexRetriever, stage: str) 
 def _trainer_args(cls, work: Path, cfg: RetrieverTrainConfig, metric: str, batch: int, lr: float, every: int,
                   **extra):
     return cls(output_dir=str(work / "checkpoints"), num_train_epochs=cfg.epochs, per_device_train_batch_size=batch,
-               learning_rate=lr, warmup_ratio=0.1, seed=cfg.seed, data_seed=cfg.seed, eval_strategy="steps",
+               learning_rate=lr, warmup_steps=0.1, seed=cfg.seed, data_seed=cfg.seed, eval_strategy="steps",
                eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
                load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=True,
                logging_steps=max(1, every // 3), report_to="none", use_cpu=True, dataloader_num_workers=0,
