@@ -135,6 +135,9 @@ def test_a_sentence_pointing_at_a_list_it_does_not_give_is_not_an_answer():
     a = _answer(f"{pointer} Gout flares are treated with colchicine or NSAIDs [1].")
     assert a.text == "Gout flares are treated with colchicine or NSAIDs [1]."
     assert any("points at a list it does not give" in w for w in a.warnings)
+    # a generated sentence that stops at its colon (a served draft with generated sentences allowed)
+    colon = "The answer to the question of what causes gout flares is: [1]"
+    assert attribute(colon, [GOUT[0][1]], [GOUT[0][0]], SupportJudge(), 0.0)[0].kind == "pointer"
 
 
 @pytest.mark.parametrize(("sentence", "question", "restates"), [
