@@ -53,10 +53,10 @@ def main() -> int:
 
     import httpx
 
+    from core.feedback import FeedbackStore
     from pipeline.config import AnswerConfig
     from retriever.loader import load_retriever
     from service.app import create_app
-    from service.feedback import FeedbackStore
     from tests.fakes import FakeGenerator
 
     answer = AnswerConfig(index=args.index)

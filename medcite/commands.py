@@ -140,9 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     retriever, generator, judges = loaded.retriever, loaded.generator, loaded.judges
     import uvicorn
 
+    from core.feedback import FeedbackStore
     from pipeline.triage import classifier
     from service.app import create_app
-    from service.feedback import FeedbackStore
 
     layer = classifier()  # the triage layer too, when one is trained
     store = FeedbackStore(cfg.feedback_db, cfg.log_text, cfg.feedback_retention_days) if cfg.feedback_db else None
@@ -259,7 +259,7 @@ def cmd_train_judges(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from service.feedback import FeedbackStore
+    from core.feedback import FeedbackStore
 
     cfg = _serve_config(args)
     db = args.db or cfg.feedback_db

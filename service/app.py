@@ -21,12 +21,12 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 
+from core.feedback import FeedbackStore
 from core.types import Generator, Retriever
 from pipeline.verify.judges import Judges
 from service.config import ServeConfig
 from service.dependencies import Components, provide_components
 from service.errors import EXCEPTION_HANDLERS
-from service.feedback import FeedbackStore
 from service.middleware import host_guard, json_only, request_log
 from service.routes.answer import answer, retrieve, verify_text
 from service.routes.openai import chat_completions, model, models

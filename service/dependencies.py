@@ -12,11 +12,11 @@ from typing import Any
 from litestar.datastructures import State
 
 from core.errors import IndexNotFoundError, OverloadedError
+from core.feedback import FeedbackStore  # light (sqlite3): Litestar resolves the Components annotations
 from core.types import Answer, Generator, Retriever
 from pipeline.answer import Pipeline
 from pipeline.verify.judges import Judges  # light (core only): Litestar resolves the Components annotations
 from service.config import ServeConfig
-from service.feedback import FeedbackStore  # light (sqlite3): Litestar resolves the Components annotations
 from service.metrics import Metrics
 
 
@@ -30,7 +30,7 @@ class Components:
     judges: Judges | None = None
     """The trained faithfulness and answerhood judges (pipeline.verify.judges); None: the lexical judge."""
     feedback: FeedbackStore | None = None
-    """Answer records and feedback (service/feedback.py); None: feedback is off."""
+    """Answer records and feedback (core/feedback.py); None: feedback is off."""
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     pipeline: Pipeline | None = dataclasses.field(init=False, default=None)
     """The answer pipeline over these components (None without a generator)."""

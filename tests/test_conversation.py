@@ -7,13 +7,13 @@ import sqlite3
 import pytest
 from litestar.testing import TestClient
 
+from core.feedback import SCHEMA_VERSION, FeedbackStore
 from generator.config import DecodingConfig
 from generator.prompt import fit_history
 from pipeline.followup import carry_focus, focus_of, needs_context, standalone
 from retriever.search import IndexRetriever
 from service.app import create_app
 from service.config import ServeConfig
-from service.feedback import SCHEMA_VERSION, FeedbackStore
 from tests.fakes import FakeGenerator
 
 GOUT = [{"role": "user", "content": "What is gout?"}, {"role": "assistant", "content": "Gout is a kind of arthritis."}]
@@ -208,7 +208,7 @@ _SERVER = """
 import sys, uvicorn
 from service.config import ServeConfig
 from service.app import create_app
-from service.feedback import FeedbackStore
+from core.feedback import FeedbackStore
 from tests.fakes import FakeGenerator, FakeRetriever
 app = create_app(FakeRetriever(), FakeGenerator("Passage 0 text about topic 0 [1]."), ServeConfig(),
                  feedback=FeedbackStore(sys.argv[1]))

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from core.errors import OverloadedError
+from core.feedback import FeedbackStore
 from core.types import Generation
 from generator.config import DecodingConfig
 from pipeline.verify.config import VerifyConfig
 from retriever.search import IndexRetriever
 from service.app import create_app
 from service.config import ServeConfig
-from service.feedback import FeedbackStore
 from tests.fakes import FakeGenerator
 from tests.test_live import serve_in_thread
 
