@@ -146,11 +146,15 @@ class IndexRetriever:
 
     # --- the three rankers; each returns [(passage row, score)] best first -----------------------------------
 
-    def _dense(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+    def query_vector(self, query: str):
+        """The query's unit vector, shape (1, dim), as the passages were embedded."""
+        return self.embedder.encode([query], normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False).astype("float32")
+
+    def _dense(self, query: str, n: int, source: str | None, vec=None) -> list[tuple[int, float]]:
         import faiss
 
-        vec = self.embedder.encode([query], normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False).astype("float32")
+        vec = self.query_vector(query) if vec is None else vec
         params = None
         if source is not None:
             sel = faiss.IDSelectorBatch(self._source_ids[source])
@@ -163,7 +167,7 @@ class IndexRetriever:
         scores, ids = self.dense.search(vec, n, params=params) if params else self.dense.search(vec, n)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    def _bm25(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+    def _bm25(self, query: str, n: int, source: str | None, vec=None) -> list[tuple[int, float]]:
         import bm25s
         import numpy as np
 
@@ -181,9 +185,9 @@ class IndexRetriever:
                                          show_progress=False, n_threads=0)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
 
-    def _hybrid(self, query: str, n: int, source: str | None) -> list[tuple[int, float]]:
+    def _hybrid(self, query: str, n: int, source: str | None, vec=None) -> list[tuple[int, float]]:
         fused: dict[int, float] = {}
-        for ranked in (self._dense(query, n, source), self._bm25(query, n, source)):
+        for ranked in (self._dense(query, n, source, vec), self._bm25(query, n, source)):
             for rank, (i, _) in enumerate(ranked, start=1):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (self.rrf_k + rank)
         return sorted(fused.items(), key=lambda t: (-t[1], t[0]))
@@ -207,18 +211,19 @@ class IndexRetriever:
         fetch = k * 4 if per_record else k
         if mode == "hybrid":
             fetch = max(fetch, self.candidates)
-        ranked = rank(query, fetch, source)
+        vec = None if mode == "bm25" else self.query_vector(query)  # once a search, however often it re-fetches
+        ranked = rank(query, fetch, source, vec)
         while per_record:
             collapsed = best_per_record(ranked, self.passages)
             if len(collapsed) >= k or len(ranked) < fetch or fetch >= len(self.passages):
                 ranked = collapsed
                 break
             fetch *= 4
-            ranked = rank(query, fetch, source)
+            ranked = rank(query, fetch, source, vec)
         if self.qtype_prior and mode == "hybrid":
             ranked = fuse_question_type(query, ranked, self.passages, self.rrf_k, self.focus_terms)
         if self.entailment is not None and mode == "hybrid" and source is None:
-            ranked = self.entailment.fuse(query, self.embed([query])[0], ranked, self.passages, self._first_row)
+            ranked = self.entailment.fuse(query, vec[0], ranked, self.passages, self._first_row)
         if self.reranker is not None and mode == "hybrid":
             ranked = self.reranker.rerank(query, ranked, self.passages)
         return [Hit(self.passages[i], score, rank) for rank, (i, score) in enumerate(ranked[:k], start=1)]
