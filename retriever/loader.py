@@ -1,5 +1,5 @@
-"""Load the served retriever: the index asked for (or the tuned one `make retriever` built), its reranker and its
-question-type prior. `medcite serve`, `ask`, `search`, the evaluation and the benchmarks load it the same way."""
+"""Load the served retriever: the index asked for, its reranker, its question-type prior and, when configured,
+question entailment. `medcite serve`, `ask`, `search`, the evaluation and the benchmarks load it the same way."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ if TYPE_CHECKING:
     from retriever.search import IndexRetriever
 
 from retriever.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER, RerankConfig
-
-
-def resolve_index(index: str) -> str:
-    """The index `serve`, `ask` and `search` load: the one asked for. The tuned index (`make retriever`) is not
-    picked up by itself: measured as served on the consumer dev questions it did not beat the base index by more
-    than noise (issue 37 item 4, docs/retrieval.md), so it is chosen with `--index artifacts/index-tuned`."""
-    return index
 
 
 def resolve_reranker(index: str, model: str) -> str:
@@ -31,9 +24,10 @@ def resolve_reranker(index: str, model: str) -> str:
 
 
 def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = None, threads: int = 0) -> IndexRetriever:
-    """The retriever as served: `resolve_index(index)`, with the reranker `resolve_reranker` picks (a cross-encoder
-    over the top `rerank.top_n`), the question-type prior of `rerank.qtype_prior` and question entailment when
-    `rerank.entailment` names it."""
+    """The retriever as served: the index asked for (the tuned one of `make retriever` is not picked up by itself:
+    as served it lost consumer dev recall, docs/retrieval.md), with the reranker `resolve_reranker` picks (a
+    cross-encoder over the top `rerank.top_n`), the question-type prior of `rerank.qtype_prior` and question
+    entailment when `rerank.entailment` names it."""
     from retriever.search import IndexRetriever  # noqa: F811 (faiss and torch load only here)
 
     rerank = rerank or RerankConfig()
@@ -47,7 +41,7 @@ def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = Non
     if rerank.entailment:
         from retriever.entailment import Entailment
 
-        entailment = Entailment.load(resolve_index(index), "" if rerank.entailment == "cosine" else rerank.entailment,
+        entailment = Entailment.load(index, "" if rerank.entailment == "cosine" else rerank.entailment,
                                      rerank.entailment_candidates, rerank.entailment_threshold, threads)
-    return IndexRetriever.load(resolve_index(index), threads=threads, reranker=reranker,
+    return IndexRetriever.load(index, threads=threads, reranker=reranker,
                                qtype_prior=rerank.qtype_prior, entailment=entailment)

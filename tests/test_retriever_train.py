@@ -219,20 +219,19 @@ def test_the_tuned_index_is_chosen_not_picked_up_and_its_reranker_goes_with_it(t
     """The base index stays the default when `make retriever` has built the tuned one (measured no better on the
     consumer questions); asked for, the tuned index brings its reranker."""
     from retriever.config import DEFAULT_INDEX, TUNED_INDEX, TUNED_RERANKER
-    from retriever.loader import resolve_index, resolve_reranker
+    from retriever.loader import resolve_reranker
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / TUNED_INDEX).mkdir(parents=True)
     (tmp_path / TUNED_INDEX / "manifest.json").write_text("{}")
     (tmp_path / TUNED_RERANKER).mkdir(parents=True)
-    assert resolve_index(DEFAULT_INDEX) == DEFAULT_INDEX and resolve_reranker(DEFAULT_INDEX, "") == ""
-    assert resolve_index(TUNED_INDEX) == TUNED_INDEX
+    assert resolve_reranker(DEFAULT_INDEX, "") == ""
     assert resolve_reranker(TUNED_INDEX, "") == ""  # no reranker trained yet
     (tmp_path / TUNED_RERANKER / "config.json").write_text("{}")
     assert resolve_reranker(TUNED_INDEX, "") == TUNED_RERANKER and resolve_reranker(DEFAULT_INDEX, "") == ""
     assert resolve_reranker(str(tmp_path / TUNED_INDEX), "") == TUNED_RERANKER  # the same directory, spelt out
     assert resolve_reranker(TUNED_INDEX, "off") == ""  # turned off by config
-    assert resolve_reranker("elsewhere/index", "") == "" and resolve_index("elsewhere/index") == "elsewhere/index"
+    assert resolve_reranker("elsewhere/index", "") == ""
     assert resolve_reranker("elsewhere/index", "my/ce") == "my/ce"
 
 
