@@ -34,7 +34,7 @@ class RerankConfig:
     entailment: str = ""
     """Question entailment (retriever/entailment.py): the directory of an entailment cross-encoder (`medcite
     train-retriever entailment`) to fuse in the records of the MedQuAD questions a query entails; `cosine`: the
-    nearest questions without a model; empty: off (measured in benchmarks/results/entailment.json)."""
+    nearest questions without a model; empty or `off`: off (measured in benchmarks/results/entailment.json)."""
     entailment_candidates: int = 10
     """Nearest distinct answered questions the entailment model reads per query."""
     entailment_threshold: float = 0.9

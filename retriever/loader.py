@@ -38,7 +38,7 @@ def load_retriever(index: str = DEFAULT_INDEX, rerank: RerankConfig | None = Non
 
         reranker = Reranker.load(model, rerank.top_n, threads=threads, fuse=rerank.fuse)
     entailment = None
-    if rerank.entailment:
+    if rerank.entailment not in ("", "off"):
         from retriever.entailment import Entailment
 
         entailment = Entailment.load(index, "" if rerank.entailment == "cosine" else rerank.entailment,

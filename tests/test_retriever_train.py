@@ -352,3 +352,8 @@ def test_the_entailment_model_trains_without_reserved_questions_and_reads_entail
         Entailment.load(index, str(tmp_path))
     with pytest.raises(ConfigError, match="entailment_threshold"):
         RerankConfig(entailment_threshold=1.5)
+    from retriever.loader import load_retriever
+
+    assert load_retriever(str(index), RerankConfig(entailment="off")).entailment is None  # as the error suggests
+    served = load_retriever(str(index), RerankConfig(entailment=str(out), entailment_threshold=0.0))
+    assert served.stages()["entailment"] == "model" and served.entailment.threshold == 0.0
